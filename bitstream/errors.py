@@ -1,0 +1,29 @@
+"""The exceptions hvq raises on bad input.
+
+Every fault a user can cause (a damaged file, a wrong model, an unreadable
+image) raises a subclass of ``HvqError`` with a one-line message; anything
+else escaping the library is a bug.  They live here, in the torch-free layer,
+so the format tools can raise them without importing the model.
+"""
+
+from __future__ import annotations
+
+
+class HvqError(Exception):
+    """Base class of every error hvq reports to a user."""
+
+
+class HvqFormatError(HvqError):
+    """The bytes are not a valid .hvq file (bad signature, CRC, structure, version, limits)."""
+
+
+class HvqTruncatedError(HvqFormatError):
+    """The file ends before what it declares: names what is missing."""
+
+
+class HvqModelError(HvqError):
+    """A model cannot be loaded, or does not match the file (fingerprint, codebook size)."""
+
+
+class HvqImageError(HvqError):
+    """An input image cannot be read or is not supported (alpha, size limits)."""

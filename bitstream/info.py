@@ -1,0 +1,71 @@
+"""A summary of a .hvq file for people and tools (``hvq.inspect``, ``hvq info``); no weights needed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hvq.bitstream.container import parse, read_bytes
+
+
+@dataclass(frozen=True)
+class LevelInfo:
+    factor: int  # downsampling factor: image side / grid side
+    grid_height: int
+    grid_width: int
+    chunk_bytes: int  # what dropping this level saves
+    payload_bytes: int
+    bits_per_index: float
+    bpp: float  # chunk bytes * 8 / image pixels
+    index_crc: str  # hex
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    version: int
+    width: int
+    height: int
+    grid_multiple: int
+    codebook_size: int
+    model_fingerprint: str  # hex
+    file_bytes: int
+    bpp: float  # whole file
+    complete: bool  # False: truncated, ``missing`` lists the absent levels
+    missing: tuple[int, ...]
+    levels: tuple[LevelInfo, ...]  # coarse first, as stored
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def inspect_file(source: bytes | str | Path) -> FileInfo:
+    """Parse and summarise a file; raises ``HvqFormatError`` on anything malformed."""
+    parsed = parse(read_bytes(source))
+    h = parsed.header
+    pixels = h.width * h.height
+    levels = tuple(
+        LevelInfo(
+            factor=c.factor,
+            grid_height=c.grid_height,
+            grid_width=c.grid_width,
+            chunk_bytes=c.chunk_bytes,
+            payload_bytes=len(c.payload),
+            bits_per_index=round(c.bits_per_index, 4),
+            bpp=round(8 * c.chunk_bytes / pixels, 5),
+            index_crc=f"{c.index_crc:08x}",
+        )
+        for c in parsed.levels
+    )
+    return FileInfo(
+        version=h.version,
+        width=h.width,
+        height=h.height,
+        grid_multiple=h.grid_multiple,
+        codebook_size=h.codebook_size,
+        model_fingerprint=h.model_fingerprint.hex(),
+        file_bytes=parsed.total_bytes,
+        bpp=round(8 * parsed.total_bytes / pixels, 5),
+        complete=parsed.complete,
+        missing=parsed.missing,
+        levels=levels,
+    )

@@ -1,0 +1,196 @@
+"""The ``hvq`` command line: compress, decompress, info, strip, export.
+
+Library errors (``HvqError``) become one-line messages naming the file and
+exit 1; misuse of the command line exits 2.  Torch and the model are imported
+only by the commands that run the transforms, so ``info`` and ``strip`` start
+instantly.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from hvq import __version__
+from hvq.bitstream.errors import HvqError
+from hvq.cli.options import LevelList, force_option, model_option
+from hvq.cli.output import check_target, write_atomic
+
+EXIT_CODES = """\b
+Exit codes:
+  0  success
+  1  an input, file or model was refused (one line per fault on stderr)
+  2  the command line was misused"""
+
+
+def _fail(path, exc: Exception) -> click.ClickException:
+    return click.ClickException(f"{path}: {exc}")
+
+
+def _progress(items, label):
+    """A progress bar for more than one item; silent for one."""
+    if len(items) <= 1:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=label, unit="file", file=sys.stderr)
+
+
+@click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hvq")
+def main() -> None:
+    """hvq: a neural image codec with progressive, level-by-level .hvq files.
+
+    Levels are named by their downsampling factor: 16 (coarsest, smallest),
+    8, and 4 (finest).
+    """
+
+
+@main.command(epilog=EXIT_CODES)
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Output file (one input).")
+@click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--levels", type=LevelList(), default=None, help="Levels to store, e.g. 16,8 (default: all).")
+@model_option
+@force_option
+@click.pass_context
+def compress(ctx, inputs, output, output_dir, levels, model_path, force):
+    """Compress images to .hvq files (default: IN with the suffix .hvq)."""
+    if output and output_dir:
+        raise click.BadParameter("give -o/--output or -d/--output-dir, not both")
+    if output and len(inputs) > 1:
+        raise click.BadParameter("-o/--output takes one input; use -d/--output-dir for several")
+    from hvq.codec.pipeline import Codec
+
+    try:
+        codec = Codec.for_model(model_path)
+        chosen = codec.check_levels(levels)
+    except HvqError as exc:
+        raise _fail(model_path or "model", exc)
+    failures = 0
+    for path in _progress(list(inputs), "compress"):
+        target = output or (output_dir / (path.stem + ".hvq") if output_dir else path.with_suffix(".hvq"))
+        try:
+            check_target(target, list(inputs), force)
+            write_atomic(target, codec.compress(path, chosen))
+        except click.ClickException as exc:
+            failures += 1
+            click.echo(f"Error: {exc.message}", err=True)
+        except HvqError as exc:
+            failures += 1
+            click.echo(f"Error: {path}: {exc}", err=True)
+    if failures:
+        if len(inputs) > 1:
+            click.echo(f"{failures} of {len(inputs)} files failed", err=True)
+        ctx.exit(1)
+
+
+@main.command(epilog=EXIT_CODES)
+@click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Output image (default: IN.png).")
+@click.option("--level", type=int, default=None, help="Level to decode (default: the finest stored).")
+@click.option("--partial", is_flag=True, help="Decode the finest complete level of a truncated file.")
+@model_option
+@force_option
+def decompress(input, output, level, partial, model_path, force):
+    """Decode a .hvq file to an image; the format follows the output's suffix."""
+    from PIL import Image
+
+    output = output or input.with_suffix(".png")
+    image_format = Image.registered_extensions().get(output.suffix.lower())
+    if image_format is None:
+        raise click.BadParameter(f"{output.suffix or 'no suffix'} is not an image format Pillow writes", param_hint="-o")
+    check_target(output, [input], force)
+    from hvq.codec.pipeline import Codec
+
+    try:
+        codec = Codec.for_model(model_path)
+    except HvqError as exc:
+        raise _fail(model_path or "model", exc)
+    try:
+        image = codec.decompress(input, level, partial=partial)
+    except HvqError as exc:
+        raise _fail(input, exc)
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format)
+    write_atomic(output, buffer.getvalue())
+
+
+@main.command(epilog=EXIT_CODES)
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object per file (a list for several).")
+@click.pass_context
+def info(ctx, files, as_json):
+    """Show a file's size, model fingerprint and levels; no model needed."""
+    from hvq.bitstream.info import inspect_file
+
+    records, failures = [], 0
+    for path in files:
+        try:
+            summary = inspect_file(path)
+        except HvqError as exc:
+            failures += 1
+            click.echo(f"Error: {path}: {exc}", err=True)
+            continue
+        if as_json:
+            records.append({"file": str(path), **asdict(summary)})
+        else:
+            click.echo(_describe(path, summary))
+    if as_json and records:
+        click.echo(json.dumps(records[0] if len(files) == 1 else records, indent=2))
+    if failures:
+        ctx.exit(1)
+
+
+def _describe(path, s) -> str:
+    lines = [
+        f"{path}: .hvq v{s.version}, {s.width}x{s.height}, {s.file_bytes} bytes, {s.bpp:.4f} bpp"
+        + ("" if s.complete else f", TRUNCATED (missing levels {','.join(map(str, s.missing))})"),
+        f"  model {s.model_fingerprint}, codebook {s.codebook_size}",
+        "  level  grid       bytes   bits/index  bpp",
+    ]
+    for lv in s.levels:
+        grid = f"{lv.grid_width}x{lv.grid_height}"
+        lines.append(f"  {lv.factor:>5}  {grid:<9} {lv.chunk_bytes:>7}  {lv.bits_per_index:>10.3f}  {lv.bpp:.4f}")
+    return "\n".join(lines)
+
+
+@main.command(epilog=EXIT_CODES)
+@click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--keep", type=LevelList(), required=True, help="Levels to keep, e.g. 16,8.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@force_option
+def strip(input, keep, output, force):
+    """Drop levels from a .hvq file without re-encoding (no model needed)."""
+    from hvq.bitstream.container import read_bytes, strip_levels
+
+    check_target(output, [input], force)
+    try:
+        data = strip_levels(read_bytes(input), keep)
+    except HvqError as exc:
+        raise _fail(input, exc)
+    write_atomic(output, data)
+
+
+@main.command(epilog=EXIT_CODES)
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(file_okay=False, exists=True),
+              help="Folder of training images to fit the prior on (repeatable).")
+@force_option
+def export(checkpoint, output, data_dirs, force):
+    """Fit the prior tables on training images and write a deployable model."""
+    from hvq.codec.export import export_checkpoint
+
+    check_target(output, [checkpoint], force)
+    fp = export_checkpoint(checkpoint, list(data_dirs), output, progress=True)
+    click.echo(f"{output}: model {fp.hex()}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

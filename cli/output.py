@@ -1,0 +1,31 @@
+"""Safe output files: never partial, never over an input, never over a file without --force."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+
+def check_target(output: Path, inputs: list[Path], force: bool) -> None:
+    """Refuse to write over an input, or over an existing file unless forced."""
+    resolved = output.resolve()
+    if any(resolved == p.resolve() for p in inputs):
+        raise click.ClickException(f"{output}: refusing to overwrite an input file")
+    if output.exists() and not force:
+        raise click.ClickException(f"{output}: exists (use --force to overwrite)")
+
+
+def write_atomic(output: Path, data: bytes) -> None:
+    """Write to a temporary file beside the target, then rename: a failure leaves nothing behind."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, output)
+    except BaseException:  # also Ctrl-C: no partial output survives
+        Path(tmp).unlink(missing_ok=True)
+        raise

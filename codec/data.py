@@ -1,0 +1,57 @@
+"""Training crops from any folder of images.
+
+Each batch is drawn from a generator seeded by ``(seed, step)``, so a resumed
+run sees exactly the batches it would have seen without the interruption, and
+no sampler state needs saving.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
+
+
+def list_images(folders: list[str] | tuple[str, ...]) -> list[Path]:
+    """Image files under the folders, sorted so every machine sees the same order."""
+    files: list[Path] = []
+    for folder in folders:
+        root = Path(folder)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{folder}: not a folder")
+        files += [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise FileNotFoundError(f"no images under {', '.join(map(str, folders))}")
+    return sorted(files)
+
+
+class CropSampler:
+    """Random crops with random horizontal flips, images held decoded in memory (uint8)."""
+
+    def __init__(self, files: list[Path], crop: int, seed: int):
+        self.crop = crop
+        self.seed = seed
+        self.images: list[np.ndarray] = []
+        for path in files:
+            with Image.open(path) as im:
+                array = np.asarray(im.convert("RGB"))
+            if min(array.shape[:2]) >= crop:
+                self.images.append(array)
+        if not self.images:
+            raise ValueError(f"no image is at least {crop}px on its shorter side")
+
+    def batch(self, step: int, size: int, rank: int = 0) -> torch.Tensor:
+        """The batch for one step (and one rank): (size, 3, crop, crop) float in [0, 1]."""
+        rng = np.random.default_rng([self.seed, step, rank])
+        out = np.empty((size, self.crop, self.crop, 3), dtype=np.uint8)
+        for i in range(size):
+            image = self.images[rng.integers(len(self.images))]
+            top = rng.integers(image.shape[0] - self.crop + 1)
+            left = rng.integers(image.shape[1] - self.crop + 1)
+            patch = image[top : top + self.crop, left : left + self.crop]
+            out[i] = patch[:, ::-1] if rng.integers(2) else patch
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)

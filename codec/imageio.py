@@ -1,0 +1,106 @@
+"""Images in and out of the codec: reading, colour conversion, padding and cropping.
+
+What hvq codes is 8-bit RGB.  Other inputs are converted as follows (README,
+"Inputs"):
+
+- EXIF orientation is applied first, so the output looks as viewers show the input.
+- Grayscale (L, 1), palette (P), CMYK, YCbCr and LAB become RGB through Pillow.
+- 16-bit grayscale (I;16*, I) is scaled to 8 bits (value / 257, rounded).
+- An alpha channel that is fully opaque is dropped; real transparency is
+  refused, because flattening it onto a background would silently change
+  the picture.  Flatten it yourself first.
+- Float images (mode F) are refused.
+
+Sides are padded on the bottom and right, by repeating the last row and
+column, up to a multiple of the model's coarsest factor, and the decoded
+image is cropped back: the output always has the input's size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from hvq.bitstream.container import MAX_PIXELS, MAX_SIDE
+from hvq.bitstream.errors import HvqImageError
+
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+def _check_size(width: int, height: int) -> None:
+    if width < 1 or height < 1:
+        raise HvqImageError("image is empty")
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+        raise HvqImageError(
+            f"image of {width}x{height} exceeds the limits ({MAX_SIDE} px a side, {MAX_PIXELS} pixels)"
+        )
+
+
+def load_image(source: Image.Image | str | Path) -> Image.Image:
+    """Return the input as an 8-bit RGB image, converted as documented above."""
+    if isinstance(source, Image.Image):
+        _check_size(*source.size)
+        return to_rgb(source)
+    try:
+        with Image.open(source) as im:  # reads the header only
+            _check_size(*im.size)  # before any pixel is decoded
+            im.load()
+            return to_rgb(im)
+    except HvqImageError:
+        raise
+    except Image.DecompressionBombError as exc:  # Pillow's own guard, at open
+        raise HvqImageError(f"image exceeds the limits: {exc}") from None
+    except UnidentifiedImageError:
+        raise HvqImageError("not an image Pillow can read") from None
+    except FileNotFoundError:
+        raise HvqImageError("no such file") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # Pillow reports damaged data as these
+        raise HvqImageError(f"cannot read image: {exc}") from None
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    im = ImageOps.exif_transpose(im)
+    if im.mode == "RGB":
+        return im.copy()
+    if im.mode in _SIXTEEN_BIT:
+        wide = np.asarray(im, dtype=np.int64)
+        narrow = np.clip((wide + 128) // 257, 0, 255).astype(np.uint8)
+        return Image.fromarray(narrow, "L").convert("RGB")
+    if im.mode == "F":
+        raise HvqImageError("floating-point images (mode F) are not supported")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in _ALPHA_MODES:
+        alpha = np.asarray(im.getchannel("A"))
+        if alpha.min() < 255:
+            raise HvqImageError("image has transparency; hvq codes opaque RGB only (flatten it first)")
+    try:
+        return im.convert("RGB")
+    except ValueError as exc:
+        raise HvqImageError(f"cannot convert mode {im.mode} to RGB: {exc}") from None
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB image -> (1, 3, H, W) float32 in [0, 1]."""
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float().div_(255.0)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad bottom and right by edge replication to sides that are multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if not pad_h and not pad_w:
+        return x
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+
+
+def to_image(x_hat: torch.Tensor, width: int, height: int) -> Image.Image:
+    """(1, 3, H', W') in [0, 1] -> RGB image cropped to ``width`` x ``height``."""
+    pixels = x_hat[0, :, :height, :width].mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+    return Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy(), "RGB")

@@ -1,0 +1,177 @@
+"""Deployable model files: network weights plus prior tables in one safetensors file.
+
+The file's metadata holds the model config (JSON), the file-format version
+and a fingerprint: the first 16 bytes of a SHA-256 over every tensor (name,
+dtype, shape, bytes) in sorted order.  The fingerprint is written into every
+.hvq file, so a decoder refuses a file made with other weights or tables
+instead of producing a wrong image.  Weights load only from safetensors
+(never pickle), so a model file cannot run code.
+
+Convolution weights are stored as float16 to keep the shipped file small;
+they are widened to float32 on load, so inference is float32 everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.numpy import load as load_numpy
+from safetensors.numpy import save as save_numpy
+
+from hvq.bitstream.coder import check_freqs
+from hvq.bitstream.errors import HvqModelError
+from hvq.codec.config import ModelConfig
+from hvq.codec.model import HierarchicalVQVAE
+from hvq.codec.prior import FrequencyPrior
+
+MODEL_FILE_VERSION = 1
+DEFAULT_MODEL = Path(__file__).parent / "models" / "hvq-default.safetensors"
+_PRIOR_PREFIX = "prior.table."
+# Buffers only training needs; a deployable file leaves them out.
+_TRAINING_ONLY = ("codebook.cluster_size", "codebook.embed_sum", "codebook.initialised")
+MAX_MODEL_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A network in eval mode with its frozen prior and fingerprint."""
+
+    config: ModelConfig
+    net: HierarchicalVQVAE
+    prior: FrequencyPrior
+    fingerprint: bytes  # 16 bytes
+    path: str
+
+    @property
+    def fingerprint_hex(self) -> str:
+        return self.fingerprint.hex()
+
+
+def fingerprint(tensors: dict[str, np.ndarray], config_json: str) -> bytes:
+    """SHA-256 (first 16 bytes) over the config and sorted (name, dtype, shape, bytes): identifies a model.
+
+    Arrays are hashed in little-endian order whatever the machine, so the
+    fingerprint is the same everywhere.
+    """
+    digest = hashlib.sha256(config_json.encode())
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.digest()[:16]
+
+
+def model_tensors(net: HierarchicalVQVAE, prior: FrequencyPrior) -> dict[str, np.ndarray]:
+    """The tensors of a deployable file: half-precision convs, float32 codebook, int32 tables."""
+    tensors: dict[str, np.ndarray] = {}
+    for name, value in net.state_dict().items():
+        if name in _TRAINING_ONLY:
+            continue
+        array = value.detach().cpu().numpy()
+        if name.startswith("codebook."):
+            tensors[name] = array.astype(np.float32)  # codeword distances decide indices: keep full precision
+        else:
+            tensors[name] = array.astype(np.float16)
+    for factor, table in prior.tables.items():
+        tensors[f"{_PRIOR_PREFIX}{factor}"] = np.asarray(table, dtype=np.int32)
+    return tensors
+
+
+def save_model(net: HierarchicalVQVAE, prior: FrequencyPrior, path: str | Path) -> bytes:
+    """Write a deployable model file; returns its fingerprint."""
+    tensors = model_tensors(net, prior)
+    fp = fingerprint(tensors, net.config.to_json())
+    metadata = {
+        "format": "hvq-model",
+        "model_file_version": str(MODEL_FILE_VERSION),
+        "config": net.config.to_json(),
+        "prior": "static-v1",
+        "fingerprint": fp.hex(),
+    }
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(save_numpy(tensors, metadata=metadata))
+    tmp.replace(path)
+    return fp
+
+
+def _read_metadata(raw: bytes, name: str) -> dict:
+    # safetensors layout: u64 little-endian header length, then a JSON header.
+    if len(raw) < 8:
+        raise HvqModelError(f"{name}: not a safetensors model file")
+    length = int.from_bytes(raw[:8], "little")
+    if length > len(raw) - 8:
+        raise HvqModelError(f"{name}: not a safetensors model file")
+    try:
+        header = json.loads(raw[8 : 8 + length])
+    except ValueError:
+        raise HvqModelError(f"{name}: not a safetensors model file") from None
+    return header.get("__metadata__") or {}
+
+
+def load_model(path: str | Path | None = None) -> LoadedModel:
+    """Load a deployable model (default: the one shipped in the package); cached per path."""
+    resolved = Path(path) if path is not None else DEFAULT_MODEL
+    return _load_cached(str(resolved.resolve()))
+
+
+@lru_cache(maxsize=4)
+def _load_cached(path: str) -> LoadedModel:
+    name = Path(path).name
+    try:
+        if Path(path).stat().st_size > MAX_MODEL_BYTES:
+            raise HvqModelError(f"{name}: model file exceeds {MAX_MODEL_BYTES} bytes")
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise HvqModelError(f"{name}: cannot read model: {exc.strerror or exc}") from None
+    meta = _read_metadata(raw, name)
+    if meta.get("format") != "hvq-model":
+        raise HvqModelError(f"{name}: not an hvq model file")
+    try:
+        version = int(meta.get("model_file_version", "0"))
+    except ValueError:
+        version = 0
+    if version > MODEL_FILE_VERSION:
+        raise HvqModelError(
+            f"{name}: model file version {version} is newer than this hvq reads ({MODEL_FILE_VERSION}); upgrade hvq"
+        )
+    if version < 1:
+        raise HvqModelError(f"{name}: model file version is missing or invalid")
+    try:
+        tensors = load_numpy(raw)
+        config = ModelConfig.from_json(meta["config"])
+    except (SafetensorError, KeyError, ValueError, TypeError) as exc:
+        raise HvqModelError(f"{name}: damaged model file: {exc}") from None
+    fp = fingerprint(tensors, meta["config"])
+    if fp.hex() != meta.get("fingerprint"):
+        raise HvqModelError(f"{name}: fingerprint {fp.hex()} does not match its metadata {meta.get('fingerprint')}")
+    tables = {k[len(_PRIOR_PREFIX):]: v for k, v in tensors.items() if k.startswith(_PRIOR_PREFIX)}
+    if sorted(tables) != sorted(str(f) for f in config.factors):
+        raise HvqModelError(f"{name}: prior tables do not cover the levels {config.factors}")
+    tables = {int(k): v for k, v in tables.items()}
+    for factor, table in tables.items():
+        try:
+            check_freqs(table)
+        except HvqModelError as exc:
+            raise HvqModelError(f"{name}: prior table of level {factor}: {exc}") from None
+        if table.shape != (config.codebook_size,):
+            raise HvqModelError(f"{name}: prior table of level {factor} does not fit codebook size {config.codebook_size}")
+    net = HierarchicalVQVAE(config)
+    state = {k: torch.from_numpy(v.astype(np.float32)) for k, v in tensors.items() if not k.startswith(_PRIOR_PREFIX)}
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise HvqModelError(f"{name}: weights do not fit the config: {str(exc).splitlines()[0]}") from None
+    if unexpected or set(missing) - set(_TRAINING_ONLY):
+        raise HvqModelError(f"{name}: weights do not fit the config (missing {missing}, unexpected {unexpected})")
+    net.codebook.initialised.fill_(True)
+    net.eval()
+    return LoadedModel(config, net, FrequencyPrior(tables), fp, path)

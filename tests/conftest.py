@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny seeded random models, and the paths of ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(os.environ.get("HVQ_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+KODAK = SHARED / "datasets" / "kodak"
+TRAIN = SHARED / "datasets" / "train"
+
+TINY = dict(
+    codebook_size=16,
+    code_dim=8,
+    encoder_channels=(8, 8),
+    decoder_channels=((16, 8), (8, 8), (4, 8), (2, 8), (1, 8)),
+)
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is missing: these tests need ../shared beside the checkout (or HVQ_SHARED)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def kodak_dir() -> Path:
+    return require(KODAK)
+
+
+@pytest.fixture(scope="session")
+def train_dir() -> Path:
+    return require(TRAIN)
+
+
+def make_tiny_model(path: Path, seed: int = 0, **overrides) -> Path:
+    """A seeded random model with a k-means-initialised codebook and skewed prior tables."""
+    import torch
+
+    from hvq.codec.config import ModelConfig
+    from hvq.codec.model import HierarchicalVQVAE
+    from hvq.codec.prior import FrequencyPrior
+    from hvq.codec.weights import save_model
+
+    torch.manual_seed(seed)
+    config = ModelConfig(**{**TINY, **overrides})
+    net = HierarchicalVQVAE(config)
+    net.train()
+    net(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed)))
+    net.eval()
+    rng = np.random.default_rng(seed)
+    prior = FrequencyPrior.from_counts({f: rng.integers(0, 50, config.codebook_size) for f in config.factors})
+    save_model(net, prior, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_codec(tiny_model_path):
+    from hvq.codec.pipeline import Codec
+
+    return Codec.for_model(tiny_model_path)
+
+
+@pytest.fixture
+def photo():
+    """A small smooth RGB test image with an odd size (not a multiple of 16)."""
+    from PIL import Image
+
+    y, x = np.mgrid[0:37, 0:45]
+    rgb = np.stack([x * 5, y * 6, (x + y) * 3], axis=-1) % 256
+    return Image.fromarray(rgb.astype(np.uint8), "RGB")

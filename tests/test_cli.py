@@ -1,0 +1,160 @@
+"""The hvq command line, through click's CliRunner, with a tiny random model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import make_tiny_model
+from hvq.cli.main import main
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def photo_file(photo, tmp_path):
+    path = tmp_path / "photo.png"
+    photo.save(path)
+    return path
+
+
+def _no_temp_files(folder):
+    return not [p for p in folder.iterdir() if p.name.endswith(".part")]
+
+
+def test_compress_info_decompress(run, photo_file, tiny_model_path, tmp_path):
+    out = tmp_path / "photo.hvq"
+    result = run("compress", photo_file, "-o", out, "--model", tiny_model_path)
+    assert result.exit_code == 0, result.output
+    info = run("info", out)
+    assert info.exit_code == 0
+    assert "45x37" in info.output and "level  grid" in info.output
+    as_json = json.loads(run("info", out, "--json").output)
+    assert [lv["factor"] for lv in as_json["levels"]] == [16, 8, 4]
+    assert as_json["width"] == 45 and as_json["complete"] is True
+    png = tmp_path / "back.png"
+    result = run("decompress", out, "-o", png, "--level", 8, "--model", tiny_model_path)
+    assert result.exit_code == 0, result.output
+    assert Image.open(png).size == (45, 37)
+
+
+def test_levels_and_strip(run, photo_file, tiny_model_path, tmp_path):
+    out = tmp_path / "photo.hvq"
+    assert run("compress", photo_file, "-o", out, "--levels", "16,4", "--model", tiny_model_path).exit_code == 0
+    assert [lv["factor"] for lv in json.loads(run("info", out, "--json").output)["levels"]] == [16, 4]
+    small = tmp_path / "small.hvq"
+    assert run("strip", out, "--keep", "16", "-o", small).exit_code == 0
+    assert [lv["factor"] for lv in json.loads(run("info", small, "--json").output)["levels"]] == [16]
+    assert small.read_bytes() in out.read_bytes() or len(small.read_bytes()) < len(out.read_bytes())
+    bad = run("strip", out, "--keep", "8", "-o", tmp_path / "none.hvq")
+    assert bad.exit_code == 1 and "level 8 is not stored" in bad.output
+    assert not (tmp_path / "none.hvq").exists()
+
+
+def test_existing_output_is_kept_unless_forced(run, photo_file, tiny_model_path, tmp_path):
+    out = tmp_path / "photo.hvq"
+    out.write_bytes(b"keep me")
+    result = run("compress", photo_file, "-o", out, "--model", tiny_model_path)
+    assert result.exit_code == 1 and "exists (use --force" in result.output
+    assert out.read_bytes() == b"keep me"
+    assert run("compress", photo_file, "-o", out, "--model", tiny_model_path, "--force").exit_code == 0
+    assert out.read_bytes().startswith(b"\x89HVQ")
+
+
+def test_an_input_is_never_overwritten(run, photo_file, tiny_model_path):
+    before = photo_file.read_bytes()
+    result = run("compress", photo_file, "-o", photo_file, "--model", tiny_model_path, "--force")
+    assert result.exit_code == 1 and "refusing to overwrite an input" in result.output
+    assert photo_file.read_bytes() == before
+
+
+def test_many_files_continue_past_failures(run, photo, tiny_model_path, tmp_path):
+    inputs = []
+    for name in ("a.png", "b.png"):
+        photo.save(tmp_path / name)
+        inputs.append(tmp_path / name)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    inputs.insert(1, tmp_path / "broken.png")
+    outdir = tmp_path / "out"
+    result = run("compress", *inputs, "-d", outdir, "--model", tiny_model_path)
+    assert result.exit_code == 1
+    assert "broken.png" in result.output and "1 of 3 files failed" in result.output
+    assert sorted(p.name for p in outdir.iterdir()) == ["a.hvq", "b.hvq"]
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: d[:20], "truncated|ends"),
+        (lambda d: b"GIF89a" + d[6:], "bad signature"),
+        (lambda d: d[:40] + bytes([d[40] ^ 1]) + d[41:], "fails its CRC"),
+    ],
+)
+def test_bad_files_give_one_line_and_no_output(run, photo_file, tiny_model_path, tmp_path, damage, message):
+    good = tmp_path / "photo.hvq"
+    run("compress", photo_file, "-o", good, "--model", tiny_model_path)
+    bad = tmp_path / "bad.hvq"
+    bad.write_bytes(damage(good.read_bytes()))
+    out = tmp_path / "bad.png"
+    for args in (("decompress", bad, "-o", out, "--model", tiny_model_path), ("info", bad)):
+        result = run(*args)
+        assert result.exit_code == 1
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: {bad}: ")
+        assert any(m in lines[0] for m in message.split("|"))
+        assert "Traceback" not in result.output
+    assert not out.exists() and _no_temp_files(tmp_path)
+
+
+def test_newer_version_and_model_mismatch(run, photo_file, tiny_model_path, tmp_path):
+    import struct
+    import zlib
+
+    good = tmp_path / "photo.hvq"
+    run("compress", photo_file, "-o", good, "--model", tiny_model_path)
+    data = bytearray(good.read_bytes())
+    data[16:18] = struct.pack(">H", 2)  # HEAD's version field, right after its type
+    body = bytes(data[12:52])  # HEAD type + data
+    data[52:56] = struct.pack(">I", zlib.crc32(body))
+    newer = tmp_path / "newer.hvq"
+    newer.write_bytes(bytes(data))
+    result = run("decompress", newer, "-o", tmp_path / "n.png", "--model", tiny_model_path)
+    assert result.exit_code == 1 and "format version 2 is newer" in result.output
+    other = make_tiny_model(tmp_path / "other.safetensors", seed=3)
+    result = run("decompress", good, "-o", tmp_path / "m.png", "--model", other)
+    assert result.exit_code == 1 and "was made with model" in result.output
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_unreadable_image_and_bad_model(run, tmp_path, tiny_model_path):
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"nope")
+    result = run("compress", junk, "--model", tiny_model_path)
+    assert result.exit_code == 1 and result.output.startswith(f"Error: {junk}: not an image")
+    result = run("compress", junk, "--model", tmp_path / "absent.safetensors")
+    assert result.exit_code == 1 and "cannot read model" in result.output
+
+
+def test_misuse_exits_2(run, photo_file, tmp_path, tiny_model_path):
+    assert run("compress", photo_file, "--levels", "x").exit_code == 2
+    assert run("compress", photo_file, photo_file, "-o", tmp_path / "x.hvq").exit_code == 2
+    assert run("decompress", photo_file, "-o", tmp_path / "x.unknownext").exit_code == 2
+    result = run("compress", photo_file, "--levels", "32", "--model", tiny_model_path)
+    assert result.exit_code == 1 and "model has no level 32" in result.output
+
+
+def test_help_lists_exit_codes(run):
+    assert "Exit codes" in run("--help").output
+    assert "Exit codes" in run("compress", "--help").output
