@@ -733,3 +733,24 @@ def test_public_inspect_matches_inspect_file():
     import hvq
 
     assert hvq.inspect(VALID) == inspect_file(VALID)
+
+
+# FORMAT.md section 15's worked example, byte for byte: a test vector for ports.
+WORKED_EXAMPLE = bytes.fromhex(
+    "894856510d0a1a0a000000244845414400010000000000140000000c0010001800000010771ecfbe803d1e11"
+    "0191f0f0ba1470466f4c3bbe000000144c45564c0010000100020100218c0696000000048800000044af50bf"
+    "000000184c45564c00080002000401008c9d20aa00000008eeee3332fbc000009a522ff900000000444f4e45"
+    "26b80d1f"
+)
+
+
+def test_worked_example_of_the_spec():
+    parsed = parse(WORKED_EXAMPLE)
+    assert parsed.complete and parsed.header.factors == (16, 8)
+    assert (parsed.header.width, parsed.header.height) == (20, 12)
+    ones = np.ones(16, dtype=np.int32)
+    coarse, fine = parsed.level(16), parsed.level(8)
+    assert decode_indices(coarse.payload, ones, (1, 2)).tolist() == [[8, 8]]
+    assert decode_indices(fine.payload, ones, (2, 4)).tolist() == [[14, 14, 14, 14], [3, 3, 3, 3]]
+    assert index_checksum(np.array([[8, 8]])) == coarse.index_crc
+    assert write_file(parsed.header, parsed.levels) == WORKED_EXAMPLE

@@ -1,0 +1,110 @@
+"""Per-level rate and distortion of a model on a folder of images (Kodak for the model card).
+
+For every image: compress once with all levels, then for each level measure
+the real size of a file holding that level alone (``strip``, as a user would
+ship it), decode it, and score PSNR (RGB, 8-bit) and MS-SSIM.  Prints a
+markdown table and writes JSON.
+
+    python -m hvq.benchmarks.kodak ../shared/datasets/kodak -o benchmarks/results/kodak_levels.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+from pytorch_msssim import ms_ssim
+
+from hvq.bitstream.container import parse, strip_levels
+from hvq.codec.data import list_images
+from hvq.codec.imageio import load_image
+from hvq.codec.pipeline import Codec
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def msssim(a: np.ndarray, b: np.ndarray) -> float:
+    ta = torch.tensor(a).permute(2, 0, 1)[None].double()
+    tb = torch.tensor(b).permute(2, 0, 1)[None].double()
+    return float(ms_ssim(ta, tb, data_range=255.0))
+
+
+def evaluate(codec: Codec, files: list[Path]) -> dict:
+    factors = tuple(sorted(codec.model.config.factors, reverse=True))
+    per_image = []
+    for path in files:
+        original = np.asarray(load_image(path))
+        pixels = original.shape[0] * original.shape[1]
+        started = time.perf_counter()
+        data = codec.compress(path)
+        encode_s = time.perf_counter() - started
+        record = {"image": path.name, "all_levels_bpp": 8 * len(data) / pixels, "encode_s": encode_s, "levels": {}}
+        for factor in factors:
+            alone = strip_levels(data, (factor,))
+            started = time.perf_counter()
+            decoded = np.asarray(codec.decompress(alone))
+            chunk = parse(alone).level(factor)
+            record["levels"][factor] = {
+                "bpp": 8 * len(alone) / pixels,
+                "bits_per_index": chunk.bits_per_index,
+                "psnr": psnr(original, decoded),
+                "ms_ssim": msssim(original, decoded),
+                "decode_s": time.perf_counter() - started,
+            }
+        per_image.append(record)
+    mean = {}
+    for factor in factors:
+        rows = [r["levels"][factor] for r in per_image]
+        m = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+        m["ms_ssim_db"] = -10 * math.log10(1 - m["ms_ssim"])
+        mean[factor] = m
+    return {
+        "model_fingerprint": codec.model.fingerprint_hex,
+        "codebook_size": codec.model.config.codebook_size,
+        "images": len(per_image),
+        "all_levels_bpp": float(np.mean([r["all_levels_bpp"] for r in per_image])),
+        "mean": mean,
+        "per_image": per_image,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+    }
+
+
+def markdown(result: dict) -> str:
+    log2k = math.log2(result["codebook_size"])
+    lines = [
+        "| level | bpp | PSNR (dB) | MS-SSIM | MS-SSIM (dB) | bits/index | log2 K |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for factor, m in result["mean"].items():
+        lines.append(
+            f"| {factor} | {m['bpp']:.4f} | {m['psnr']:.2f} | {m['ms_ssim']:.4f} | {m['ms_ssim_db']:.2f} "
+            f"| {m['bits_per_index']:.3f} | {log2k:.0f} |"
+        )
+    lines.append(f"\nAll levels in one file: {result['all_levels_bpp']:.4f} bpp (mean of {result['images']} images).")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--model", "model_path", default=None, help="Model file (default: the shipped one).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the JSON here.")
+def main(folder, model_path, output):
+    codec = Codec.for_model(model_path)
+    result = evaluate(codec, list_images([folder]))
+    text = markdown(result)
+    click.echo(text)
+    if output:
+        Path(output).write_text(json.dumps({**result, "markdown": text}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
