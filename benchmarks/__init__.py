@@ -1,0 +1,1 @@
+"""Measurements of hvq (rate, distortion, speed); the product never imports this package."""

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from pytorch_msssim import ms_ssim
 
+from hvq.bitstream.coder import decode_indices
 from hvq.bitstream.container import parse, strip_levels
 from hvq.codec.data import list_images
 from hvq.codec.imageio import load_image
@@ -41,6 +42,7 @@ def msssim(a: np.ndarray, b: np.ndarray) -> float:
 def evaluate(codec: Codec, files: list[Path]) -> dict:
     factors = tuple(sorted(codec.model.config.factors, reverse=True))
     per_image = []
+    used = {f: set() for f in factors}  # codewords chosen anywhere in the set, per level
     for path in files:
         original = np.asarray(load_image(path))
         pixels = original.shape[0] * original.shape[1]
@@ -53,6 +55,8 @@ def evaluate(codec: Codec, files: list[Path]) -> dict:
             started = time.perf_counter()
             decoded = np.asarray(codec.decompress(alone))
             chunk = parse(alone).level(factor)
+            grid = decode_indices(chunk.payload, codec.model.prior.table(factor), (chunk.grid_height, chunk.grid_width))
+            used[factor].update(np.unique(grid).tolist())
             record["levels"][factor] = {
                 "bpp": 8 * len(alone) / pixels,
                 "bits_per_index": chunk.bits_per_index,
@@ -72,6 +76,11 @@ def evaluate(codec: Codec, files: list[Path]) -> dict:
         "codebook_size": codec.model.config.codebook_size,
         "images": len(per_image),
         "all_levels_bpp": float(np.mean([r["all_levels_bpp"] for r in per_image])),
+        "codebook_usage": {
+            **{str(f): len(used[f]) / codec.model.config.codebook_size for f in factors},
+            "all_levels": len(set.union(*used.values())) / codec.model.config.codebook_size,
+            "every_level": len(set.intersection(*used.values())) / codec.model.config.codebook_size,
+        },
         "mean": mean,
         "per_image": per_image,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
@@ -90,6 +99,8 @@ def markdown(result: dict) -> str:
             f"| {m['bits_per_index']:.3f} | {log2k:.0f} |"
         )
     lines.append(f"\nAll levels in one file: {result['all_levels_bpp']:.4f} bpp (mean of {result['images']} images).")
+    usage = ", ".join(f"{k}: {v:.1%}" for k, v in result["codebook_usage"].items())
+    lines.append(f"Codebook usage on this set (share of the {result['codebook_size']} codewords chosen): {usage}.")
     return "\n".join(lines)
 
 

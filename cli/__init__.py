@@ -1,0 +1,1 @@
+"""The ``hvq`` command line (click); the library never imports it."""

@@ -23,10 +23,10 @@ class ModelConfig:
     codebook_size: int = 512
     code_dim: int = 64
     factors: tuple[int, ...] = (4, 8, 16)  # image side / grid side, fine to coarse
-    encoder_channels: tuple[int, int] = (64, 128)  # at 1/2 and at 1/4 (and coarser)
+    encoder_channels: tuple[int, int] = (48, 96)  # at 1/2 and at 1/4 (and coarser)
     # Decoder width per resolution, keyed by downsampling factor.  Tapered:
     # full-resolution convolutions dominate CPU cost, so they are narrowest.
-    decoder_channels: tuple[tuple[int, int], ...] = ((16, 128), (8, 128), (4, 96), (2, 64), (1, 32))
+    decoder_channels: tuple[tuple[int, int], ...] = ((16, 96), (8, 96), (4, 96), (2, 48), (1, 24))
     commitment_beta: float = 0.25
     ema_decay: float = 0.99
     dead_code_threshold: float = 1.0  # EMA uses per step below which a code is restarted

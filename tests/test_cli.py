@@ -158,3 +158,19 @@ def test_misuse_exits_2(run, photo_file, tmp_path, tiny_model_path):
 def test_help_lists_exit_codes(run):
     assert "Exit codes" in run("--help").output
     assert "Exit codes" in run("compress", "--help").output
+
+
+def test_train_resume_and_export(run, photo, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    photo.resize((64, 64)).save(images / "a.png")
+    run_dir = tmp_path / "run"
+    args = ("train", "--data", images, "-o", run_dir, "--steps", 2, "--crop", 32, "--batch-size", 2,
+            "--codebook-size", 16, "--code-dim", 8)
+    assert run(*args).exit_code == 0
+    assert run(*args).exit_code == 1  # the folder holds a run already
+    assert run("train", "-o", run_dir, "--resume").exit_code == 0
+    model = tmp_path / "m.safetensors"
+    result = run("export", run_dir / "checkpoint.pt", "--data", images, "-o", model)
+    assert result.exit_code == 0 and "model " in result.output
+    assert run("compress", images / "a.png", "-o", tmp_path / "a.hvq", "--model", model).exit_code == 0

@@ -72,10 +72,8 @@ def _rewrite_levl_crc(data: bytes, factor: int, new_crc: int) -> bytes:
     chunk = parse(data).level(factor)
     start, end = chunk.offset, chunk.offset + chunk.chunk_bytes
     body = bytearray(data[start + 8 : end - 4])
-    body[8:12] = struct.pack(">I", new_crc)
-    fixed = data[start : start + 4] + bytes(body[:0]) + b"LEVL"
+    body[8:12] = struct.pack(">I", new_crc)  # LEVL's index CRC field
     rebuilt = struct.pack(">I", len(body)) + b"LEVL" + bytes(body) + struct.pack(">I", zlib.crc32(b"LEVL" + bytes(body)))
-    assert fixed[:4] == rebuilt[:4]
     return data[:start] + rebuilt + data[end:]
 
 
