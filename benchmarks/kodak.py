@@ -5,7 +5,8 @@ the real size of a file holding that level alone (``strip``, as a user would
 ship it), decode it, and score PSNR (RGB, 8-bit) and MS-SSIM.  Prints a
 markdown table and writes JSON.
 
-    python -m hvq.benchmarks.kodak ../shared/datasets/kodak -o benchmarks/results/kodak_levels.json
+    python -m hvq.benchmarks.kodak ../shared/datasets/kodak \
+        --anchors ../shared/anchors/kodak_classic_measured.json -o benchmarks/results/kodak_levels.json
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def msssim(a: np.ndarray, b: np.ndarray) -> float:
+    """MS-SSIM (pytorch-msssim, 5 scales, 11-px window); NaN for images of 160 px or less a side."""
+    if min(a.shape[:2]) <= 160:
+        return float("nan")
     ta = torch.tensor(a).permute(2, 0, 1)[None].double()
     tb = torch.tensor(b).permute(2, 0, 1)[None].double()
     return float(ms_ssim(ta, tb, data_range=255.0))
@@ -87,17 +91,30 @@ def evaluate(codec: Codec, files: list[Path]) -> dict:
     }
 
 
-def markdown(result: dict) -> str:
+def anchor_psnr(points: list[dict], bpp: float) -> float | None:
+    """PSNR of an anchor codec at ``bpp``, interpolated linearly in log(bpp); None outside its range."""
+    points = sorted(points, key=lambda p: p["bpp"])
+    if not points or bpp < points[0]["bpp"] or bpp > points[-1]["bpp"]:
+        return None
+    xs = [math.log(p["bpp"]) for p in points]
+    return float(np.interp(math.log(bpp), xs, [p["psnr"] for p in points]))
+
+
+def markdown(result: dict, anchors: dict | None = None) -> str:
     log2k = math.log2(result["codebook_size"])
-    lines = [
-        "| level | bpp | PSNR (dB) | MS-SSIM | MS-SSIM (dB) | bits/index | log2 K |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    names = ["jpeg", "webp"] if anchors else []
+    header = "| level | bpp | PSNR (dB) | MS-SSIM | MS-SSIM (dB) | bits/index | log2 K |"
+    header += "".join(f" {n.upper()} PSNR at this bpp |" for n in names)
+    lines = [header, "|---" * (7 + len(names)) + "|"]
     for factor, m in result["mean"].items():
-        lines.append(
+        row = (
             f"| {factor} | {m['bpp']:.4f} | {m['psnr']:.2f} | {m['ms_ssim']:.4f} | {m['ms_ssim_db']:.2f} "
             f"| {m['bits_per_index']:.3f} | {log2k:.0f} |"
         )
+        for name in names:
+            value = anchor_psnr(anchors["codecs"][name], m["bpp"])
+            row += f" {value:.2f} |" if value is not None else " below its lowest rate |"
+        lines.append(row)
     lines.append(f"\nAll levels in one file: {result['all_levels_bpp']:.4f} bpp (mean of {result['images']} images).")
     usage = ", ".join(f"{k}: {v:.1%}" for k, v in result["codebook_usage"].items())
     lines.append(f"Codebook usage on this set (share of the {result['codebook_size']} codewords chosen): {usage}.")
@@ -108,10 +125,12 @@ def markdown(result: dict) -> str:
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--model", "model_path", default=None, help="Model file (default: the shipped one).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the JSON here.")
-def main(folder, model_path, output):
+@click.option("--anchors", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="kodak_classic_measured.json: add JPEG and WebP PSNR at the same bpp.")
+def main(folder, model_path, output, anchors):
     codec = Codec.for_model(model_path)
     result = evaluate(codec, list_images([folder]))
-    text = markdown(result)
+    text = markdown(result, json.loads(Path(anchors).read_text()) if anchors else None)
     click.echo(text)
     if output:
         Path(output).write_text(json.dumps({**result, "markdown": text}, indent=1, default=str))

@@ -1,0 +1,31 @@
+"""The Kodak evaluation script, on a tiny model and two small images."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from hvq.benchmarks.kodak import anchor_psnr, evaluate, markdown
+
+
+def test_anchor_interpolation_stays_inside_the_measured_range():
+    points = [{"bpp": 0.1, "psnr": 20.0}, {"bpp": 0.4, "psnr": 26.0}]
+    assert anchor_psnr(points, 0.1) == pytest.approx(20.0)
+    assert anchor_psnr(points, 0.2) == pytest.approx(23.0)  # halfway in log(bpp)
+    assert anchor_psnr(points, 0.05) is None and anchor_psnr(points, 1.0) is None
+
+
+def test_evaluate_reports_every_level(tiny_codec, photo, tmp_path):
+    photo.resize((176, 168)).save(tmp_path / "a.png")
+    photo.save(tmp_path / "b.png")  # too small for MS-SSIM's five scales
+    result = evaluate(tiny_codec, sorted(tmp_path.glob("*.png")))
+    assert result["images"] == 2 and list(result["mean"]) == [16, 8, 4]
+    for m in result["mean"].values():
+        assert m["bpp"] > 0 and math.isfinite(m["psnr"]) and math.isnan(m["ms_ssim"])
+    for level in result["per_image"][0]["levels"].values():
+        assert 0 < level["ms_ssim"] <= 1
+    assert 0 < result["codebook_usage"]["all_levels"] <= 1
+    anchors = {"codecs": {"jpeg": [{"bpp": 0.01, "psnr": 10.0}, {"bpp": 9.0, "psnr": 40.0}], "webp": []}}
+    table = markdown(result, anchors)
+    assert table.count("\n| ") >= 3 and "below its lowest rate" in table
