@@ -32,23 +32,23 @@ _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 
-def _check_size(width: int, height: int) -> None:
+def _check_size(width: int, height: int, max_pixels: int) -> None:
     if width < 1 or height < 1:
         raise HvqImageError("image is empty")
-    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > max_pixels:
         raise HvqImageError(
-            f"image of {width}x{height} exceeds the limits ({MAX_SIDE} px a side, {MAX_PIXELS} pixels)"
+            f"image of {width}x{height} exceeds the limits ({MAX_SIDE} px a side, {max_pixels} pixels)"
         )
 
 
-def load_image(source: Image.Image | str | Path) -> Image.Image:
+def load_image(source: Image.Image | str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Return the input as an 8-bit RGB image, converted as documented above."""
     if isinstance(source, Image.Image):
-        _check_size(*source.size)
+        _check_size(*source.size, max_pixels)
         return to_rgb(source)
     try:
         with Image.open(source) as im:  # reads the header only
-            _check_size(*im.size)  # before any pixel is decoded
+            _check_size(*im.size, max_pixels)  # before any pixel is decoded
             im.load()
             return to_rgb(im)
     except HvqImageError:

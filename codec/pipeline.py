@@ -30,6 +30,11 @@ from hvq.bitstream.errors import HvqFormatError, HvqModelError, HvqTruncatedErro
 from hvq.codec.imageio import load_image, pad_to_multiple, to_image, to_tensor
 from hvq.codec.weights import LoadedModel, load_model
 
+# The transforms run on the whole image at once (no tiling yet): about 350
+# bytes of activations per pixel, so 2**25 pixels (e.g. 8192x4096) need about
+# 11 GB.  Larger images and files are refused before anything is allocated.
+MAX_TRANSFORM_PIXELS = 1 << 25
+
 
 class Codec:
     """A loaded model with the two directions of the codec side by side."""
@@ -59,7 +64,7 @@ class Codec:
     def compress(self, image: Image.Image | str | Path, levels=None) -> bytes:
         """Compress an image (PIL or path) to .hvq bytes holding the chosen levels (factors)."""
         chosen = self.check_levels(levels)
-        rgb = load_image(image)
+        rgb = load_image(image, MAX_TRANSFORM_PIXELS)
         x = pad_to_multiple(to_tensor(rgb), self.model.config.max_factor)  # (1, 3, H', W')
         indices = self.model.net.encode(x)  # {factor: (1, H'/f, W'/f)}
         chunks = []
@@ -106,6 +111,10 @@ class Codec:
             )
         if header.grid_multiple != self.model.config.max_factor:
             raise HvqModelError("file's grid multiple does not match the model")
+        if header.width * header.height > MAX_TRANSFORM_PIXELS:
+            raise HvqFormatError(
+                f"image of {header.width}x{header.height} exceeds the {MAX_TRANSFORM_PIXELS}-pixel limit of the transforms"
+            )
         if header.codebook_size != self.model.config.codebook_size:
             raise HvqModelError(
                 f"file's codebook size {header.codebook_size} does not match the model's {self.model.config.codebook_size}"

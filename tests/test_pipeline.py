@@ -194,3 +194,20 @@ def test_newer_model_file_version_is_refused(tmp_path, tiny_model_path):
     save_file(load_file(str(tiny_model_path)), str(newer), metadata=meta)
     with pytest.raises(hvq.HvqModelError, match="model file version 99 is newer"):
         load_model(newer)
+
+
+def test_sizes_beyond_the_transform_limit_are_refused_before_allocation(tiny_codec, tmp_path):
+    from hvq.bitstream.coder import encode_indices, index_checksum
+    from hvq.bitstream.container import CODER_RANGE_STATIC, Header, LevelChunk, write_file
+    from hvq.codec.pipeline import MAX_TRANSFORM_PIXELS
+
+    path = tmp_path / "big.png"
+    path.write_bytes(_png_header_only(8192, 4097))  # one row over 2**25 pixels
+    with pytest.raises(hvq.HvqImageError, match=f"{MAX_TRANSFORM_PIXELS} pixels"):
+        tiny_codec.compress(path)
+    grid = np.zeros((512, 512), dtype=np.uint16)
+    table = tiny_codec.model.prior.table(16)
+    chunk = LevelChunk(16, 512, 512, CODER_RANGE_STATIC, index_checksum(grid), encode_indices(grid, table))
+    header = Header(8192, 8192, 16, tiny_codec.model.config.codebook_size, tiny_codec.model.fingerprint, (16,))
+    with pytest.raises(hvq.HvqFormatError, match="exceeds the 33554432-pixel limit"):
+        tiny_codec.decompress(write_file(header, [chunk]))
