@@ -211,3 +211,16 @@ def test_sizes_beyond_the_transform_limit_are_refused_before_allocation(tiny_cod
     header = Header(8192, 8192, 16, tiny_codec.model.config.codebook_size, tiny_codec.model.fingerprint, (16,))
     with pytest.raises(hvq.HvqFormatError, match="exceeds the 33554432-pixel limit"):
         tiny_codec.decompress(write_file(header, [chunk]))
+
+
+def test_pillow_opens_hvq_files_after_registration(tiny_codec, tiny_model_path, photo, tmp_path):
+    from hvq.codec.pillow_plugin import register_hvq_opener
+
+    path = tmp_path / "photo.hvq"
+    path.write_bytes(tiny_codec.compress(photo, (16, 8)))
+    register_hvq_opener(model=tiny_model_path)
+    with Image.open(path) as im:
+        assert (im.format, im.size, im.mode) == ("HVQ", photo.size, "RGB")
+        assert im.info["hvq_levels"] == (16, 8)
+        pixels = np.asarray(im)
+    assert np.array_equal(pixels, np.asarray(tiny_codec.decompress(path.read_bytes(), 8)))

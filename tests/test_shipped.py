@@ -93,3 +93,13 @@ def test_cli_compress_decompress_with_the_default_model(kodak_dir, tmp_path):
     png = tmp_path / "k.png"
     assert runner.invoke(main, ["decompress", str(out), "-o", str(png)]).exit_code == 0
     assert Image.open(png).size == (768, 512)
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch, photo):
+    block = re.search(r"```python\n(.*?)\n```", README.read_text(), re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    photo.resize((96, 80)).save("photo.png")
+    namespace: dict = {}
+    exec(block, namespace)
+    assert namespace["image"].size == (96, 80)
+    assert [lv.factor for lv in namespace["info"].levels] == [16, 8, 4]
