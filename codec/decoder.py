@@ -11,10 +11,10 @@ coarser, where they are cheap.
 from __future__ import annotations
 
 import torch
-from compressai.layers import ResidualBlock, conv3x3, subpel_conv3x3
 from torch import nn
 
 from hvq.codec.config import ModelConfig
+from hvq.codec.layers import ResidualBlock, conv3x3, subpel_conv3x3
 
 
 class LevelDecoder(nn.Module):

@@ -17,11 +17,10 @@ shared through the one codebook.
 from __future__ import annotations
 
 import torch
-from compressai.layers import ResidualBlock, conv1x1, conv3x3
 from torch import nn
 
 from hvq.codec.config import ModelConfig
-from hvq.codec.layers import DownSample
+from hvq.codec.layers import DownSample, ResidualBlock, conv1x1, conv3x3
 
 
 class Encoder(nn.Module):

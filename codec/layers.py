@@ -1,11 +1,20 @@
-"""Building blocks that compressai does not provide."""
+"""Convolution blocks: compressai's, imported once here, and the one it lacks (DownSample)."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
-from compressai.layers import conv3x3
 from torch import nn
+
+with warnings.catch_warnings():
+    # compressai calls torch.jit.script at import, which recent torch deprecates
+    # with a FutureWarning that users of the CLI cannot act on.
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    from compressai.layers import ResidualBlock, conv1x1, conv3x3, subpel_conv3x3
+
+__all__ = ["DownSample", "ResidualBlock", "conv1x1", "conv3x3", "subpel_conv3x3"]
 
 
 class DownSample(nn.Module):
