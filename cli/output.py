@@ -18,6 +18,12 @@ def check_target(output: Path, inputs: list[Path], force: bool) -> None:
         raise click.ClickException(f"{output}: exists (use --force to overwrite)")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(output: Path, data: bytes) -> None:
     """Write to a temporary file beside the target, then rename: a failure leaves nothing behind."""
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -25,6 +31,7 @@ def write_atomic(output: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         os.replace(tmp, output)
     except BaseException:  # also Ctrl-C: no partial output survives
         Path(tmp).unlink(missing_ok=True)

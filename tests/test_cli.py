@@ -174,3 +174,13 @@ def test_train_resume_and_export(run, photo, tmp_path):
     result = run("export", run_dir / "checkpoint.pt", "--data", images, "-o", model)
     assert result.exit_code == 0 and "model " in result.output
     assert run("compress", images / "a.png", "-o", tmp_path / "a.hvq", "--model", model).exit_code == 0
+
+
+def test_outputs_get_the_usual_permissions(run, photo_file, tiny_model_path, tmp_path):
+    import os
+
+    out = tmp_path / "photo.hvq"
+    assert run("compress", photo_file, "-o", out, "--model", tiny_model_path).exit_code == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask
