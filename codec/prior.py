@@ -44,8 +44,3 @@ class FrequencyPrior:
 
     def table(self, factor: int) -> np.ndarray:
         return self.tables[factor]
-
-    def entropy_bits(self, factor: int) -> float:
-        """Bits per index this table spends on data drawn from itself (its cross-entropy floor)."""
-        p = self.tables[factor] / self.tables[factor].sum()
-        return float(-(p * np.log2(p)).sum())
