@@ -20,6 +20,7 @@ from hvq import __version__
 from hvq.bitstream.errors import HvqError
 from hvq.cli.options import LevelList, force_option, model_option
 from hvq.cli.output import check_target, write_atomic
+from hvq.cli.train import export, train
 
 EXIT_CODES = """\b
 Exit codes:
@@ -177,70 +178,8 @@ def strip(input, keep, output, force):
     write_atomic(output, data)
 
 
-@main.command(epilog=EXIT_CODES)
-@click.option("--data", "data_dirs", multiple=True, type=click.Path(file_okay=False, exists=True),
-              help="Folder of training images (repeatable). Never Kodak.")
-@click.option("-o", "--output", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Run folder: config, checkpoint.pt, metrics.jsonl.")
-@click.option("--resume", is_flag=True, help="Continue the run in the folder from its checkpoint and config.")
-@click.option("--steps", type=click.IntRange(1), default=5000, show_default=True)
-@click.option("--crop", type=click.IntRange(16), default=64, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1.5e-3, show_default=True)
-@click.option("--codebook-size", type=click.IntRange(2, 65536), default=512, show_default=True)
-@click.option("--code-dim", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
-              help="Torch threads (one leaves a core free on a 2-core machine).")
-def train(data_dirs, run_dir, resume, steps, crop, batch_size, lr, codebook_size, code_dim, seed, threads):
-    """Train a model (resumable); then `hvq export` makes it deployable."""
-    from tqdm import tqdm
-
-    from hvq.codec.config import ModelConfig
-    from hvq.codec.training import TrainConfig, train as run_training
-
-    config_path = run_dir / "train_config.json"
-    if resume:
-        if not config_path.exists():
-            raise click.ClickException(f"{run_dir}: no train_config.json to resume")
-        config = TrainConfig.from_json(config_path.read_text())
-    else:
-        if not data_dirs:
-            raise click.BadParameter("give at least one --data folder", param_hint="--data")
-        if config_path.exists():
-            raise click.ClickException(f"{run_dir}: holds a run already (use --resume)")
-        model = ModelConfig(codebook_size=codebook_size, code_dim=code_dim)
-        config = TrainConfig(data=tuple(data_dirs), model=model, crop=crop, batch_size=batch_size,
-                             steps=steps, lr=lr, seed=seed, threads=threads)
-    bar = tqdm(total=config.steps, desc="train", unit="step", file=sys.stderr)
-
-    def progress(record):
-        bar.n = record["step"]
-        bar.set_postfix(loss=f"{record['loss']:.4f}", **{
-            f"psnr{f}": f"{record[f'psnr_{f}']:.1f}" for f in config.model.factors})
-
-    try:
-        run_training(config, run_dir, resume=resume, progress=progress)
-    except (FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc))
-    finally:
-        bar.close()
-    click.echo(f"{run_dir}: {config.steps} steps; `hvq export {run_dir}/checkpoint.pt --data ...` makes a model")
-
-
-@main.command(epilog=EXIT_CODES)
-@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(file_okay=False, exists=True),
-              help="Folder of training images to fit the prior on (repeatable).")
-@force_option
-def export(checkpoint, output, data_dirs, force):
-    """Fit the prior tables on training images and write a deployable model."""
-    from hvq.codec.export import export_checkpoint
-
-    check_target(output, [checkpoint], force)
-    fp = export_checkpoint(checkpoint, list(data_dirs), output, progress=True)
-    click.echo(f"{output}: model {fp.hex()}")
+main.add_command(train)
+main.add_command(export)
 
 
 if __name__ == "__main__":  # pragma: no cover

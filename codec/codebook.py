@@ -29,15 +29,14 @@ class SharedCodebook(nn.Module):
         self.register_buffer("embed_sum", self.embed.clone())  # EMA sum of assigned vectors
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
 
+    def distances(self, flat: torch.Tensor) -> torch.Tensor:
+        """Squared distance of each row of ``flat`` (N, D) to every codeword: (N, K)."""
+        embed = self.embed
+        return flat.pow(2).sum(1, keepdim=True) - 2 * flat @ embed.t() + embed.pow(2).sum(1)[None, :]
+
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
         """Index of the nearest codeword for each row of ``flat`` (N, D)."""
-        embed = self.embed
-        dist2 = (
-            flat.pow(2).sum(1, keepdim=True)
-            - 2 * flat @ embed.t()
-            + embed.pow(2).sum(1)[None, :]
-        )  # (N, K)
-        return dist2.argmin(1)
+        return self.distances(flat).argmin(1)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Codewords for an index grid (B, H, W) -> (B, D, H, W)."""

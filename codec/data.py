@@ -30,7 +30,10 @@ def list_images(folders: list[str] | tuple[str, ...]) -> list[Path]:
 
 
 class CropSampler:
-    """Random crops with random horizontal flips, images held decoded in memory (uint8)."""
+    """Random crops with random horizontal flips, images held decoded in memory (uint8).
+
+    Worker processes share the decoded images copy-on-write (fork).
+    """
 
     def __init__(self, files: list[Path], crop: int, seed: int):
         self.crop = crop
@@ -55,3 +58,35 @@ class CropSampler:
             patch = image[top : top + self.crop, left : left + self.crop]
             out[i] = patch[:, ::-1] if rng.integers(2) else patch
         return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """The batches of steps ``first_step`` .. ``last_step - 1`` as a dataset, for DataLoader workers.
+
+    Item ``i`` is the batch of step ``first_step + i``; since a batch depends
+    only on (seed, step, rank), worker processes can cut crops ahead of the
+    training loop without changing what it sees.
+    """
+
+    def __init__(self, sampler: CropSampler, first_step: int, last_step: int, batch_size: int, rank: int = 0):
+        self.sampler = sampler
+        self.first_step = first_step
+        self.last_step = last_step
+        self.batch_size = batch_size
+        self.rank = rank
+
+    def __len__(self) -> int:
+        return max(0, self.last_step - self.first_step)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.sampler.batch(self.first_step + i, self.batch_size, self.rank)
+
+
+def step_batches(sampler: CropSampler, first_step: int, last_step: int, batch_size: int, rank: int, workers: int):
+    """An iterator over the batches of the remaining steps, cut in ``workers`` processes (0: in this one)."""
+    dataset = StepBatches(sampler, first_step, last_step, batch_size, rank)
+    return iter(
+        torch.utils.data.DataLoader(
+            dataset, batch_size=None, shuffle=False, num_workers=workers, prefetch_factor=4 if workers else None
+        )
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,9 @@ from hvq.codec.weights import save_model
 
 def load_checkpoint(path: str | Path) -> HierarchicalVQVAE:
     """The network of a training checkpoint (``checkpoint.pt`` of a run), in eval mode."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from hvq.codec.training import load_training_state
+
+    state = load_training_state(path)
     net = HierarchicalVQVAE(ModelConfig.from_json(state["model_config"]))
     net.load_state_dict(state["model"])
     return net.eval()
@@ -37,11 +40,33 @@ def count_indices(net: HierarchicalVQVAE, files: list[Path], progress: bool = Fa
     return counts
 
 
-def export_checkpoint(checkpoint: str | Path, data_dirs: list[str], output: str | Path, progress: bool = False) -> bytes:
-    """Fit per-level frequency tables on the images in ``data_dirs`` and write the model; returns its fingerprint."""
+@dataclass(frozen=True)
+class ExportReport:
+    """What ``export_checkpoint`` wrote, and how the model uses its codebook on the fitting images."""
+
+    fingerprint: bytes
+    images: int
+    usage: dict[int, float]  # level -> share of codewords chosen at least once
+    usage_all: float  # chosen by some level
+    usage_every: float  # chosen by every level
+
+
+def export_checkpoint(
+    checkpoint: str | Path, data_dirs: list[str], output: str | Path, progress: bool = False
+) -> ExportReport:
+    """Fit per-level frequency tables on the images in ``data_dirs`` and write the model."""
     net = load_checkpoint(checkpoint)
     # Fit on the weights as shipped (float16-rounded), so the tables match what users' encoders choose.
     for p in net.parameters():
         p.data = p.data.half().float()
-    counts = count_indices(net, list_images(data_dirs), progress)
-    return save_model(net, FrequencyPrior.from_counts(counts), output)
+    files = list_images(data_dirs)
+    counts = count_indices(net, files, progress)
+    fingerprint = save_model(net, FrequencyPrior.from_counts(counts), output)
+    used = {f: c > 0 for f, c in counts.items()}
+    return ExportReport(
+        fingerprint,
+        len(files),
+        {f: float(u.mean()) for f, u in used.items()},
+        float(np.logical_or.reduce(list(used.values())).mean()),
+        float(np.logical_and.reduce(list(used.values())).mean()),
+    )

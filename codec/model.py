@@ -4,7 +4,8 @@
 
     x --Encoder--> z[f] --codebook.quantize--> indices[f], z_q[f] --decoders[f]--> x_hat[f]
 
-``forward`` serves training (reconstructions and losses for every level);
+``forward`` serves training (every level's reconstruction and VQ terms; the
+distortion part of the objective lives in ``hvq.codec.objective``);
 ``encode`` and ``decode`` are what the codec runs, in eval mode and without
 gradients.  Images are float tensors in [0, 1] whose sides are multiples of
 ``config.max_factor``; padding is the codec's job (``hvq.codec.imageio``).
@@ -30,8 +31,8 @@ class LevelOutput:
 
     factor: int
     x_hat: torch.Tensor  # (B, 3, H, W), unclamped
+    latent: torch.Tensor  # (B, D, H/f, W/f), before quantisation
     indices: torch.Tensor  # (B, H/f, W/f)
-    reconstruction: torch.Tensor  # scalar MSE
     codebook: torch.Tensor  # scalar ||sg(z) - e||^2 (optimised by the EMA, logged here)
     commitment: torch.Tensor  # scalar ||z - sg(e)||^2
 
@@ -39,7 +40,7 @@ class LevelOutput:
 @dataclass(frozen=True)
 class ForwardOutput:
     levels: tuple[LevelOutput, ...]
-    loss: torch.Tensor  # sum over levels of reconstruction + codebook + beta * commitment
+    vq_loss: torch.Tensor  # sum over levels of codebook (detached: EMA) + beta * commitment
 
 
 class HierarchicalVQVAE(nn.Module):
@@ -53,7 +54,7 @@ class HierarchicalVQVAE(nn.Module):
         self.decoders = nn.ModuleDict({str(f): LevelDecoder(config, f) for f in config.factors})
 
     def forward(self, x: torch.Tensor) -> ForwardOutput:
-        """Training pass: x (B, 3, H, W) in [0, 1] -> every level's reconstruction and losses."""
+        """Training pass: x (B, 3, H, W) in [0, 1] -> every level's reconstruction and VQ terms."""
         latents = self.encoder(x - 0.5)
         if self.training and not bool(self.codebook.initialised):
             self.codebook.kmeans_init(latents)
@@ -67,11 +68,10 @@ class HierarchicalVQVAE(nn.Module):
             commitment = F.mse_loss(z, z_q.detach())
             z_st = z + (z_q - z).detach()  # straight-through estimator
             x_hat = self.decoders[str(factor)](z_st) + 0.5
-            reconstruction = F.mse_loss(x_hat, x)
             # The codebook term carries no gradient under EMA updates; it is part
             # of the reported loss so runs stay comparable with gradient codebooks.
-            total = total + reconstruction + codebook_term.detach() + self.config.commitment_beta * commitment
-            levels.append(LevelOutput(factor, x_hat, indices, reconstruction, codebook_term, commitment))
+            total = total + codebook_term.detach() + self.config.commitment_beta * commitment
+            levels.append(LevelOutput(factor, x_hat, z, indices, codebook_term, commitment))
         return ForwardOutput(tuple(levels), total)
 
     @torch.no_grad()

@@ -1,10 +1,20 @@
-"""Resumable training of the hierarchical VQ-VAE.
+"""Resumable, optionally distributed training of the hierarchical VQ-VAE.
 
-A run lives in a folder: ``train_config.json`` (the whole recipe),
-``checkpoint.pt`` (weights, optimiser, schedule, step; written atomically
-every ``checkpoint_every`` steps) and ``metrics.jsonl`` (one line per logged
-step).  Batches are a pure function of ``(seed, step)``, so resuming from a
-checkpoint continues the exact sequence of an uninterrupted run.
+A run lives in a folder::
+
+    train_config.json   the whole recipe (TrainConfig), rewritten at each start
+    checkpoint.pt       weights, codebook state, optimiser, step, index counts (atomic)
+    metrics.jsonl       one line per logged training step
+    validation.jsonl    one line per validation pass (when val_data is set)
+    curves.png          the curves, drawn when the run reaches its last step
+
+Everything random is a pure function of ``(seed, step, rank)``: the crops of
+a batch and the torch generator that the codebook's k-means and restarts draw
+from are re-seeded at every step.  So a run killed at any point and resumed
+from its last checkpoint ends bit-identical to one that was never stopped,
+and no RNG state needs saving.  Under ``torchrun`` every rank draws its own
+crops, DDP averages the gradients, the codebook's EMA statistics are summed
+over ranks, and rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -13,51 +23,29 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from hvq.codec.config import ModelConfig
-from hvq.codec.data import CropSampler, list_images
+from hvq.codec.data import CropSampler, list_images, step_batches
+from hvq.codec.distributed import Placement, check_in_sync, join, leave
 from hvq.codec.model import HierarchicalVQVAE
+from hvq.codec.objective import objective
+from hvq.codec.train_config import TrainConfig, lr_at  # noqa: F401  (lr_at: re-exported for callers)
+from hvq.codec.validation import load_validation_images, perplexity, validate
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "train_config.json"
+METRICS = "metrics.jsonl"
+VALIDATION = "validation.jsonl"
+CURVES = "curves.png"
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    data: tuple[str, ...]
-    model: ModelConfig = field(default_factory=ModelConfig)
-    crop: int = 96
-    batch_size: int = 16
-    steps: int = 6000
-    lr: float = 2e-3
-    warmup_steps: int = 200
-    final_lr_fraction: float = 0.02  # cosine decay ends at lr * this
-    seed: int = 0
-    threads: int = 2
-    log_every: int = 25
-    checkpoint_every: int = 200
-
-    def to_json(self) -> str:
-        raw = asdict(self)
-        raw["model"] = json.loads(self.model.to_json())
-        return json.dumps(raw, indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "TrainConfig":
-        raw = json.loads(text)
-        raw["model"] = ModelConfig(**raw["model"])
-        raw["data"] = tuple(raw["data"])
-        return cls(**raw)
-
-
-def lr_at(config: TrainConfig, step: int) -> float:
-    """Linear warm-up, then cosine decay to ``final_lr_fraction`` of the peak at ``steps``."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
-    floor = config.final_lr_fraction
-    return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The torch seed of one step on one rank."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
 
 
 def _save_atomic(obj, path: Path) -> None:
@@ -66,68 +54,175 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _keep_records_until(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint a resumed run restarts from."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
+def load_training_state(path: str | Path) -> dict:
+    """A checkpoint's contents (CPU tensors); raises ValueError when it is not one."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a file that is not a checkpoint
+        raise ValueError(f"{path}: not a training checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
+        raise ValueError(f"{path}: not a training checkpoint")
+    return state
+
+
+class _Run:
+    """The state of one training process: model, optimiser, counters, and its place in the job."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, resume: bool, placement: Placement):
+        self.config = config
+        self.run_dir = run_dir
+        self.placement = placement
+        torch.manual_seed(config.seed)  # initial weights: the same on every rank
+        self.model = HierarchicalVQVAE(config.model).to(placement.device)
+        self.optimiser = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.step = 0
+        size = config.model.codebook_size
+        # Index counts since the last validation: the training-set usage and the prior for bits/index.
+        self.val_counts = {f: np.zeros(size, dtype=np.int64) for f in config.model.factors}
+        checkpoint = run_dir / CHECKPOINT
+        if resume and checkpoint.exists():
+            self._restore(load_training_state(checkpoint))
+        elif config.init_from:
+            state = load_training_state(config.init_from)
+            if ModelConfig.from_json(state["model_config"]) != config.model:
+                raise ValueError(f"{config.init_from}: its model config differs from this run's")
+            self.model.load_state_dict(state["model"])
+
+    def _restore(self, state: dict) -> None:
+        if ModelConfig.from_json(state["model_config"]) != self.config.model:
+            raise ValueError(f"{self.run_dir / CHECKPOINT}: its model config differs from train_config.json")
+        self.model.load_state_dict(state["model"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.step = int(state["step"])
+        for f, counts in state.get("val_counts", {}).items():
+            self.val_counts[int(f)] = counts.numpy().astype(np.int64)
+
+    def save(self) -> None:
+        _save_atomic(
+            {
+                "model": self.model.state_dict(),
+                "optimiser": self.optimiser.state_dict(),
+                "step": self.step,
+                "model_config": self.config.model.to_json(),
+                "train_config": self.config.to_json(),
+                "world_size": self.placement.world_size,
+                "val_counts": {str(f): torch.from_numpy(c) for f, c in self.val_counts.items()},
+            },
+            self.run_dir / CHECKPOINT,
+        )
+
+
 def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progress=None) -> HierarchicalVQVAE:
-    """Train (or resume) a run in ``run_dir`` until ``config.steps``; returns the model."""
+    """Train (or resume) the run in ``run_dir`` until ``config.steps``; returns the model.
+
+    ``progress(kind, record)`` is called on rank 0 with ``kind`` "train" at
+    every logged step and "val" after every validation pass.
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    placement = join(config.device)
+    try:
+        return _train(config, run_dir, resume, progress, placement)
+    finally:
+        leave(placement)
+
+
+def _train(config: TrainConfig, run_dir: Path, resume: bool, progress, placement: Placement) -> HierarchicalVQVAE:
     torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    model = HierarchicalVQVAE(config.model)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
-    step = 0
-    checkpoint_path = run_dir / "checkpoint.pt"
-    if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        torch.set_rng_state(state["torch_rng"])
-        step = state["step"]
-    (run_dir / "train_config.json").write_text(config.to_json())
     sampler = CropSampler(list_images(config.data), config.crop, config.seed)
-    model.train()
-    log = (run_dir / "metrics.jsonl").open("a")
+    val_images = load_validation_images(config.val_data, config.val_images) if config.val_data else []
+    if placement.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    run = _Run(config, run_dir, resume, placement)
+    model = run.model
+    trainable = model
+    if placement.world_size > 1:
+        # The codebook syncs its own EMA statistics; DDP only averages gradients.
+        trainable = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+    if placement.is_main:
+        (run_dir / CONFIG).write_text(config.to_json())
+        _keep_records_until(run_dir / METRICS, run.step)
+        _keep_records_until(run_dir / VALIDATION, run.step)
+        metrics = (run_dir / METRICS).open("a")
+    factors = config.model.factors
+    window = {f: np.zeros(config.model.codebook_size, dtype=np.int64) for f in factors}
+    batches = step_batches(sampler, run.step, config.steps, config.batch_size, placement.rank, config.workers)
     started = time.time()
-    while step < config.steps:
-        for group in optimiser.param_groups:
-            group["lr"] = lr_at(config, step)
-        x = sampler.batch(step, config.batch_size)
-        out = model(x)
-        optimiser.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimiser.step()
-        step += 1
-        if step % config.log_every == 0 or step == config.steps:
+    model.train()
+    while run.step < config.steps:
+        lr = lr_at(config, run.step)
+        for group in run.optimiser.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(step_seed(config.seed, run.step, placement.rank))
+        x = next(batches).to(placement.device, non_blocking=True)
+        out = trainable(x)
+        loss, terms = objective(x, out, model.codebook, config.loss_weights)
+        run.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimiser.step()
+        run.step += 1
+        for level in out.levels:
+            hist = np.bincount(level.indices.reshape(-1).cpu().numpy(), minlength=config.model.codebook_size)
+            window[level.factor] += hist
+            run.val_counts[level.factor] += hist
+        last = run.step == config.steps
+        if placement.is_main and (run.step % config.log_every == 0 or last):
             record = {
-                "step": step,
+                "step": run.step,
                 "time_s": round(time.time() - started, 1),
-                "lr": lr_at(config, step - 1),
-                "loss": out.loss.item(),
-                **{f"psnr_{lv.factor}": -10 * math.log10(max(lv.reconstruction.item(), 1e-10)) for lv in out.levels},
-                **{f"commit_{lv.factor}": lv.commitment.item() for lv in out.levels},
+                "lr": lr,
+                "loss": loss.item(),
+                "world_size": placement.world_size,
                 "dead_codes": int((model.codebook.cluster_size < config.model.dead_code_threshold).sum()),
             }
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+            for t in terms:
+                record[f"psnr_{t.factor}"] = -10 * math.log10(max(t.mse, 1e-10))
+                record[f"l1_{t.factor}"] = t.l1
+                if config.ms_ssim_weight > 0:
+                    record[f"ms_ssim_{t.factor}"] = t.ms_ssim
+                record[f"commit_{t.factor}"] = t.commitment
+                record[f"usage_penalty_{t.factor}"] = t.usage
+                record[f"perplexity_{t.factor}"] = perplexity(window[t.factor])
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
             if progress is not None:
-                progress(record)
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            _save_atomic(
-                {
-                    "model": model.state_dict(),
-                    "optimiser": optimiser.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "step": step,
-                    "model_config": config.model.to_json(),
-                },
-                checkpoint_path,
-            )
-    log.close()
+                progress("train", record)
+        if run.step % config.log_every == 0:
+            for counts in window.values():
+                counts[:] = 0
+        if val_images and (run.step % config.val_every == 0 or last):
+            if placement.is_main:
+                record = {"step": run.step, **validate(model, val_images, run.val_counts)}
+                with (run_dir / VALIDATION).open("a") as log:
+                    log.write(json.dumps(record) + "\n")
+                if progress is not None:
+                    progress("val", record)
+            for counts in run.val_counts.values():
+                counts[:] = 0
+        if run.step % config.checkpoint_every == 0 or last:
+            check_in_sync(model, placement)
+            if placement.is_main:
+                run.save()
+    if placement.is_main:
+        metrics.close()
+        from hvq.codec.training_plot import plot_run
+
+        plot_run(run_dir)
     return model
 
 
-if __name__ == "__main__":  # pragma: no cover - quick manual runs; `hvq train` is the tool
+if __name__ == "__main__":  # pragma: no cover - `hvq train` is the tool; this runs a saved config as is
     import sys
 
     cfg_path, run = sys.argv[1], sys.argv[2]
     cfg = TrainConfig.from_json(Path(cfg_path).read_text())
-    train(cfg, run, resume=True, progress=lambda r: print(json.dumps(r), flush=True))
+    train(cfg, run, resume=True, progress=lambda kind, r: print(kind, json.dumps(r), flush=True))

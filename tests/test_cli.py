@@ -169,11 +169,40 @@ def test_train_resume_and_export(run, photo, tmp_path):
             "--codebook-size", 16, "--code-dim", 8)
     assert run(*args).exit_code == 0
     assert run(*args).exit_code == 1  # the folder holds a run already
-    assert run("train", "-o", run_dir, "--resume").exit_code == 0
+    assert run("train", "-o", run_dir, "--resume", "--steps", 3, "--threads", 1).exit_code == 0
+    result = run("train", "-o", run_dir, "--resume", "--lr", 0.1)
+    assert result.exit_code == 2 and "cannot change lr" in result.output
     model = tmp_path / "m.safetensors"
-    result = run("export", run_dir / "checkpoint.pt", "--data", images, "-o", model)
+    result = run("export", run_dir / "checkpoint.pt", "-o", model)  # fits the prior on the run's own data
     assert result.exit_code == 0 and "model " in result.output
     assert run("compress", images / "a.png", "-o", tmp_path / "a.hvq", "--model", model).exit_code == 0
+
+
+def test_train_options_override_a_config_file(run, photo, tmp_path):
+    from hvq.codec.train_config import TrainConfig
+
+    images = tmp_path / "images"
+    images.mkdir()
+    photo.resize((64, 64)).save(images / "a.png")
+    first = tmp_path / "first"
+    args = ("--crop", 32, "--batch-size", 2, "--codebook-size", 16, "--code-dim", 8, "--workers", 0, "--l1", 0.5)
+    assert run("train", "--data", images, "-o", first, "--steps", 1, *args).exit_code == 0
+    second = tmp_path / "second"
+    assert run("train", "--config", first / "train_config.json", "-o", second, "--steps", 2).exit_code == 0
+    a = TrainConfig.from_json((first / "train_config.json").read_text())
+    b = TrainConfig.from_json((second / "train_config.json").read_text())
+    assert b.steps == 2 and b.l1_weight == 0.5 and b.model == a.model and b.data == a.data
+
+
+def test_train_refuses_bad_folders_and_checkpoints(run, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run("train", "--data", empty, "-o", tmp_path / "run", "--steps", 1)
+    assert result.exit_code == 1 and "no images under" in result.output
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    result = run("export", junk, "-o", tmp_path / "m.safetensors", "--data", empty)
+    assert result.exit_code == 1 and "not a training checkpoint" in result.output
 
 
 def test_outputs_get_the_usual_permissions(run, photo_file, tiny_model_path, tmp_path):

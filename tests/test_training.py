@@ -1,7 +1,13 @@
-"""Training resumes exactly, and export turns a checkpoint into a working model file."""
+"""Training as a tool: exact resume (also after a kill), DDP, validation, the objective, export."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -11,7 +17,7 @@ from PIL import Image
 
 from conftest import TINY
 from hvq.codec.config import ModelConfig
-from hvq.codec.training import TrainConfig, lr_at, train
+from hvq.codec.training import TrainConfig, load_training_state, lr_at, train
 
 
 @pytest.fixture
@@ -24,30 +30,130 @@ def image_folder(tmp_path):
     return folder
 
 
-def _config(folder, steps):
-    return TrainConfig(
-        data=(str(folder),), model=ModelConfig(**TINY), crop=32, batch_size=2, steps=steps,
-        warmup_steps=2, log_every=1, checkpoint_every=2, threads=1,
-    )
+def _config(folder, steps, **changes):
+    settings = dict(crop=32, batch_size=2, warmup_steps=2, log_every=1, checkpoint_every=2, threads=1, workers=0)
+    return TrainConfig(data=(str(folder),), model=ModelConfig(**TINY), steps=steps, **{**settings, **changes})
+
+
+def _same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
 
 
 def test_resumed_run_matches_an_uninterrupted_one(image_folder, tmp_path):
-    whole = train(_config(image_folder, 4), tmp_path / "whole")
-    train(_config(image_folder, 2), tmp_path / "split")  # stops at step 2, as if killed after its checkpoint
-    resumed = train(_config(image_folder, 4), tmp_path / "split", resume=True)
-    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), name
-    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 4
+    whole = train(_config(image_folder, 4, usage_weight=0.1), tmp_path / "whole")
+    train(_config(image_folder, 2, usage_weight=0.1), tmp_path / "split")  # as if killed after its checkpoint
+    resumed = train(_config(image_folder, 4, usage_weight=0.1), tmp_path / "split", resume=True)
+    _same_weights(whole.state_dict(), resumed.state_dict())
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
 
 
-def test_config_round_trip_and_schedule(image_folder):
-    config = _config(image_folder, 100)
+def test_data_loading_workers_do_not_change_the_run(image_folder, tmp_path):
+    inline = train(_config(image_folder, 3), tmp_path / "inline")
+    workers = train(_config(image_folder, 3, workers=2), tmp_path / "workers")
+    _same_weights(inline.state_dict(), workers.state_dict())
+
+
+def test_a_killed_run_resumes_exactly(image_folder, tmp_path):
+    """SIGKILL `hvq train` mid-run, resume it, and end where an uninterrupted run ends."""
+    steps = 400
+    (tmp_path / "tiny.json").write_text(ModelConfig(**TINY).to_json())
+    run_dir = tmp_path / "killed"
+    command = [sys.executable, "-m", "hvq.cli.main", "train", "--data", str(image_folder), "-o", str(run_dir),
+               "--model-config", str(tmp_path / "tiny.json"), "--steps", str(steps), "--crop", "32",
+               "--batch-size", "2", "--warmup-steps", "2", "--checkpoint-every", "5", "--log-every", "1",
+               "--threads", "1", "--workers", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = run_dir / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = load_training_state(checkpoint)["step"]
+    assert 0 < killed_at < steps, "the run ended before it could be killed"
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["step"] >= killed_at  # it logged past its checkpoint before dying
+    result = subprocess.run(command[:4] + ["-o", str(run_dir), "--resume", "--workers", "0"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    reference = train(_config(image_folder, steps, checkpoint_every=5, log_every=1), tmp_path / "reference")
+    _same_weights(reference.state_dict(), load_training_state(checkpoint)["model"])
+    logged = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, steps + 1))  # lines after the checkpoint were dropped, then rewritten
+
+
+def test_two_gloo_processes_train_under_torchrun(image_folder, tmp_path):
+    """`torchrun --nproc-per-node 2` runs DistributedDataParallel over gloo on the CPU."""
+    (tmp_path / "tiny.json").write_text(ModelConfig(**TINY).to_json())
+    run_dir = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "hvq.cli.main", "train", "--data", str(image_folder), "-o", str(run_dir),
+               "--model-config", str(tmp_path / "tiny.json"), "--steps", "4", "--crop", "32", "--batch-size", "2",
+               "--checkpoint-every", "2", "--log-every", "1", "--threads", "1", "--workers", "0", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = load_training_state(run_dir / "checkpoint.pt")
+    assert state["step"] == 4 and state["world_size"] == 2
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]  # rank 0 alone writes the log
+    assert all(r["world_size"] == 2 for r in records)
+    single = train(_config(image_folder, 4), tmp_path / "single")
+    # Two ranks see twice the crops: the weights differ from a one-process run of the same recipe.
+    assert not torch.equal(single.state_dict()["encoder.heads.0.1.weight"], state["model"]["encoder.heads.0.1.weight"])
+
+
+def test_validation_logs_every_level_and_the_run_draws_its_curves(image_folder, tmp_path):
+    run_dir = tmp_path / "run"
+    train(_config(image_folder, 4, val_data=str(image_folder), val_every=2), run_dir)
+    records = [json.loads(line) for line in (run_dir / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4]
+    for f in (4, 8, 16):
+        assert 5 < records[-1][f"psnr_{f}"] < 60
+        assert 0 < records[-1][f"usage_{f}"] <= 1 and 0 < records[-1][f"train_usage_{f}"] <= 1
+        assert 0 <= records[-1][f"bits_per_index_{f}"] < 20
+    assert 0 < records[-1]["usage_all"] <= 1
+    metrics = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"loss", "lr", "psnr_4", "perplexity_16", "usage_penalty_8"} <= metrics.keys()
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_config_round_trip_checks_and_schedule(image_folder):
+    config = _config(image_folder, 100, crop=48, ms_ssim_weight=0.5, l1_weight=1.0)
     assert TrainConfig.from_json(config.to_json()) == config
     assert lr_at(config, 0) == pytest.approx(config.lr / 2)
     assert lr_at(config, 2) == pytest.approx(config.lr)
     assert lr_at(config, 100) == pytest.approx(config.lr * config.final_lr_fraction)
     assert lr_at(replace(config, warmup_steps=0), 50) < config.lr
+    with pytest.raises(ValueError, match="unknown training config keys: colour"):
+        TrainConfig.from_json(json.dumps({**json.loads(config.to_json()), "colour": 1}))
+    with pytest.raises(ValueError, match="multiple of 16"):
+        replace(config, crop=40)
+    with pytest.raises(ValueError, match="MS-SSIM loss needs crops of at least 33"):
+        replace(config, crop=32, ms_ssim_weight=1.0)
+    with pytest.raises(ValueError, match="at least one of MSE, L1 and MS-SSIM"):
+        replace(config, mse_weight=0.0, l1_weight=0.0, ms_ssim_weight=0.0)
+
+
+def test_every_loss_term_trains(image_folder, tmp_path):
+    config = _config(image_folder, 2, crop=48, mse_weight=0.5, l1_weight=0.5, ms_ssim_weight=0.5, usage_weight=0.1)
+    train(config, tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert all(0 < record[f"ms_ssim_{f}"] <= 1 and record[f"l1_{f}"] > 0 for f in (4, 8, 16))
+
+
+def test_init_from_starts_from_a_checkpoints_weights(image_folder, tmp_path):
+    base = train(_config(image_folder, 2), tmp_path / "base")
+    config = _config(image_folder, 1, init_from=str(tmp_path / "base" / "checkpoint.pt"), lr=1e-12, warmup_steps=0)
+    tuned = train(config, tmp_path / "tuned")
+    decoder = "decoders.4.0.weight"
+    assert torch.allclose(base.state_dict()[decoder], tuned.state_dict()[decoder], atol=1e-6)
+    other = replace(config, model=ModelConfig(**{**TINY, "codebook_size": 8}))
+    with pytest.raises(ValueError, match="model config differs"):
+        train(other, tmp_path / "other")
 
 
 def test_export_writes_a_model_that_round_trips(image_folder, tmp_path):
@@ -55,9 +161,11 @@ def test_export_writes_a_model_that_round_trips(image_folder, tmp_path):
     from hvq.codec.pipeline import Codec
 
     train(_config(image_folder, 2), tmp_path / "run")
-    fp = export_checkpoint(tmp_path / "run" / "checkpoint.pt", [str(image_folder)], tmp_path / "m.safetensors")
+    report = export_checkpoint(tmp_path / "run" / "checkpoint.pt", [str(image_folder)], tmp_path / "m.safetensors")
     codec = Codec.for_model(tmp_path / "m.safetensors")
-    assert codec.model.fingerprint == fp
+    assert codec.model.fingerprint == report.fingerprint and report.images == 3
+    assert all(0 < u <= 1 for u in report.usage.values())
+    assert report.usage_every <= min(report.usage.values()) <= max(report.usage.values()) <= report.usage_all
     assert all(codec.model.prior.table(f).min() >= 1 for f in (4, 8, 16))
     image = Image.open(next(image_folder.iterdir()))
     assert codec.decompress(codec.compress(image)).size == image.size

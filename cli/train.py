@@ -1,0 +1,211 @@
+"""``hvq train`` and ``hvq export``: from a folder of images to a deployable model.
+
+Every option of ``hvq train`` is a field of ``hvq.codec.training.TrainConfig``
+(its default is the dataclass's), so a run folder's ``train_config.json``
+can be replayed with ``--config`` and any option given on the command line
+overrides it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import fields, replace
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from hvq.cli.options import LevelList, force_option
+from hvq.codec.config import ModelConfig
+from hvq.codec.train_config import TrainConfig
+
+EXIT_CODES = """\b
+Exit codes:
+  0  success
+  1  a folder, file or setting was refused (one line on stderr)
+  2  the command line was misused"""
+
+# option name -> (TrainConfig field, click type, help)
+_RECIPE = {
+    "steps": ("steps", click.IntRange(1), "Optimiser steps (the cosine schedule ends here)."),
+    "crop": ("crop", click.IntRange(16), "Side of the random square crops, a multiple of the coarsest factor."),
+    "batch_size": ("batch_size", click.IntRange(1), "Crops per step (per process under torchrun)."),
+    "lr": ("lr", click.FloatRange(0, min_open=True), "Peak learning rate (Adam)."),
+    "warmup_steps": ("warmup_steps", click.IntRange(0), "Linear warm-up steps."),
+    "final_lr_fraction": ("final_lr_fraction", click.FloatRange(0, 1), "Cosine decay ends at lr x this."),
+    "mse": ("mse_weight", click.FloatRange(0), "Weight of the per-level MSE."),
+    "l1": ("l1_weight", click.FloatRange(0), "Weight of the per-level L1 distance."),
+    "ms_ssim": ("ms_ssim_weight", click.FloatRange(0), "Weight of the per-level 1 - MS-SSIM (pytorch-msssim)."),
+    "usage_weight": ("usage_weight", click.FloatRange(0), "Weight of the codebook-usage term (0: off)."),
+    "usage_temperature": ("usage_temperature", click.FloatRange(0, min_open=True),
+                          "Softness of the usage term's assignments, in codeword spacings."),
+    "seed": ("seed", int, "Seed of crops, flips, k-means and restarts."),
+    "init_from": ("init_from", click.Path(exists=True, dir_okay=False), "Start from this checkpoint's weights."),
+    "val_data": ("val_data", click.Path(exists=True, file_okay=False), "Held-out images to validate on (Kodak)."),
+    "val_every": ("val_every", click.IntRange(1), "Steps between validation passes."),
+    "val_images": ("val_images", click.IntRange(0), "Validate on the first N images only (0: all)."),
+}
+# Settings of the machine, not of the recipe: they may change when a run resumes.
+_HARDWARE = {
+    "threads": ("threads", click.IntRange(1), "Torch threads per process."),
+    "workers": ("workers", click.IntRange(0), "Data-loading processes (0: load in the training process)."),
+    "device": ("device", click.Choice(["auto", "cpu", "cuda"]), "Where to train (auto: the GPU if any)."),
+    "log_every": ("log_every", click.IntRange(1), "Steps between lines of metrics.jsonl."),
+    "checkpoint_every": ("checkpoint_every", click.IntRange(1), "Steps between checkpoints."),
+}
+_RESUMABLE = set(_HARDWARE) | {"steps", "val_every"}
+
+
+def _config_options(func):
+    """Declare one option per TrainConfig field, with the dataclass's default in the help.
+
+    The options default to None, so that only those given on the command line
+    override a --config file (or a resumed run's config).
+    """
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    for name, (field_name, kind, text) in reversed(list({**_RECIPE, **_HARDWARE}.items())):
+        shown = defaults[field_name]
+        flag = "--" + name.replace("_", "-")
+        suffix = "" if shown is None else f"  [default: {shown}]"
+        func = click.option(flag, name, type=kind, default=None, help=text + suffix)(func)
+    return func
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+
+
+def _model_config(model_config, codebook_size, code_dim, levels):
+    base = ModelConfig.from_json(Path(model_config).read_text()) if model_config else ModelConfig()
+    changes = {}
+    if codebook_size is not None:
+        changes["codebook_size"] = codebook_size
+    if code_dim is not None:
+        changes["code_dim"] = code_dim
+    if levels is not None:
+        changes["factors"] = tuple(sorted(levels))
+    return replace(base, **changes)
+
+
+@click.command(epilog=EXIT_CODES)
+@click.option("--data", "data_dirs", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="Folder of training images, searched recursively (repeatable). Never Kodak.")
+@click.option("-o", "--output", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run folder: train_config.json, checkpoint.pt, metrics.jsonl, validation.jsonl, curves.png.")
+@click.option("--resume", is_flag=True, help="Continue the run in the folder from its last checkpoint.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="Start from a train_config.json; options given here override it.")
+@click.option("--model-config", type=click.Path(exists=True, dir_okay=False),
+              help="JSON of a ModelConfig (widths, levels, codebook); default: hvq's.")
+@click.option("--codebook-size", type=click.IntRange(2, 65536), default=None, help="Codewords K  [default: 512]")
+@click.option("--code-dim", type=click.IntRange(1), default=None, help="Codeword dimension D  [default: 64]")
+@click.option("--levels", type=LevelList(), default=None, help="Level factors, e.g. 4,8,16  [default: 4,8,16]")
+@_config_options
+@click.pass_context
+def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_size, code_dim, levels, **options):
+    """Train a model on folders of images (resumable, DDP under torchrun).
+
+    Crops are random and flipped; the metrics go to RUN/metrics.jsonl and,
+    with --val-data, a validation pass every --val-every steps reports each
+    level's PSNR, MS-SSIM, bits per index and codebook usage.  A killed run
+    continues exactly with `hvq train -o RUN --resume`.  For several GPUs:
+    `torchrun --nproc-per-node N -m hvq.cli.main train ...`.  Then
+    `hvq export RUN/checkpoint.pt` makes the deployable model.
+    """
+    from hvq.codec.training import CONFIG, train as run_training
+
+    given = {name for name in options if _given(ctx, name)}
+    changes = {_RECIPE.get(n, _HARDWARE.get(n))[0]: options[n] for n in given}
+    config_path = run_dir / CONFIG
+    try:
+        if resume:
+            if not config_path.exists():
+                raise click.ClickException(f"{run_dir}: no {CONFIG} to resume")
+            refused = sorted(given - _RESUMABLE) + [n for n in ("data", "config", "model_config", "codebook_size",
+                                                                 "code_dim", "levels") if _given(ctx, n)]
+            if refused:
+                raise click.UsageError(f"--resume keeps the run's recipe; it cannot change {', '.join(refused)}")
+            config = replace(TrainConfig.from_json(config_path.read_text()), **changes)
+        else:
+            if config_path.exists():
+                raise click.ClickException(f"{run_dir}: holds a run already (use --resume)")
+            base = TrainConfig.from_json(Path(config_file).read_text()) if config_file else None
+            data = tuple(data_dirs) or (base.data if base else ())
+            if not data:
+                raise click.BadParameter("give at least one --data folder", param_hint="--data")
+            model = _model_config(model_config, codebook_size, code_dim, levels)
+            if base is not None and not (model_config or codebook_size or code_dim or levels):
+                model = base.model
+            config = replace(base, data=data, model=model, **changes) if base else TrainConfig(
+                data=data, model=model, **changes)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc))
+
+    bar = None
+    factors = sorted(config.model.factors, reverse=True)
+
+    def progress(kind, record):
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+
+            # Starts at the first logged step, so a resumed run's rate is not inflated.
+            bar = tqdm(total=config.steps, initial=record["step"], desc="train", unit="step", file=sys.stderr,
+                       dynamic_ncols=True)
+        levels = "/".join(map(str, factors))
+        if kind == "train":
+            bar.update(record["step"] - bar.n)
+            bar.set_postfix_str(
+                f"loss {record['loss']:.4f} | levels {levels}: PSNR "
+                + "/".join(f"{record[f'psnr_{f}']:.1f}" for f in factors)
+                + " dB, perplexity " + "/".join(f"{record[f'perplexity_{f}']:.0f}" for f in factors)
+            )
+        else:
+            bar.write(
+                f"step {record['step']} validation, levels {levels}: PSNR "
+                + "/".join(f"{record[f'psnr_{f}']:.2f}" for f in factors) + " dB, MS-SSIM "
+                + "/".join(f"{record[f'ms_ssim_{f}']:.3f}" for f in factors) + ", bits/index "
+                + "/".join(f"{record[f'bits_per_index_{f}']:.2f}" for f in factors) + ", usage "
+                + "/".join(f"{100 * record[f'usage_{f}']:.0f}%" for f in factors)
+                + f" (all levels {100 * record['usage_all']:.0f}%)"
+            )
+
+    try:
+        run_training(config, run_dir, resume=resume, progress=progress)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc))
+    finally:
+        if bar is not None:
+            bar.close()
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"{run_dir}: {config.steps} steps; curves in {run_dir}/curves.png; "
+                   f"`hvq export {run_dir}/checkpoint.pt --data ... -o MODEL.safetensors` makes a model")
+
+
+@click.command(epilog=EXIT_CODES)
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--data", "data_dirs", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="Folders to fit the prior on (repeatable; default: the run's training data).")
+@force_option
+def export(checkpoint, output, data_dirs, force):
+    """Fit the prior tables on the training images and write a deployable model."""
+    from hvq.cli.output import check_target
+    from hvq.codec.export import export_checkpoint
+    from hvq.codec.training import load_training_state
+
+    check_target(output, [checkpoint], force)
+    try:
+        state = load_training_state(checkpoint)
+        if not data_dirs:
+            if "train_config" not in state:
+                raise click.UsageError("this checkpoint does not name its training data: give --data")
+            data_dirs = TrainConfig.from_json(state["train_config"]).data
+        report = export_checkpoint(checkpoint, list(data_dirs), output, progress=True)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(f"{checkpoint}: {exc}")
+    levels = ", ".join(f"{f}: {100 * u:.1f}%" for f, u in sorted(report.usage.items(), reverse=True))
+    click.echo(f"{output}: model {report.fingerprint.hex()}")
+    click.echo(f"codebook usage on the {report.images} fitting images: {levels}, "
+               f"all levels {100 * report.usage_all:.1f}%, every level {100 * report.usage_every:.1f}%")

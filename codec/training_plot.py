@@ -1,0 +1,90 @@
+"""The curves of a training run, drawn from its logs into ``curves.png``.
+
+Four panels: per-level PSNR (training crops, smoothed, and validation
+images), validation MS-SSIM, codebook perplexity per level on the training
+batches with validation usage, and validation bits per index.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def read_records(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _smooth(values: list[float], window: int) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    if len(values) < window:
+        return values
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def _factors(records: list[dict], prefix: str) -> list[int]:
+    return sorted({int(k[len(prefix):]) for r in records for k in r if k.startswith(prefix) and k[len(prefix):].isdigit()},
+                  reverse=True)
+
+
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
+def plot_run(run_dir: str | Path, output: str | Path | None = None, window: int = 8, title: str | None = None) -> Path:
+    """Draw ``run_dir``'s metrics.jsonl and validation.jsonl into ``output`` (default run_dir/curves.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    output = Path(output) if output else run_dir / "curves.png"
+    train = read_records(run_dir / "metrics.jsonl")
+    val = read_records(run_dir / "validation.jsonl")
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    colours = {}
+    ax = axes[0, 0]
+    for f in _factors(train, "psnr_"):
+        steps = [r["step"] for r in train]
+        smoothed = _smooth([r[f"psnr_{f}"] for r in train], window)
+        (line,) = ax.plot(steps[len(steps) - len(smoothed):], smoothed, lw=1, alpha=0.6, label=f"1/{f} train crops")
+        colours[f] = line.get_color()
+    for f in _factors(val, "psnr_"):
+        ax.plot([r["step"] for r in val], [r[f"psnr_{f}"] for r in val], "o-", color=colours.get(f),
+                label=f"1/{f} validation")
+    ax.set(title="PSNR per level", xlabel="step", ylabel="dB")
+    _legend(ax)
+    ax = axes[0, 1]
+    for f in _factors(val, "ms_ssim_"):
+        ax.plot([r["step"] for r in val], [r[f"ms_ssim_{f}"] for r in val], "o-", color=colours.get(f), label=f"1/{f}")
+    ax.set(title="validation MS-SSIM", xlabel="step")
+    _legend(ax)
+    ax = axes[1, 0]
+    for f in _factors(train, "perplexity_"):
+        ax.plot([r["step"] for r in train], [r[f"perplexity_{f}"] for r in train], lw=1, color=colours.get(f),
+                label=f"1/{f} perplexity (training batches)")
+    ax.set(title="codebook perplexity", xlabel="step")
+    _legend(ax)
+    if val and "usage_4" in val[0]:
+        twin = ax.twinx()
+        for f in _factors(val, "train_usage_"):
+            twin.plot([r["step"] for r in val], [100 * r[f"train_usage_{f}"] for r in val], "s--",
+                      color=colours.get(f), ms=3)
+        twin.set(ylabel="% of codewords used on training crops (squares)", ylim=(0, 105))
+    ax = axes[1, 1]
+    for f in _factors(val, "bits_per_index_"):
+        ax.plot([r["step"] for r in val], [r[f"bits_per_index_{f}"] for r in val], "o-", color=colours.get(f),
+                label=f"1/{f}")
+    ax.set(title="validation bits per index (static prior of the training counts)", xlabel="step")
+    _legend(ax)
+    fig.suptitle(title or str(run_dir))
+    fig.tight_layout()
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+    return output
