@@ -26,6 +26,12 @@ def _smooth(values: list[float], window: int) -> np.ndarray:
     return np.convolve(values, np.ones(window) / window, mode="valid")
 
 
+def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """Steps and values of ``key`` over the records that have it (older logs lack some keys)."""
+    kept = [r for r in records if key in r]
+    return [r["step"] for r in kept], [r[key] for r in kept]
+
+
 def _factors(records: list[dict], prefix: str) -> list[int]:
     return sorted({int(k[len(prefix):]) for r in records for k in r if k.startswith(prefix) and k[len(prefix):].isdigit()},
                   reverse=True)
@@ -51,35 +57,36 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None, window: int 
     colours = {}
     ax = axes[0, 0]
     for f in _factors(train, "psnr_"):
-        steps = [r["step"] for r in train]
-        smoothed = _smooth([r[f"psnr_{f}"] for r in train], window)
+        steps, values = _series(train, f"psnr_{f}")
+        smoothed = _smooth(values, window)
         (line,) = ax.plot(steps[len(steps) - len(smoothed):], smoothed, lw=1, alpha=0.6, label=f"1/{f} train crops")
         colours[f] = line.get_color()
     for f in _factors(val, "psnr_"):
-        ax.plot([r["step"] for r in val], [r[f"psnr_{f}"] for r in val], "o-", color=colours.get(f),
+        ax.plot(*_series(val, f"psnr_{f}"), "o-", color=colours.get(f),
                 label=f"1/{f} validation")
     ax.set(title="PSNR per level", xlabel="step", ylabel="dB")
     _legend(ax)
     ax = axes[0, 1]
     for f in _factors(val, "ms_ssim_"):
-        ax.plot([r["step"] for r in val], [r[f"ms_ssim_{f}"] for r in val], "o-", color=colours.get(f), label=f"1/{f}")
+        ax.plot(*_series(val, f"ms_ssim_{f}"), "o-", color=colours.get(f), label=f"1/{f}")
     ax.set(title="validation MS-SSIM", xlabel="step")
     _legend(ax)
     ax = axes[1, 0]
     for f in _factors(train, "perplexity_"):
-        ax.plot([r["step"] for r in train], [r[f"perplexity_{f}"] for r in train], lw=1, color=colours.get(f),
+        ax.plot(*_series(train, f"perplexity_{f}"), lw=1, color=colours.get(f),
                 label=f"1/{f} perplexity (training batches)")
     ax.set(title="codebook perplexity", xlabel="step")
     _legend(ax)
     if val and "usage_4" in val[0]:
         twin = ax.twinx()
         for f in _factors(val, "train_usage_"):
-            twin.plot([r["step"] for r in val], [100 * r[f"train_usage_{f}"] for r in val], "s--",
+            steps, values = _series(val, f"train_usage_{f}")
+            twin.plot(steps, [100 * v for v in values], "s--",
                       color=colours.get(f), ms=3)
         twin.set(ylabel="% of codewords used on training crops (squares)", ylim=(0, 105))
     ax = axes[1, 1]
     for f in _factors(val, "bits_per_index_"):
-        ax.plot([r["step"] for r in val], [r[f"bits_per_index_{f}"] for r in val], "o-", color=colours.get(f),
+        ax.plot(*_series(val, f"bits_per_index_{f}"), "o-", color=colours.get(f),
                 label=f"1/{f}")
     ax.set(title="validation bits per index (static prior of the training counts)", xlabel="step")
     _legend(ax)

@@ -29,3 +29,25 @@ def test_evaluate_reports_every_level(tiny_codec, photo, tmp_path):
     anchors = {"codecs": {"jpeg": [{"bpp": 0.01, "psnr": 10.0}, {"bpp": 9.0, "psnr": 40.0}], "webp": []}}
     table = markdown(result, anchors)
     assert table.count("\n| ") >= 3 and "below its lowest rate" in table
+
+
+def test_training_stages_are_drawn_as_one_run(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from hvq.benchmarks.plot_training import main
+
+    for stage, steps in (("stage1", (25, 50)), ("stage2", (25, 50, 75))):
+        folder = tmp_path / stage
+        folder.mkdir()
+        lines = [json.dumps({"step": s, **{f"psnr_{f}": 20.0 + s / 25 for f in (4, 8, 16)},
+                             **{f"perplexity_{f}": 100.0 for f in (4, 8, 16)}}) for s in steps]
+        (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "stage2" / "validation.jsonl").write_text(
+        json.dumps({"step": 75, **{f"{k}_{f}": 0.5 for k in ("psnr", "ms_ssim", "bits_per_index", "usage",
+                                                              "train_usage") for f in (4, 8, 16)}}) + "\n")
+    out = tmp_path / "curves.png"
+    result = CliRunner().invoke(main, [str(tmp_path / "stage1"), str(tmp_path / "stage2"), "-o", str(out)])
+    assert result.exit_code == 0 and "2 stages, 125 steps" in result.output
+    assert out.read_bytes()[:4] == b"\x89PNG"

@@ -26,7 +26,7 @@ def image_folder(tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
     for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        Image.fromarray(rng.integers(0, 255, (56, 72, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     return folder
 
 
@@ -149,7 +149,7 @@ def test_init_from_starts_from_a_checkpoints_weights(image_folder, tmp_path):
     base = train(_config(image_folder, 2), tmp_path / "base")
     config = _config(image_folder, 1, init_from=str(tmp_path / "base" / "checkpoint.pt"), lr=1e-12, warmup_steps=0)
     tuned = train(config, tmp_path / "tuned")
-    decoder = "decoders.4.0.weight"
+    decoder = "decoders.4.net.0.weight"
     assert torch.allclose(base.state_dict()[decoder], tuned.state_dict()[decoder], atol=1e-6)
     other = replace(config, model=ModelConfig(**{**TINY, "codebook_size": 8}))
     with pytest.raises(ValueError, match="model config differs"):
