@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from hvq.codec.train_config import METRICS, VALIDATION
 from hvq.codec.training_plot import plot_run, read_records
 
 
@@ -27,11 +28,11 @@ from hvq.codec.training_plot import plot_run, read_records
 def main(stages, output):
     offset = 0
     with tempfile.TemporaryDirectory() as joined:
-        for name in ("metrics.jsonl", "validation.jsonl"):
+        for name in (METRICS, VALIDATION):
             Path(joined, name).touch()
         for stage in stages:
             last = 0
-            for name in ("metrics.jsonl", "validation.jsonl"):
+            for name in (METRICS, VALIDATION):
                 with Path(joined, name).open("a") as out:
                     for record in read_records(stage / name):
                         last = max(last, record["step"])

@@ -18,7 +18,7 @@ from click.core import ParameterSource
 
 from hvq.cli.options import LevelList, force_option
 from hvq.codec.config import ModelConfig
-from hvq.codec.train_config import TrainConfig
+from hvq.codec.train_config import CONFIG, TrainConfig
 
 EXIT_CODES = """\b
 Exit codes:
@@ -113,7 +113,7 @@ def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_s
     `torchrun --nproc-per-node N -m hvq.cli.main train ...`.  Then
     `hvq export RUN/checkpoint.pt` makes the deployable model.
     """
-    from hvq.codec.training import CONFIG, train as run_training
+    from hvq.codec.training import train as run_training
 
     given = {name for name in options if _given(ctx, name)}
     changes = {_RECIPE.get(n, _HARDWARE.get(n))[0]: options[n] for n in given}

@@ -13,13 +13,12 @@ from hvq.codec.data import list_images
 from hvq.codec.imageio import load_image, pad_to_multiple, to_tensor
 from hvq.codec.model import HierarchicalVQVAE
 from hvq.codec.prior import FrequencyPrior
+from hvq.codec.training import load_training_state
 from hvq.codec.weights import save_model
 
 
 def load_checkpoint(path: str | Path) -> HierarchicalVQVAE:
     """The network of a training checkpoint (``checkpoint.pt`` of a run), in eval mode."""
-    from hvq.codec.training import load_training_state
-
     state = load_training_state(path)
     net = HierarchicalVQVAE(ModelConfig.from_json(state["model_config"]))
     net.load_state_dict(state["model"])

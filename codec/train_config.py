@@ -12,6 +12,13 @@ from dataclasses import asdict, dataclass, field, fields
 
 from hvq.codec.config import ModelConfig
 
+# The files of a run folder (written by hvq.codec.training, drawn by hvq.codec.training_plot).
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "train_config.json"
+METRICS = "metrics.jsonl"
+VALIDATION = "validation.jsonl"
+CURVES = "curves.png"
+
 MS_SSIM_MIN_CROP = 33  # five MS-SSIM scales need a side > (window - 1) * 16 with the smallest window, 3
 
 

@@ -33,15 +33,8 @@ from hvq.codec.data import CropSampler, list_images, step_batches
 from hvq.codec.distributed import Placement, check_in_sync, join, leave
 from hvq.codec.model import HierarchicalVQVAE
 from hvq.codec.objective import objective
-from hvq.codec.train_config import TrainConfig, lr_at  # noqa: F401  (lr_at: re-exported for callers)
+from hvq.codec.train_config import CHECKPOINT, CONFIG, METRICS, VALIDATION, TrainConfig, lr_at
 from hvq.codec.validation import load_validation_images, perplexity, validate
-
-CHECKPOINT = "checkpoint.pt"
-CONFIG = "train_config.json"
-METRICS = "metrics.jsonl"
-VALIDATION = "validation.jsonl"
-CURVES = "curves.png"
-
 
 def step_seed(seed: int, step: int, rank: int) -> int:
     """The torch seed of one step on one rank."""
@@ -91,17 +84,20 @@ class _Run:
         self.val_counts = {f: np.zeros(size, dtype=np.int64) for f in config.model.factors}
         checkpoint = run_dir / CHECKPOINT
         if resume and checkpoint.exists():
-            self._restore(load_training_state(checkpoint))
+            self._restore(self._load_weights(checkpoint))
         elif config.init_from:
-            state = load_training_state(config.init_from)
-            if ModelConfig.from_json(state["model_config"]) != config.model:
-                raise ValueError(f"{config.init_from}: its model config differs from this run's")
-            self.model.load_state_dict(state["model"])
+            self._load_weights(config.init_from)
+
+    def _load_weights(self, path: str | Path) -> dict:
+        """Load a checkpoint's weights into the model (its config must be this run's); returns the checkpoint."""
+        state = load_training_state(path)
+        if ModelConfig.from_json(state["model_config"]) != self.config.model:
+            raise ValueError(f"{path}: its model config differs from this run's")
+        self.model.load_state_dict(state["model"])
+        return state
 
     def _restore(self, state: dict) -> None:
-        if ModelConfig.from_json(state["model_config"]) != self.config.model:
-            raise ValueError(f"{self.run_dir / CHECKPOINT}: its model config differs from train_config.json")
-        self.model.load_state_dict(state["model"])
+        """Continue where the checkpoint stopped: optimiser, step and index counts (weights are loaded)."""
         self.optimiser.load_state_dict(state["optimiser"])
         self.step = int(state["step"])
         for f, counts in state.get("val_counts", {}).items():

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hvq.codec.train_config import CURVES, METRICS, VALIDATION
+
 
 def read_records(path: Path) -> list[dict]:
     if not path.exists():
@@ -43,16 +45,16 @@ def _legend(ax) -> None:
 
 
 def plot_run(run_dir: str | Path, output: str | Path | None = None, window: int = 8, title: str | None = None) -> Path:
-    """Draw ``run_dir``'s metrics.jsonl and validation.jsonl into ``output`` (default run_dir/curves.png)."""
+    """Draw ``run_dir``'s metrics and validation logs into ``output`` (default: the run's curves.png)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    output = Path(output) if output else run_dir / "curves.png"
-    train = read_records(run_dir / "metrics.jsonl")
-    val = read_records(run_dir / "validation.jsonl")
+    output = Path(output) if output else run_dir / CURVES
+    train = read_records(run_dir / METRICS)
+    val = read_records(run_dir / VALIDATION)
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     colours = {}
     ax = axes[0, 0]

@@ -17,7 +17,8 @@ from PIL import Image
 
 from conftest import TINY
 from hvq.codec.config import ModelConfig
-from hvq.codec.training import TrainConfig, load_training_state, lr_at, train
+from hvq.codec.train_config import TrainConfig, lr_at
+from hvq.codec.training import load_training_state, train
 
 
 @pytest.fixture
