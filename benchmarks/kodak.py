@@ -27,6 +27,7 @@ from hvq.bitstream.container import parse, strip_levels
 from hvq.codec.data import list_images
 from hvq.codec.imageio import load_image
 from hvq.codec.pipeline import Codec
+from hvq.codec.validation import codebook_usage
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -46,7 +47,8 @@ def msssim(a: np.ndarray, b: np.ndarray) -> float:
 def evaluate(codec: Codec, files: list[Path]) -> dict:
     factors = tuple(sorted(codec.model.config.factors, reverse=True))
     per_image = []
-    used = {f: set() for f in factors}  # codewords chosen anywhere in the set, per level
+    size = codec.model.config.codebook_size
+    counts = {f: np.zeros(size, dtype=np.int64) for f in factors}  # codewords chosen in the set, per level
     for path in files:
         original = np.asarray(load_image(path))
         pixels = original.shape[0] * original.shape[1]
@@ -61,7 +63,7 @@ def evaluate(codec: Codec, files: list[Path]) -> dict:
             decode_s = time.perf_counter() - started  # decoding only: no scoring inside the window
             chunk = parse(alone).level(factor)
             grid = decode_indices(chunk.payload, codec.model.prior.table(factor), (chunk.grid_height, chunk.grid_width))
-            used[factor].update(np.unique(grid).tolist())
+            counts[factor] += np.bincount(grid.reshape(-1), minlength=size)
             record["levels"][factor] = {
                 "bpp": 8 * len(alone) / pixels,
                 "bits_per_index": chunk.bits_per_index,
@@ -76,15 +78,16 @@ def evaluate(codec: Codec, files: list[Path]) -> dict:
         m = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
         m["ms_ssim_db"] = -10 * math.log10(1 - m["ms_ssim"])
         mean[factor] = m
+    usage = codebook_usage(counts)
     return {
         "model_fingerprint": codec.model.fingerprint_hex,
         "codebook_size": codec.model.config.codebook_size,
         "images": len(per_image),
         "all_levels_bpp": float(np.mean([r["all_levels_bpp"] for r in per_image])),
         "codebook_usage": {
-            **{str(f): len(used[f]) / codec.model.config.codebook_size for f in factors},
-            "all_levels": len(set.union(*used.values())) / codec.model.config.codebook_size,
-            "every_level": len(set.intersection(*used.values())) / codec.model.config.codebook_size,
+            **{str(f): usage.levels[f] for f in factors},
+            "all_levels": usage.all_levels,
+            "every_level": usage.every_level,
         },
         "mean": mean,
         "per_image": per_image,

@@ -205,7 +205,8 @@ def export(checkpoint, output, data_dirs, force):
         report = export_checkpoint(checkpoint, list(data_dirs), output, progress=True)
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(f"{checkpoint}: {exc}")
-    levels = ", ".join(f"{f}: {100 * u:.1f}%" for f, u in sorted(report.usage.items(), reverse=True))
+    usage = report.usage
+    levels = ", ".join(f"{f}: {100 * u:.1f}%" for f, u in sorted(usage.levels.items(), reverse=True))
     click.echo(f"{output}: model {report.fingerprint.hex()}")
     click.echo(f"codebook usage on the {report.images} fitting images: {levels}, "
-               f"all levels {100 * report.usage_all:.1f}%, every level {100 * report.usage_every:.1f}%")
+               f"all levels {100 * usage.all_levels:.1f}%, every level {100 * usage.every_level:.1f}%")

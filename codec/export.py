@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from hvq.codec.config import ModelConfig
 from hvq.codec.data import list_images
@@ -14,6 +13,7 @@ from hvq.codec.imageio import load_image, pad_to_multiple, to_tensor
 from hvq.codec.model import HierarchicalVQVAE
 from hvq.codec.prior import FrequencyPrior
 from hvq.codec.training import load_training_state
+from hvq.codec.validation import CodebookUsage, codebook_usage
 from hvq.codec.weights import save_model
 
 
@@ -45,9 +45,7 @@ class ExportReport:
 
     fingerprint: bytes
     images: int
-    usage: dict[int, float]  # level -> share of codewords chosen at least once
-    usage_all: float  # chosen by some level
-    usage_every: float  # chosen by every level
+    usage: CodebookUsage
 
 
 def export_checkpoint(
@@ -61,11 +59,4 @@ def export_checkpoint(
     files = list_images(data_dirs)
     counts = count_indices(net, files, progress)
     fingerprint = save_model(net, FrequencyPrior.from_counts(counts), output)
-    used = {f: c > 0 for f, c in counts.items()}
-    return ExportReport(
-        fingerprint,
-        len(files),
-        {f: float(u.mean()) for f, u in used.items()},
-        float(np.logical_or.reduce(list(used.values())).mean()),
-        float(np.logical_and.reduce(list(used.values())).mean()),
-    )
+    return ExportReport(fingerprint, len(files), codebook_usage(counts))

@@ -9,7 +9,7 @@ since the last validation, so it tracks the rate the shipped file would pay.
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,9 +31,23 @@ def load_validation_images(folder: str, limit: int = 0) -> list[torch.Tensor]:
     return [to_tensor(load_image(path)) for path in files]
 
 
-def usage(counts: np.ndarray) -> float:
-    """Fraction of codewords chosen at least once."""
-    return float(np.count_nonzero(counts)) / counts.size
+@dataclass(frozen=True)
+class CodebookUsage:
+    """Shares of the codebook chosen at least once (seed 002's shared-codebook table)."""
+
+    levels: dict[int, float]  # level -> share chosen by that level
+    all_levels: float  # chosen by some level
+    every_level: float  # chosen by every level
+
+
+def codebook_usage(counts: dict[int, np.ndarray]) -> CodebookUsage:
+    """Usage from each level's index histogram (K,)."""
+    used = {f: c > 0 for f, c in counts.items()}
+    return CodebookUsage(
+        {f: float(u.mean()) for f, u in used.items()},
+        float(np.logical_or.reduce(list(used.values())).mean()),
+        float(np.logical_and.reduce(list(used.values())).mean()),
+    )
 
 
 def perplexity(counts: np.ndarray) -> float:
@@ -76,13 +90,14 @@ def validate(model: HierarchicalVQVAE, images: list[torch.Tensor], train_counts:
             if min(h, w) >= MS_SSIM_MIN_SIDE:
                 similarity[factor].append(ms_ssim(x_hat.double(), x.double(), data_range=1.0).item())
     model.train(was_training)
+    used, train_used = codebook_usage(counts), codebook_usage(train_counts)
     record: dict = {}
     for f in factors:
         record[f"psnr_{f}"] = float(np.mean(psnr[f]))
         record[f"ms_ssim_{f}"] = float(np.mean(similarity[f])) if similarity[f] else float("nan")
         record[f"bits_per_index_{f}"] = cross_entropy_bits(counts[f], train_counts[f])
-        record[f"usage_{f}"] = usage(counts[f])
-        record[f"train_usage_{f}"] = usage(train_counts[f])
-    record["usage_all"] = usage(sum(counts.values()))
-    record["usage_every"] = float(np.mean(np.logical_and.reduce([counts[f] > 0 for f in factors])))
+        record[f"usage_{f}"] = used.levels[f]
+        record[f"train_usage_{f}"] = train_used.levels[f]
+    record["usage_all"] = used.all_levels
+    record["usage_every"] = used.every_level
     return record

@@ -165,8 +165,9 @@ def test_export_writes_a_model_that_round_trips(image_folder, tmp_path):
     report = export_checkpoint(tmp_path / "run" / "checkpoint.pt", [str(image_folder)], tmp_path / "m.safetensors")
     codec = Codec.for_model(tmp_path / "m.safetensors")
     assert codec.model.fingerprint == report.fingerprint and report.images == 3
-    assert all(0 < u <= 1 for u in report.usage.values())
-    assert report.usage_every <= min(report.usage.values()) <= max(report.usage.values()) <= report.usage_all
+    usage = report.usage
+    assert all(0 < u <= 1 for u in usage.levels.values())
+    assert usage.every_level <= min(usage.levels.values()) <= max(usage.levels.values()) <= usage.all_levels
     assert all(codec.model.prior.table(f).min() >= 1 for f in (4, 8, 16))
     image = Image.open(next(image_folder.iterdir()))
     assert codec.decompress(codec.compress(image)).size == image.size
