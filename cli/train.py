@@ -76,8 +76,10 @@ def _given(ctx: click.Context, name: str) -> bool:
     return ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
 
 
-def _model_config(model_config, codebook_size, code_dim, levels):
-    base = ModelConfig.from_json(Path(model_config).read_text()) if model_config else ModelConfig()
+def _model_config(base: ModelConfig, model_config, codebook_size, code_dim, levels) -> ModelConfig:
+    """``base`` (or the --model-config file instead), with the sizes given on the command line."""
+    if model_config:
+        base = ModelConfig.from_json(Path(model_config).read_text())
     changes = {}
     if codebook_size is not None:
         changes["codebook_size"] = codebook_size
@@ -134,9 +136,7 @@ def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_s
             data = tuple(data_dirs) or (base.data if base else ())
             if not data:
                 raise click.BadParameter("give at least one --data folder", param_hint="--data")
-            model = _model_config(model_config, codebook_size, code_dim, levels)
-            if base is not None and not (model_config or codebook_size or code_dim or levels):
-                model = base.model
+            model = _model_config(base.model if base else ModelConfig(), model_config, codebook_size, code_dim, levels)
             config = replace(base, data=data, model=model, **changes) if base else TrainConfig(
                 data=data, model=model, **changes)
     except (ValueError, OSError) as exc:

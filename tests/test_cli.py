@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -191,6 +192,10 @@ def test_train_options_override_a_config_file(run, photo, tmp_path):
     a = TrainConfig.from_json((first / "train_config.json").read_text())
     b = TrainConfig.from_json((second / "train_config.json").read_text())
     assert b.steps == 2 and b.l1_weight == 0.5 and b.model == a.model and b.data == a.data
+    third = tmp_path / "third"
+    assert run("train", "--config", first / "train_config.json", "-o", third, "--steps", 1, "--code-dim", 4).exit_code == 0
+    c = TrainConfig.from_json((third / "train_config.json").read_text())
+    assert c.model == replace(a.model, code_dim=4)  # the file's other sizes (codebook 16) are kept
 
 
 def test_train_refuses_bad_folders_and_checkpoints(run, tmp_path):
