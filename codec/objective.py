@@ -49,7 +49,6 @@ class LevelTerms:
     usage: float  # 1 - normalised entropy of the batch's mean soft assignment
 
 
-
 def ms_ssim_window(side: int) -> int:
     """The Gaussian window for MS-SSIM on crops of ``side`` px: the standard 11, or the widest odd one that fits.
 

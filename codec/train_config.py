@@ -93,7 +93,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
         raw["model"] = ModelConfig.from_json(json.dumps(raw.get("model", {})))
-        raw["data"] = tuple(raw["data"])
         return cls(**raw)
 
 
