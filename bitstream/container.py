@@ -195,8 +195,7 @@ def _parse_head(data: bytes) -> Header:
 
 
 def _parse_levl(data: bytes, header: Header, offset: int, chunk_bytes: int) -> LevelChunk:
-    if len(data) < _LEVL.size:
-        raise HvqFormatError(f"LEVL chunk at byte {offset} is shorter than its fixed fields")
+    # _check_length_field has checked the chunk's length against its payload length
     factor, gh, gw, coder, reserved, crc, length = _LEVL.unpack_from(data)
     name = f"LEVL (level {factor})"
     if factor not in header.factors:
@@ -207,8 +206,6 @@ def _parse_levl(data: bytes, header: Header, offset: int, chunk_bytes: int) -> L
         raise HvqFormatError(f"chunk {name} uses unknown coder {coder}")
     if reserved:
         raise HvqFormatError(f"chunk {name} has a non-zero reserved byte")
-    if length != len(data) - _LEVL.size:
-        raise HvqFormatError(f"chunk {name} payload length {length} disagrees with its chunk")
     if length % 4 or length > max_payload_bytes(gh * gw):
         raise HvqFormatError(f"chunk {name} payload length {length} is impossible for its grid")
     return LevelChunk(factor, gh, gw, coder, crc, bytes(data[_LEVL.size :]), offset, chunk_bytes)
@@ -243,6 +240,7 @@ def parse(data: bytes) -> ParsedFile:
             return _cut(header, levels, size, f"file ends at byte {size}, inside a chunk header")
         length, kind = _CHUNK_PREFIX.unpack_from(data, pos)
         end = pos + 12 + length
+        _check_length_field(data, pos, kind, length, header)
         if end > size:
             what = kind.decode("latin-1") if kind.isascii() else "chunk"
             return _cut(header, levels, size, f"file ends at byte {size}, inside {what} at byte {pos}")
@@ -262,9 +260,7 @@ def parse(data: bytes) -> ParsedFile:
             if levels and chunk.factor >= levels[-1].factor:
                 raise HvqFormatError(f"chunk LEVL (level {chunk.factor}) is out of order: coarse levels come first")
             levels.append(chunk)
-        elif kind == b"DONE":
-            if length:
-                raise HvqFormatError("DONE chunk must be empty")
+        elif kind == b"DONE":  # its length was checked with its frame
             if end != size:
                 raise HvqFormatError(f"{size - end} bytes follow the DONE chunk")
             stored = tuple(c.factor for c in levels)
@@ -274,6 +270,36 @@ def parse(data: bytes) -> ParsedFile:
         elif not (kind[:1].isalpha() and kind[:1].islower()):  # lowercase first letter: ancillary, skipped
             raise HvqFormatError(f"unknown critical chunk {name} at byte {pos}")
         pos = end
+
+
+def _check_length_field(data: memoryview, pos: int, kind: bytes, length: int, header: Header | None) -> None:
+    """Catch a damaged length field before it can pass for a truncated file.
+
+    A length that grew by a flipped bit points past the end of the file, which
+    is what a cut file looks like.  The critical chunks state their size twice
+    (HEAD and DONE have fixed sizes, LEVL repeats its payload length in its
+    fixed fields), so a length that disagrees is reported as damage even when
+    the chunk's CRC lies beyond the end.  Only an ancillary chunk's length can
+    still read as truncation (FORMAT.md, section 6).
+    """
+    if kind == b"DONE" and length:
+        raise HvqFormatError("DONE chunk must be empty")
+    if kind == b"HEAD":
+        if len(data) >= pos + 10:
+            (version,) = struct.unpack_from(">H", data, pos + 8)
+            if version > FORMAT_VERSION:
+                return  # a newer HEAD may have another size: _parse_head names the version
+        if length != _HEAD.size:
+            raise HvqFormatError(f"HEAD chunk has {length} bytes, expected {_HEAD.size}")
+    if kind == b"LEVL" and length < _LEVL.size:
+        raise HvqFormatError(f"LEVL chunk at byte {pos} is shorter than its fixed fields")
+    if kind == b"LEVL" and header is not None and len(data) >= pos + 8 + _LEVL.size:
+        factor, *_, payload_length = _LEVL.unpack_from(data, pos + 8)
+        if length != _LEVL.size + payload_length:
+            raise HvqFormatError(
+                f"chunk LEVL (level {factor}) at byte {pos} is damaged: "
+                f"payload length {payload_length} disagrees with its chunk length {length}"
+            )
 
 
 def _names(factors) -> str:

@@ -20,6 +20,31 @@ TINY = dict(
 )
 
 
+def mutate(data: bytes, mutations) -> bytes:
+    """Apply (op, position, value) edits, op one of set, insert, delete, xor; positions wrap around."""
+    out = bytearray(data)
+    for op, pos, value in mutations:
+        if op == "insert":
+            out.insert(pos % (len(out) + 1), value)
+        elif out:
+            pos %= len(out)
+            if op == "set":
+                out[pos] = value
+            elif op == "xor":
+                out[pos] ^= value
+            else:
+                del out[pos]
+    return bytes(out)
+
+
+def mutations(max_size: int = 8):
+    """A hypothesis strategy of edit lists for ``mutate``."""
+    from hypothesis import strategies as st
+
+    edit = st.tuples(st.sampled_from(["set", "insert", "delete", "xor"]), st.integers(0, 2**16), st.integers(0, 255))
+    return st.lists(edit, min_size=1, max_size=max_size)
+
+
 def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is missing: these tests need ../shared beside the checkout (or HVQ_SHARED)")
