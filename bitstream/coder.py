@@ -72,3 +72,11 @@ def decode_indices(payload: bytes, freqs: np.ndarray, shape: tuple[int, int]) ->
     except Exception as exc:  # constriction reports a corrupt stream with a bare error
         raise HvqFormatError(f"payload does not decode: {exc}") from None
     return np.asarray(symbols, dtype=np.uint16).reshape(shape)
+
+
+def decode_level(payload: bytes, freqs: np.ndarray, shape: tuple[int, int], index_crc: int, factor: int) -> np.ndarray:
+    """Decode one stored level and check its index CRC, so that a desync is an error, not a wrong image."""
+    grid = decode_indices(payload, freqs, shape)
+    if index_checksum(grid) != index_crc:
+        raise HvqFormatError(f"level {factor} indices fail their checksum: the stream and prior disagree")
+    return grid

@@ -91,8 +91,14 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float().div_(255.0)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad bottom and right by edge replication to sides that are multiples of ``multiple``."""
+def pad_to_multiple(x, multiple: int):
+    """Pad bottom and right by edge replication to sides that are multiples of ``multiple``.
+
+    Takes a (..., H, W) tensor or an (H, W, C) array, as training and the codec hold images.
+    """
+    if isinstance(x, np.ndarray):
+        h, w = x.shape[:2]
+        return np.pad(x, ((0, -h % multiple), (0, -w % multiple), (0, 0)), mode="edge")
     h, w = x.shape[-2:]
     pad_h, pad_w = -h % multiple, -w % multiple
     if not pad_h and not pad_w:
@@ -100,7 +106,6 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
 
 
-def to_image(x_hat: torch.Tensor, width: int, height: int) -> Image.Image:
-    """(1, 3, H', W') in [0, 1] -> RGB image cropped to ``width`` x ``height``."""
-    pixels = x_hat[0, :, :height, :width].mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
-    return Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy(), "RGB")
+def to_pixels(x_hat: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [0, 1] -> (H, W, 3) uint8: round(x * 255), clamped."""
+    return x_hat.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()

@@ -2,10 +2,10 @@
 
 ::
 
-    compress:    image -> load_image -> to_tensor -> pad -> net.encode -> indices[f]
+    compress:    image -> load_image -> pad -> encode_tiled (net.encode per tile) -> indices[f]
                        -> prior.table(f) -> encode_indices -> write_file -> bytes
-    decompress:  bytes -> parse -> level(f) -> decode_indices (prior.table(f))
-                       -> index checksum -> net.decode -> crop -> image
+    decompress:  bytes -> parse -> level(f) -> decode_level (prior.table(f), index checksum)
+                       -> decode_tiled (net.decode per tile, crop, round) -> image
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from hvq.bitstream.coder import decode_indices, encode_indices, index_checksum
+from hvq.bitstream.coder import decode_level, encode_indices, index_checksum
 from hvq.bitstream.container import (
     CODER_RANGE_STATIC,
     Header,
@@ -27,25 +26,35 @@ from hvq.bitstream.container import (
     write_file,
 )
 from hvq.bitstream.errors import HvqFormatError, HvqModelError, HvqTruncatedError
-from hvq.codec.imageio import load_image, pad_to_multiple, to_image, to_tensor
+from hvq.codec.imageio import load_image, pad_to_multiple
+from hvq.codec.tiling import DEFAULT_TILE, check_tile, decode_tiled, encode_tiled
 from hvq.codec.weights import LoadedModel, load_model
 
-# The transforms run on the whole image at once (no tiling yet): about 350
-# bytes of activations per pixel, so 2**25 pixels (e.g. 8192x4096) need about
-# 11 GB.  Larger images and files are refused before anything is allocated.
-MAX_TRANSFORM_PIXELS = 1 << 25
+# The transforms run tile by tile (codec/tiling.py), so their memory is set
+# by the tile, not the image: the whole image is held only as 8-bit pixels.
+# 2**26 pixels (8192x8192) keeps that under 1 GB and stays below Pillow's
+# decompression-bomb warning (about 89 M pixels), so any image hvq accepts
+# opens without it.  Larger images and files are refused before anything
+# is allocated.
+MAX_TRANSFORM_PIXELS = 1 << 26
 
 
 class Codec:
     """A loaded model with the two directions of the codec side by side."""
 
-    def __init__(self, model: LoadedModel):
+    def __init__(self, model: LoadedModel, tile: int = DEFAULT_TILE):
         self.model = model
+        self.tile = check_tile(tile, model.config.max_factor)
 
     @classmethod
-    def for_model(cls, model: LoadedModel | str | Path | None = None) -> "Codec":
-        """A codec for a loaded model, a model file path, or (None) the shipped default."""
-        return cls(model if isinstance(model, LoadedModel) else load_model(model))
+    def for_model(cls, model: LoadedModel | str | Path | None = None, tile: int = DEFAULT_TILE) -> "Codec":
+        """A codec for a loaded model, a model file path, or (None) the shipped default.
+
+        ``tile`` is the side, in pixels, of the tiles the transforms run on
+        (a multiple of the coarsest factor); it bounds memory and does not
+        change the file.
+        """
+        return cls(model if isinstance(model, LoadedModel) else load_model(model), tile)
 
     def check_levels(self, levels) -> tuple[int, ...]:
         """Normalise a level selection (factors) against the model; None means all."""
@@ -65,18 +74,21 @@ class Codec:
         """Compress an image (PIL or path) to .hvq bytes holding the chosen levels (factors)."""
         chosen = self.check_levels(levels)
         rgb = load_image(image, MAX_TRANSFORM_PIXELS)
-        x = pad_to_multiple(to_tensor(rgb), self.model.config.max_factor)  # (1, 3, H', W')
-        indices = self.model.net.encode(x)  # {factor: (1, H'/f, W'/f)}
+        width, height = rgb.size
+        padded = pad_to_multiple(np.asarray(rgb), self.model.config.max_factor)  # (H', W', 3) uint8
+        del rgb  # hold the pixels once: large images are tiled to bound memory
+        grids = encode_tiled(self.model.net, padded, self.tile)  # {factor: (H'/f, W'/f) uint16}
+        del padded
         chunks = []
         for factor in chosen:
-            grid = indices[factor][0].numpy().astype(np.uint16)
+            grid = grids[factor]
             payload = encode_indices(grid, self.model.prior.table(factor))
             chunks.append(
                 LevelChunk(factor, grid.shape[0], grid.shape[1], CODER_RANGE_STATIC, index_checksum(grid), payload)
             )
         header = Header(
-            width=rgb.width,
-            height=rgb.height,
+            width=width,
+            height=height,
             grid_multiple=self.model.config.max_factor,
             codebook_size=self.model.config.codebook_size,
             model_fingerprint=self.model.fingerprint,
@@ -95,11 +107,11 @@ class Codec:
         self.check_file(parsed)
         factor = self._choose_level(parsed, level, partial)
         chunk = parsed.level(factor)
-        grid = decode_indices(chunk.payload, self.model.prior.table(factor), (chunk.grid_height, chunk.grid_width))
-        if index_checksum(grid) != chunk.index_crc:
-            raise HvqFormatError(f"level {factor} indices fail their checksum: the stream and prior disagree")
-        x_hat = self.model.net.decode(torch.from_numpy(grid.astype(np.int64))[None], factor)
-        return to_image(x_hat, parsed.header.width, parsed.header.height)
+        table = self.model.prior.table(factor)
+        grid = decode_level(chunk.payload, table, (chunk.grid_height, chunk.grid_width), chunk.index_crc, factor)
+        header = parsed.header
+        pixels = decode_tiled(self.model.net, grid, factor, header.width, header.height, self.tile)
+        return Image.fromarray(pixels, "RGB")
 
     def check_file(self, parsed: ParsedFile) -> None:
         """Refuse a file made with another model before decoding anything."""

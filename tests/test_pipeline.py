@@ -182,6 +182,29 @@ def test_model_file_problems(tmp_path, tiny_model_path):
         load_model(damaged)
 
 
+class _Payload:
+    """A pickle that would create a file if anything unpickled it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickle_is_never_loaded_as_a_model(tmp_path):
+    import torch
+
+    from hvq.codec.weights import load_model
+
+    marker = tmp_path / "pwned"
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"weights": _Payload(marker)}, checkpoint)
+    with pytest.raises(hvq.HvqModelError, match="model.pt: not a safetensors model file"):
+        load_model(checkpoint)
+    assert not marker.exists()
+
+
 def test_newer_model_file_version_is_refused(tmp_path, tiny_model_path):
     from safetensors.numpy import load_file, safe_open, save_file
 
@@ -201,15 +224,16 @@ def test_sizes_beyond_the_transform_limit_are_refused_before_allocation(tiny_cod
     from hvq.bitstream.container import CODER_RANGE_STATIC, Header, LevelChunk, write_file
     from hvq.codec.pipeline import MAX_TRANSFORM_PIXELS
 
+    assert MAX_TRANSFORM_PIXELS == 8192 * 8192
     path = tmp_path / "big.png"
-    path.write_bytes(_png_header_only(8192, 4097))  # one row over 2**25 pixels
+    path.write_bytes(_png_header_only(8192, 8193))  # one row over the limit
     with pytest.raises(hvq.HvqImageError, match=f"{MAX_TRANSFORM_PIXELS} pixels"):
         tiny_codec.compress(path)
-    grid = np.zeros((512, 512), dtype=np.uint16)
+    grid = np.zeros((1024, 512), dtype=np.uint16)
     table = tiny_codec.model.prior.table(16)
-    chunk = LevelChunk(16, 512, 512, CODER_RANGE_STATIC, index_checksum(grid), encode_indices(grid, table))
-    header = Header(8192, 8192, 16, tiny_codec.model.config.codebook_size, tiny_codec.model.fingerprint, (16,))
-    with pytest.raises(hvq.HvqFormatError, match="exceeds the 33554432-pixel limit"):
+    chunk = LevelChunk(16, 1024, 512, CODER_RANGE_STATIC, index_checksum(grid), encode_indices(grid, table))
+    header = Header(8192, 16384, 16, tiny_codec.model.config.codebook_size, tiny_codec.model.fingerprint, (16,))
+    with pytest.raises(hvq.HvqFormatError, match="exceeds the 67108864-pixel limit"):
         tiny_codec.decompress(write_file(header, [chunk]))
 
 

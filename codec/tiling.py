@@ -1,0 +1,118 @@
+"""Tiled transforms: any image size in bounded memory, with the untiled result.
+
+The networks are convolutional, so a window of the image with enough
+context around a tile gives, inside the tile, the same numbers as the whole
+image would.  The tiles only change how the work is cut, never the file:
+the encoder's tiles are stitched into one index grid per level before
+entropy coding, and the decoder cuts that grid again.  Memory then grows
+with the tile, not the image (the whole image is held only as 8-bit pixels
+and the grids as indices).
+
+How much context is enough is the receptive field of the architecture in
+``encoder.py`` and ``decoder.py`` (3x3 convolutions, radius 1 cell at their
+own scale):
+
+- encoder, level f: trunk 23 px (stride-2 conv 1, residual block 4, stride-2
+  conv 2, two residual blocks 16), each DownSample at scale s adds s, the
+  level's head (a residual block) 2f; at most 23 + 3f px for the coarsest
+  factor m.  ``encoder_halo`` rounds 24 + 3m up to a multiple of m (80 px for
+  m = 16), so that every window starts on the coarsest grid and every
+  stride-2 layer keeps its phase.
+- decoder, level f: conv and residual block 3f, then per doubling from
+  scale g the sub-pixel conv g and, at scales >= 4, a residual block g; the
+  final conv 1 px.  That is 103 px for f = 16 and below 7f for any f, so
+  ``DECODER_HALO_CELLS`` = 8 grid cells suffice.
+
+With these halos the tiled result equals the untiled one up to float
+rounding (``tests/test_tiling.py`` checks indices and pixels); where the
+image's edge is inside a window, that window sees the same zero padding as
+the whole image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hvq.codec.imageio import to_pixels
+
+DEFAULT_TILE = 1024  # interior side in pixels; see benchmarks/large_image.py for memory and time
+DECODER_HALO_CELLS = 8
+
+
+def encoder_halo(max_factor: int) -> int:
+    """Context in pixels around an encoder tile: the receptive field, on the coarsest grid."""
+    return -(-(24 + 3 * max_factor) // max_factor) * max_factor
+
+
+@dataclass(frozen=True)
+class Window:
+    """A tile (its interior, in pixels) and the window around it that the network sees."""
+
+    top: int
+    left: int
+    bottom: int
+    right: int
+    win_top: int
+    win_left: int
+    win_bottom: int
+    win_right: int
+
+
+def windows(height: int, width: int, tile: int, halo: int) -> Iterator[Window]:
+    """Tiles of side ``tile`` covering a (padded) image, each with ``halo`` pixels of context, clipped to the image."""
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            bottom, right = min(top + tile, height), min(left + tile, width)
+            yield Window(
+                top, left, bottom, right,
+                max(0, top - halo), max(0, left - halo), min(height, bottom + halo), min(width, right + halo),
+            )
+
+
+def check_tile(tile: int, multiple: int) -> int:
+    if tile < multiple or tile % multiple:
+        raise ValueError(f"tile side {tile} must be a positive multiple of {multiple}")
+    return tile
+
+
+def encode_tiled(net, padded: np.ndarray, tile: int = DEFAULT_TILE) -> dict[int, np.ndarray]:
+    """Index grids of every level for a padded uint8 (H, W, 3) image, one window at a time."""
+    m = net.config.max_factor
+    check_tile(tile, m)
+    height, width = padded.shape[:2]
+    grids = {f: np.empty((height // f, width // f), dtype=np.uint16) for f in net.config.factors}
+    for w in windows(height, width, tile, encoder_halo(m)):
+        pixels = padded[w.win_top : w.win_bottom, w.win_left : w.win_right]
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float().div_(255.0)
+        indices = net.encode(x)
+        for f, grid in grids.items():
+            inner = indices[f][0, (w.top - w.win_top) // f : (w.bottom - w.win_top) // f,
+                               (w.left - w.win_left) // f : (w.right - w.win_left) // f]
+            grid[w.top // f : w.bottom // f, w.left // f : w.right // f] = inner.numpy()
+    return grids
+
+
+def decode_tiled(net, grid: np.ndarray, factor: int, width: int, height: int, tile: int = DEFAULT_TILE) -> np.ndarray:
+    """The (height, width, 3) uint8 image of one level's index grid, one window at a time.
+
+    Windows are cut on the grid (tile and halo in cells); each decoded
+    window is cropped to its tile and rounded to 8 bits (``to_pixels``).
+    """
+    check_tile(tile, net.config.max_factor)
+    cells = max(1, tile // factor)
+    rows, cols = grid.shape
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    for w in windows(rows, cols, cells, DECODER_HALO_CELLS):
+        top, left = w.top * factor, w.left * factor
+        if top >= height or left >= width:
+            continue  # a tile wholly in the padding
+        window = torch.from_numpy(grid[w.win_top : w.win_bottom, w.win_left : w.win_right].astype(np.int64))[None]
+        x_hat = net.decode(window, factor)[0]
+        y0, x0 = (w.top - w.win_top) * factor, (w.left - w.win_left) * factor
+        bottom, right = min(w.bottom * factor, height), min(w.right * factor, width)
+        out[top:bottom, left:right] = to_pixels(x_hat[:, y0 : y0 + bottom - top, x0 : x0 + right - left])
+    return out
