@@ -19,14 +19,18 @@ import click
 from hvq import __version__
 from hvq.bitstream.errors import HvqError
 from hvq.cli.options import LevelList, force_option, model_option
-from hvq.cli.output import check_target, write_atomic
+from hvq.cli.inputs import plan
+from hvq.cli.output import check_target, terminate_as_interrupt, write_atomic
 from hvq.cli.train import export, train
 
 EXIT_CODES = """\b
 Exit codes:
   0  success
   1  an input, file or model was refused (one line per fault on stderr)
-  2  the command line was misused"""
+  2  the command line was misused
+  130  interrupted (Ctrl-C or SIGTERM); no partial output is left"""
+
+EXIT_INTERRUPTED = 130
 
 
 def _fail(path, exc: Exception) -> click.ClickException:
@@ -42,7 +46,25 @@ def _progress(items, label):
     return tqdm(items, desc=label, unit="file", file=sys.stderr)
 
 
-@click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+def _report(line: str) -> None:
+    """One line on stderr, on its own line even while a progress bar is drawn."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stderr)
+
+
+class HvqGroup(click.Group):
+    """The command group; Ctrl-C in any command is one line and exit 130, not click's "Aborted!"."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; no partial output is left", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=HvqGroup, epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hvq")
 def main() -> None:
     """hvq: a neural image codec with progressive, level-by-level .hvq files.
@@ -53,7 +75,7 @@ def main() -> None:
 
 
 @main.command(epilog=EXIT_CODES)
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Output file (one input).")
 @click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--levels", type=LevelList(), default=None, help="Levels to store, e.g. 16,8 (default: all).")
@@ -61,11 +83,16 @@ def main() -> None:
 @force_option
 @click.pass_context
 def compress(ctx, inputs, output, output_dir, levels, model_path, force):
-    """Compress images to .hvq files (default: IN with the suffix .hvq)."""
+    """Compress images to .hvq files (default: beside each input, suffix .hvq).
+
+    INPUTS are image files or folders; a folder means every image file under
+    it, and -d mirrors its subfolders.  A file that fails is reported and the
+    rest go on; the exit code is then 1.  Outputs are written whole or not at
+    all, never over an input, and never over an existing file without --force.
+    """
     if output and output_dir:
         raise click.BadParameter("give -o/--output or -d/--output-dir, not both")
-    if output and len(inputs) > 1:
-        raise click.BadParameter("-o/--output takes one input; use -d/--output-dir for several")
+    jobs = plan(inputs, output, output_dir, ".hvq")
     from hvq.codec.pipeline import Codec
 
     try:
@@ -73,21 +100,30 @@ def compress(ctx, inputs, output, output_dir, levels, model_path, force):
         chosen = codec.check_levels(levels)
     except HvqError as exc:
         raise _fail(model_path or "model", exc)
+    sources = [job.source for job in jobs]
+    written: set[Path] = set()
     failures = 0
-    for path in _progress(list(inputs), "compress"):
-        target = output or (output_dir / (path.stem + ".hvq") if output_dir else path.with_suffix(".hvq"))
+    with terminate_as_interrupt():
         try:
-            check_target(target, list(inputs), force)
-            write_atomic(target, codec.compress(path, chosen))
-        except click.ClickException as exc:
-            failures += 1
-            click.echo(f"Error: {exc.message}", err=True)
-        except HvqError as exc:
-            failures += 1
-            click.echo(f"Error: {path}: {exc}", err=True)
+            for job in _progress(jobs, "compress"):
+                try:
+                    if job.target.resolve() in written:
+                        raise click.ClickException(f"{job.target}: written from another input in this run")
+                    check_target(job.target, sources, force)
+                    write_atomic(job.target, codec.compress(job.source, chosen))
+                    written.add(job.target.resolve())
+                except click.ClickException as exc:
+                    failures += 1
+                    _report(f"Error: {exc.message}")
+                except HvqError as exc:
+                    failures += 1
+                    _report(f"Error: {job.source}: {exc}")
+        except KeyboardInterrupt:
+            _report(f"Interrupted: {len(written)} of {len(jobs)} files written, no partial file left")
+            ctx.exit(EXIT_INTERRUPTED)
     if failures:
-        if len(inputs) > 1:
-            click.echo(f"{failures} of {len(inputs)} files failed", err=True)
+        if len(jobs) > 1:
+            _report(f"{failures} of {len(jobs)} files failed")
         ctx.exit(1)
 
 
@@ -113,13 +149,14 @@ def decompress(input, output, level, partial, model_path, force):
         codec = Codec.for_model(model_path)
     except HvqError as exc:
         raise _fail(model_path or "model", exc)
-    try:
-        image = codec.decompress(input, level, partial=partial)
-    except HvqError as exc:
-        raise _fail(input, exc)
-    buffer = io.BytesIO()
-    image.save(buffer, format=image_format)
-    write_atomic(output, buffer.getvalue())
+    with terminate_as_interrupt():
+        try:
+            image = codec.decompress(input, level, partial=partial)
+        except HvqError as exc:
+            raise _fail(input, exc)
+        buffer = io.BytesIO()
+        image.save(buffer, format=image_format)
+        write_atomic(output, buffer.getvalue())
 
 
 @main.command(epilog=EXIT_CODES)
@@ -171,11 +208,12 @@ def strip(input, keep, output, force):
     from hvq.bitstream.container import read_bytes, strip_levels
 
     check_target(output, [input], force)
-    try:
-        data = strip_levels(read_bytes(input), keep)
-    except HvqError as exc:
-        raise _fail(input, exc)
-    write_atomic(output, data)
+    with terminate_as_interrupt():
+        try:
+            data = strip_levels(read_bytes(input), keep)
+        except HvqError as exc:
+            raise _fail(input, exc)
+        write_atomic(output, data)
 
 
 main.add_command(train)

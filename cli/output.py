@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -36,3 +38,25 @@ def write_atomic(output: Path, data: bytes) -> None:
     except BaseException:  # also Ctrl-C: no partial output survives
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def terminate_as_interrupt():
+    """Treat SIGTERM (kill, a closing terminal's shell) as Ctrl-C while outputs are written.
+
+    Python stops at once on SIGTERM, which would leave a temporary file
+    behind; as a KeyboardInterrupt it unwinds through ``write_atomic``'s
+    clean-up like Ctrl-C does.
+    """
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (e.g. CliRunner in a worker thread): leave it alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
