@@ -18,22 +18,28 @@ records the last long run.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import atheris
 
-with atheris.instrument_imports(include=["hvq", "targets"]):
-    import targets
-
 
 def main() -> None:
     args = list(sys.argv)
-    target = targets.container_target
+    name = "container"
     if "--target" in args:
         i = args.index("--target")
         name = args[i + 1]
         del args[i : i + 2]
-        target = {"container": targets.container_target, "codec": targets.codec_target}[name]
+    # Everything the target runs must be imported here to be instrumented:
+    # the codec target loads torch and the pipeline, which the container target never needs.
+    with atheris.instrument_imports(include=["hvq", "targets"]):
+        import targets
+
+        if name == "codec":
+            for module in ("hvq.codec.pipeline", "hvq.codec.tiling", "hvq.codec.imageio"):
+                importlib.import_module(module)
+    target = {"container": targets.container_target, "codec": targets.codec_target}[name]
     atheris.Setup(args, target)
     atheris.Fuzz()
 
