@@ -95,8 +95,9 @@ def run_child(*args: str) -> dict:
 
 def measure(kodak: Path, tiles: list[int], work: Path) -> dict:
     source = work / "mosaic.png"
-    build_mosaic(kodak).save(source)
-    original = np.asarray(Image.open(source).convert("RGB"))
+    mosaic = build_mosaic(kodak)
+    mosaic.save(source)  # PNG is lossless: the children read back exactly these pixels
+    original = np.asarray(mosaic)
     results = {}
     for tile in tiles:
         name = f"tile {tile}" if tile else "untiled"
