@@ -20,28 +20,14 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
-from pytorch_msssim import ms_ssim
 
-from hvq.bitstream.coder import decode_indices
-from hvq.bitstream.container import parse, strip_levels
+from hvq.bitstream.container import parse
+from hvq.bitstream.levels import decode_grid, strip
 from hvq.codec.data import list_images
+from hvq.codec.evaluation.metrics import msssim, psnr
 from hvq.codec.imageio import load_image
 from hvq.codec.pipeline import Codec
 from hvq.codec.validation import codebook_usage
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
-def msssim(a: np.ndarray, b: np.ndarray) -> float:
-    """MS-SSIM (pytorch-msssim, 5 scales, 11-px window); NaN for images of 160 px or less a side."""
-    if min(a.shape[:2]) <= 160:
-        return float("nan")
-    ta = torch.tensor(a).permute(2, 0, 1)[None].double()
-    tb = torch.tensor(b).permute(2, 0, 1)[None].double()
-    return float(ms_ssim(ta, tb, data_range=255.0))
 
 
 def evaluate(codec: Codec, files: list[Path]) -> dict:
@@ -57,12 +43,13 @@ def evaluate(codec: Codec, files: list[Path]) -> dict:
         encode_s = time.perf_counter() - started
         record = {"image": path.name, "all_levels_bpp": 8 * len(data) / pixels, "encode_s": encode_s, "levels": {}}
         for factor in factors:
-            alone = strip_levels(data, (factor,))
+            alone = strip(data, (factor,), codec.model.prior)  # the file `hvq compress --levels f` writes
             started = time.perf_counter()
             decoded = np.asarray(codec.decompress(alone))
             decode_s = time.perf_counter() - started  # decoding only: no scoring inside the window
-            chunk = parse(alone).level(factor)
-            grid = decode_indices(chunk.payload, codec.model.prior.table(factor), (chunk.grid_height, chunk.grid_width))
+            parsed = parse(alone)
+            chunk = parsed.level(factor)
+            grid = decode_grid(parsed, factor, codec.model.prior)
             counts[factor] += np.bincount(grid.reshape(-1), minlength=size)
             record["levels"][factor] = {
                 "bpp": 8 * len(alone) / pixels,

@@ -30,7 +30,7 @@ import click
 import numpy as np
 from PIL import Image
 
-from hvq.benchmarks.kodak import psnr
+from hvq.codec.evaluation.metrics import psnr
 
 SIDE = 4096
 

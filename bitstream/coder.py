@@ -21,6 +21,14 @@ import zlib
 import constriction
 import numpy as np
 
+from hvq.bitstream.context import (
+    LevelContextModel,
+    anchor_mask,
+    frequencies_of,
+    neighbours,
+    parent_contexts,
+    score_terms,
+)
 from hvq.bitstream.errors import HvqFormatError, HvqModelError
 
 MAX_TABLE_TOTAL = 1 << 16  # exact in float32; bounds the cost of any index near 16 bits
@@ -74,9 +82,92 @@ def decode_indices(payload: bytes, freqs: np.ndarray, shape: tuple[int, int]) ->
     return np.asarray(symbols, dtype=np.uint16).reshape(shape)
 
 
-def decode_level(payload: bytes, freqs: np.ndarray, shape: tuple[int, int], index_crc: int, factor: int) -> np.ndarray:
-    """Decode one stored level and check its index CRC, so that a desync is an error, not a wrong image."""
-    grid = decode_indices(payload, freqs, shape)
+def check_level(grid: np.ndarray, index_crc: int, factor: int) -> np.ndarray:
+    """Compare a decoded grid with its stored CRC, so that a desync is an error, not a wrong image."""
     if index_checksum(grid) != index_crc:
         raise HvqFormatError(f"level {factor} indices fail their checksum: the stream and prior disagree")
     return grid
+
+
+def decode_level(payload: bytes, freqs: np.ndarray, shape: tuple[int, int], index_crc: int, factor: int) -> np.ndarray:
+    """Decode one level coded with a static table and check its index CRC."""
+    return check_level(decode_indices(payload, freqs, shape), index_crc, factor)
+
+
+# -- the context prior: two checkerboard passes in one stream ----------------
+#
+# The anchors (row + column even) come first, in raster order, then the
+# non-anchors in raster order.  Every non-anchor's four neighbours are
+# anchors, so the decoder knows all of its context after the first pass.
+
+
+def _row_family():
+    return constriction.stream.model.Categorical(perfect=False)
+
+
+class _Passes:
+    """The two passes' coder models for one grid: what encoder and decoder share."""
+
+    def __init__(self, model: LevelContextModel, shape: tuple[int, int], parent: np.ndarray | None):
+        if parent is not None and not model.has_parent:
+            raise HvqModelError("this level's context model has no parent tables")
+        self.model = model
+        self.anchors = anchor_mask(shape)
+        self.others = ~self.anchors
+        k = model.codebook_size
+        self.parent_context = None if parent is None else parent_contexts(parent, shape, outside=k)
+
+    def _parent_terms(self, mask):
+        return [] if self.parent_context is None else [c[mask] for c in self.parent_context]
+
+    def first(self):
+        """(coder model, extra args) for the anchors: the static table, or a table per anchor from its parent."""
+        if self.parent_context is None:
+            return _model(self.model.static), ()
+        terms = score_terms(self.model, parent_terms=True, spatial_terms=False)
+        return _row_family(), (frequencies_of(terms, self._parent_terms(self.anchors)),)
+
+    def second(self, grid: np.ndarray):
+        """(coder model, extra args) for the non-anchors, from the anchors in ``grid`` (other cells unread)."""
+        spatial = [n[self.others] for n in neighbours(grid, outside=self.model.codebook_size)]
+        with_parent = self.parent_context is not None
+        terms = score_terms(self.model, parent_terms=with_parent, spatial_terms=True)
+        contexts = self._parent_terms(self.others) + spatial
+        return _row_family(), (frequencies_of(terms, contexts, None if with_parent else self.model.bias),)
+
+
+def encode_indices_in_context(grid: np.ndarray, model: LevelContextModel, parent: np.ndarray | None) -> bytes:
+    """Range-code a grid with the context prior, given the coarser level's grid (or None); returns the payload."""
+    grid = np.asarray(grid)
+    k = model.codebook_size
+    if grid.size and (grid.min() < 0 or grid.max() >= k):
+        raise ValueError(f"indices must lie in [0, {k})")
+    passes = _Passes(model, grid.shape, parent)
+    encoder = constriction.stream.queue.RangeEncoder()
+    coder_model, rows = passes.first()
+    encoder.encode(grid[passes.anchors].astype(np.int32), coder_model, *rows)
+    if passes.others.any():
+        coder_model, rows = passes.second(grid)
+        encoder.encode(grid[passes.others].astype(np.int32), coder_model, *rows)
+    return encoder.get_compressed().astype(">u4").tobytes()
+
+
+def decode_indices_in_context(
+    payload: bytes, model: LevelContextModel, parent: np.ndarray | None, shape: tuple[int, int]
+) -> np.ndarray:
+    """Inverse of ``encode_indices_in_context``: payload -> (H, W) uint16 grid."""
+    if len(payload) % 4:
+        raise HvqFormatError("payload length is not a multiple of 4 bytes")
+    words = np.frombuffer(payload, dtype=">u4").astype(np.uint32)
+    passes = _Passes(model, shape, parent)
+    grid = np.zeros(shape, dtype=np.intp)
+    decoder = constriction.stream.queue.RangeDecoder(words)
+    try:
+        coder_model, rows = passes.first()
+        grid[passes.anchors] = decoder.decode(coder_model, *(rows or (int(passes.anchors.sum()),)))
+        if passes.others.any():
+            coder_model, rows = passes.second(grid)
+            grid[passes.others] = decoder.decode(coder_model, *rows)
+    except Exception as exc:  # constriction reports a corrupt stream with a bare error
+        raise HvqFormatError(f"payload does not decode: {exc}") from None
+    return grid.astype(np.uint16)

@@ -21,19 +21,33 @@ import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hvq.bitstream.errors import HvqFormatError, HvqTruncatedError
+from hvq.bitstream.errors import HvqFormatError, HvqRecodeNeeded, HvqTruncatedError
 
 SIGNATURE = b"\x89HVQ\r\n\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written; versions 1 and 2 are read (FORMAT.md, section 13)
 
 # Limits, checked before any allocation (like Pillow's decompression-bomb guard).
 MAX_SIDE = 1 << 15  # pixels, each of width and height
 MAX_PIXELS = 1 << 28  # width * height
 MAX_FILE_BYTES = 1 << 30
 
-CODER_RANGE_STATIC = 1  # constriction range coder, the model's per-level frequency table
+# How a LEVL payload is coded (its coder byte); all use constriction's range coder.
+CODER_RANGE_STATIC = 1  # the model's static frequency table for the level
+CODER_CONTEXT = 2  # the context prior, spatial context only (the level's parent is not stored)
+CODER_CONTEXT_PARENT = 3  # the context prior given the next coarser level (factor * 2), stored before it
+CODER_NAMES = {CODER_RANGE_STATIC: "static", CODER_CONTEXT: "context", CODER_CONTEXT_PARENT: "context+parent"}
 
-_HEAD = struct.Struct(">HHIIHHI16s")  # version, flags, width, height, grid multiple, level mask, K, fingerprint
+# The prior a file's context-coded levels need (HEAD, version 2).
+PRIOR_STATIC = 0  # only static tables: no context tables needed
+PRIOR_CHECKERBOARD = 1  # checkerboard context prior, conditioned on the parent level
+PRIOR_NAMES = {PRIOR_STATIC: "static", PRIOR_CHECKERBOARD: "checkerboard-parent"}
+
+# version, flags, width, height, grid multiple, level mask, K, model fingerprint
+_HEAD_V1 = struct.Struct(">HHIIHHI16s")
+# ... then prior kind, reserved, prior fingerprint
+_HEAD = struct.Struct(">HHIIHHI16sHH16s")
+_HEAD_SIZES = {1: _HEAD_V1.size, 2: _HEAD.size}
+HEAD_PREFIX_BYTES = len(SIGNATURE) + 12 + max(_HEAD_SIZES.values())  # enough to read HEAD of any version
 _LEVL = struct.Struct(">HHHBBII")  # factor, grid h, grid w, coder, reserved, index crc, payload length
 _CHUNK_PREFIX = struct.Struct(">I4s")
 _CRC = struct.Struct(">I")
@@ -47,9 +61,11 @@ class Header:
     height: int
     grid_multiple: int  # sides are padded up to a multiple of this before the transforms
     codebook_size: int
-    model_fingerprint: bytes  # 16 bytes: truncated SHA-256 of the weights and prior tables
+    model_fingerprint: bytes  # 16 bytes: truncated SHA-256 of the weights and static prior tables
     factors: tuple[int, ...]  # stored levels, coarse first
     version: int = FORMAT_VERSION
+    prior_kind: int = PRIOR_STATIC  # what the context-coded levels need (version 1: static only)
+    prior_fingerprint: bytes = bytes(16)  # truncated SHA-256 of the context prior's tables; zeros if static
 
     @property
     def padded_size(self) -> tuple[int, int]:
@@ -130,6 +146,23 @@ def _check_header(header: Header) -> None:
         raise HvqFormatError("model fingerprint must be 16 bytes")
     if not 2 <= header.codebook_size <= 65536:
         raise HvqFormatError(f"codebook size {header.codebook_size} outside 2..65536")
+    if header.prior_kind not in PRIOR_NAMES:
+        raise HvqFormatError(f"unknown prior kind {header.prior_kind}")
+    if len(header.prior_fingerprint) != 16:
+        raise HvqFormatError("prior fingerprint must be 16 bytes")
+    if header.prior_kind == PRIOR_STATIC and any(header.prior_fingerprint):
+        raise HvqFormatError("a static-prior file has a non-zero prior fingerprint")
+
+
+def _check_coder(header: Header, factor: int, coder: int) -> None:
+    """A level's coder must exist in the file's version and have what it conditions on."""
+    name = f"LEVL (level {factor})"
+    if coder not in CODER_NAMES or (header.version < 2 and coder != CODER_RANGE_STATIC):
+        raise HvqFormatError(f"chunk {name} uses unknown coder {coder}")
+    if coder != CODER_RANGE_STATIC and header.prior_kind != PRIOR_CHECKERBOARD:
+        raise HvqFormatError(f"chunk {name} is context-coded but HEAD declares no context prior")
+    if coder == CODER_CONTEXT_PARENT and 2 * factor not in header.factors:
+        raise HvqFormatError(f"chunk {name} is coded given level {2 * factor}, which the file does not store")
 
 
 def write_file(header: Header, levels: list[LevelChunk] | tuple[LevelChunk, ...]) -> bytes:
@@ -144,11 +177,13 @@ def write_file(header: Header, levels: list[LevelChunk] | tuple[LevelChunk, ...]
     head = _HEAD.pack(
         FORMAT_VERSION, 0, header.width, header.height, header.grid_multiple,
         _factor_mask(header.factors), header.codebook_size, header.model_fingerprint,
+        header.prior_kind, 0, header.prior_fingerprint,
     )
     parts = [SIGNATURE, _chunk(b"HEAD", head)]
     for c in ordered:
         if (c.grid_height, c.grid_width) != header.grid_shape(c.factor):
             raise ValueError(f"level {c.factor} grid does not match the image size")
+        _check_coder(header, c.factor, c.coder)
         fixed = _LEVL.pack(c.factor, c.grid_height, c.grid_width, c.coder, 0, c.index_crc, len(c.payload))
         parts.append(_chunk(b"LEVL", fixed + c.payload))
     parts.append(_chunk(b"DONE", b""))
@@ -156,11 +191,23 @@ def write_file(header: Header, levels: list[LevelChunk] | tuple[LevelChunk, ...]
 
 
 def strip_levels(data: bytes, keep: tuple[int, ...] | list[int]) -> bytes:
-    """Keep only the levels in ``keep``; their chunks are copied verbatim, nothing is re-coded."""
+    """Keep only the levels in ``keep``, their chunks copied verbatim (nothing re-coded).
+
+    A level coded given a parent level that is dropped cannot be copied:
+    that raises ``HvqRecodeNeeded``, and ``hvq.bitstream.levels.strip``
+    re-codes it with the model's prior tables instead.
+    """
     parsed = parse(data)
     if not parsed.complete:
         raise HvqTruncatedError(f"cannot strip a truncated file: {parsed.truncated_reason}")
     kept = [parsed.level(f) for f in sorted(set(keep), reverse=True)]
+    factors = {c.factor for c in kept}
+    orphans = [c.factor for c in kept if c.coder == CODER_CONTEXT_PARENT and 2 * c.factor not in factors]
+    if orphans:
+        raise HvqRecodeNeeded(
+            f"level {orphans[0]} is coded given level {2 * orphans[0]}: dropping that level "
+            "re-codes it, which needs the model's prior"
+        )
     return write_file(parsed.header, kept)
 
 
@@ -172,24 +219,40 @@ def max_payload_bytes(symbols: int) -> int:
     return 4 * (-(-symbols * 24 // 32) + 2)
 
 
-def _parse_head(data: bytes) -> Header:
-    if len(data) >= 2:  # the version comes first: a newer HEAD may have another size
-        (version,) = struct.unpack_from(">H", data)
-        if version > FORMAT_VERSION:
-            raise HvqFormatError(
-                f"format version {version} is newer than this hvq reads (up to {FORMAT_VERSION}); upgrade hvq"
-            )
-    if len(data) != _HEAD.size:
-        raise HvqFormatError(f"HEAD chunk has {len(data)} bytes, expected {_HEAD.size}")
-    version, flags, width, height, multiple, mask, k, fingerprint = _HEAD.unpack(data)
+def _head_version(data) -> int | None:
+    """The version HEAD starts with, refused here if this hvq cannot read it."""
+    if len(data) < 2:
+        return None
+    (version,) = struct.unpack_from(">H", data)
+    if version > FORMAT_VERSION:
+        raise HvqFormatError(
+            f"format version {version} is newer than this hvq reads (up to {FORMAT_VERSION}); upgrade hvq"
+        )
     if version < 1:
         raise HvqFormatError(f"format version {version} is not valid")
+    return version
+
+
+def _parse_head(data: bytes) -> Header:
+    version = _head_version(data)  # the version comes first: each version's HEAD has its own size
+    expected = _HEAD_SIZES.get(version, _HEAD.size)
+    if len(data) != expected:
+        raise HvqFormatError(f"HEAD chunk has {len(data)} bytes, expected {expected}")
+    if version == 1:
+        version, flags, width, height, multiple, mask, k, fingerprint = _HEAD_V1.unpack(data)
+        prior_kind, reserved, prior_fingerprint = PRIOR_STATIC, 0, bytes(16)
+    else:
+        version, flags, width, height, multiple, mask, k, fingerprint, prior_kind, reserved, prior_fingerprint = (
+            _HEAD.unpack(data)
+        )
     if flags:
-        raise HvqFormatError(f"HEAD flags 0x{flags:04x} are reserved in version {FORMAT_VERSION}")
+        raise HvqFormatError(f"HEAD flags 0x{flags:04x} are reserved in version {version}")
+    if reserved:
+        raise HvqFormatError(f"HEAD reserved field 0x{reserved:04x} is not zero")
     factors = tuple(sorted((1 << b for b in range(16) if mask >> b & 1), reverse=True))
     if not factors:
         raise HvqFormatError("HEAD declares no levels")
-    header = Header(width, height, multiple, k, fingerprint, factors, version)
+    header = Header(width, height, multiple, k, fingerprint, factors, version, prior_kind, prior_fingerprint)
     _check_header(header)
     return header
 
@@ -202,8 +265,7 @@ def _parse_levl(data: bytes, header: Header, offset: int, chunk_bytes: int) -> L
         raise HvqFormatError(f"chunk {name} is not declared in HEAD")
     if (gh, gw) != header.grid_shape(factor):
         raise HvqFormatError(f"chunk {name} grid {gh}x{gw} does not match the image size")
-    if coder != CODER_RANGE_STATIC:
-        raise HvqFormatError(f"chunk {name} uses unknown coder {coder}")
+    _check_coder(header, factor, coder)
     if reserved:
         raise HvqFormatError(f"chunk {name} has a non-zero reserved byte")
     if length % 4 or length > max_payload_bytes(gh * gw):
@@ -285,12 +347,10 @@ def _check_length_field(data: memoryview, pos: int, kind: bytes, length: int, he
     if kind == b"DONE" and length:
         raise HvqFormatError("DONE chunk must be empty")
     if kind == b"HEAD":
-        if len(data) >= pos + 10:
-            (version,) = struct.unpack_from(">H", data, pos + 8)
-            if version > FORMAT_VERSION:
-                return  # a newer HEAD may have another size: _parse_head names the version
-        if length != _HEAD.size:
-            raise HvqFormatError(f"HEAD chunk has {length} bytes, expected {_HEAD.size}")
+        version = _head_version(data[pos + 8 : pos + 10])  # a newer version is refused by name here
+        expected = _HEAD_SIZES.get(version, _HEAD.size)
+        if length != expected:
+            raise HvqFormatError(f"HEAD chunk has {length} bytes, expected {expected}")
     if kind == b"LEVL" and length < _LEVL.size:
         raise HvqFormatError(f"LEVL chunk at byte {pos} is shorter than its fixed fields")
     if kind == b"LEVL" and header is not None and len(data) >= pos + 8 + _LEVL.size:

@@ -27,3 +27,7 @@ class HvqModelError(HvqError):
 
 class HvqImageError(HvqError):
     """An input image cannot be read or is not supported (alpha, size limits)."""
+
+
+class HvqRecodeNeeded(HvqModelError):
+    """Dropping a level means re-coding another that was coded given it: that needs the model's prior."""

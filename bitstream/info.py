@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hvq.bitstream.container import parse, read_bytes
+from hvq.bitstream.container import CODER_NAMES, PRIOR_NAMES, parse, read_bytes
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class LevelInfo:
     bits_per_index: float
     bpp: float  # chunk bytes * 8 / image pixels
     index_crc: str  # hex
+    coder: str  # static | context | context+parent (FORMAT.md, section 8)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class FileInfo:
     grid_multiple: int
     codebook_size: int
     model_fingerprint: str  # hex
+    prior: str  # static | checkerboard-parent: what the context-coded levels need
+    prior_fingerprint: str  # hex; zeros for a static prior
     file_bytes: int
     bpp: float  # whole file
     complete: bool  # False: truncated, ``missing`` lists the absent levels
@@ -53,6 +56,7 @@ def inspect_file(source: bytes | str | Path) -> FileInfo:
             bits_per_index=round(c.bits_per_index, 4),
             bpp=round(8 * c.chunk_bytes / pixels, 5),
             index_crc=f"{c.index_crc:08x}",
+            coder=CODER_NAMES[c.coder],
         )
         for c in parsed.levels
     )
@@ -63,6 +67,8 @@ def inspect_file(source: bytes | str | Path) -> FileInfo:
         grid_multiple=h.grid_multiple,
         codebook_size=h.codebook_size,
         model_fingerprint=h.model_fingerprint.hex(),
+        prior=PRIOR_NAMES[h.prior_kind],
+        prior_fingerprint=h.prior_fingerprint.hex(),
         file_bytes=parsed.total_bytes,
         bpp=round(8 * parsed.total_bytes / pixels, 5),
         complete=parsed.complete,

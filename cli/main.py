@@ -17,11 +17,12 @@ from pathlib import Path
 import click
 
 from hvq import __version__
-from hvq.bitstream.errors import HvqError
+from hvq.bitstream.errors import HvqError, HvqModelError
 from hvq.cli.options import LevelList, force_option, model_option
 from hvq.cli.inputs import plan
 from hvq.cli.output import check_target, terminate_as_interrupt, write_atomic
-from hvq.cli.train import export, train
+from hvq.cli.bench import bench
+from hvq.cli.train import export, fit_prior, train
 
 EXIT_CODES = """\b
 Exit codes:
@@ -189,12 +190,15 @@ def _describe(path, s) -> str:
     lines = [
         f"{path}: .hvq v{s.version}, {s.width}x{s.height}, {s.file_bytes} bytes, {s.bpp:.4f} bpp"
         + ("" if s.complete else f", TRUNCATED (missing levels {','.join(map(str, s.missing))})"),
-        f"  model {s.model_fingerprint}, codebook {s.codebook_size}",
-        "  level  grid       bytes   bits/index  bpp",
+        f"  model {s.model_fingerprint}, codebook {s.codebook_size}, prior {s.prior}"
+        + (f" {s.prior_fingerprint}" if s.prior != "static" else ""),
+        "  level  grid       bytes   bits/index  bpp     coder",
     ]
     for lv in s.levels:
         grid = f"{lv.grid_width}x{lv.grid_height}"
-        lines.append(f"  {lv.factor:>5}  {grid:<9} {lv.chunk_bytes:>7}  {lv.bits_per_index:>10.3f}  {lv.bpp:.4f}")
+        lines.append(
+            f"  {lv.factor:>5}  {grid:<9} {lv.chunk_bytes:>7}  {lv.bits_per_index:>10.3f}  {lv.bpp:.4f}  {lv.coder}"
+        )
     return "\n".join(lines)
 
 
@@ -202,22 +206,51 @@ def _describe(path, s) -> str:
 @click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--keep", type=LevelList(), required=True, help="Levels to keep, e.g. 16,8.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@model_option
 @force_option
-def strip(input, keep, output, force):
-    """Drop levels from a .hvq file without re-encoding (no model needed)."""
-    from hvq.bitstream.container import read_bytes, strip_levels
+def strip(input, keep, output, model_path, force):
+    """Drop levels from a .hvq file without running the transforms.
+
+    Chunks are copied as they are.  A level coded given a level that is
+    dropped is re-coded from its indices with the model's prior (the only
+    case that loads the model; the transforms never run).
+    """
+    from hvq.bitstream.container import read_bytes
+    from hvq.bitstream.errors import HvqRecodeNeeded
+    from hvq.bitstream.levels import strip as strip_levels
 
     check_target(output, [input], force)
     with terminate_as_interrupt():
         try:
-            data = strip_levels(read_bytes(input), keep)
+            data = read_bytes(input)
+            try:
+                stripped = strip_levels(data, keep)
+            except HvqRecodeNeeded:
+                stripped = strip_levels(data, keep, _prior_for(data, model_path))
         except HvqError as exc:
             raise _fail(input, exc)
-        write_atomic(output, data)
+        write_atomic(output, stripped)
+
+
+def _prior_for(data: bytes, model_path):
+    """The prior tables of the model a file was made with (default: the shipped model)."""
+    from hvq.bitstream.container import parse
+    from hvq.codec.weights import load_model
+
+    model = load_model(model_path)
+    header = parse(data).header
+    if header.model_fingerprint != model.fingerprint:
+        raise HvqModelError(
+            f"re-coding needs the file's model {header.model_fingerprint.hex()}, "
+            f"but the loaded model is {model.fingerprint_hex} (give it with --model)"
+        )
+    return model.prior
 
 
 main.add_command(train)
+main.add_command(bench)
 main.add_command(export)
+main.add_command(fit_prior)
 
 
 if __name__ == "__main__":  # pragma: no cover

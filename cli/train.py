@@ -188,10 +188,16 @@ def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_s
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--data", "data_dirs", multiple=True, type=click.Path(file_okay=False, exists=True),
               help="Folders to fit the prior on (repeatable; default: the run's training data).")
+@click.option("--prior", "prior_kind", type=click.Choice(["context", "static"]), default="context", show_default=True,
+              help="context: the checkerboard context prior conditioned on the coarser level (FORMAT.md 8.4); "
+                   "static: one frequency table per level only.")
+@click.option("--prior-steps", type=click.IntRange(1), default=400, show_default=True,
+              help="Adam steps of the context prior's fit, per level.")
 @force_option
-def export(checkpoint, output, data_dirs, force):
-    """Fit the prior tables on the training images and write a deployable model."""
+def export(checkpoint, output, data_dirs, prior_kind, prior_steps, force):
+    """Fit the prior on the training images and write a deployable model."""
     from hvq.cli.output import check_target
+    from hvq.codec.context_fit import ContextFitConfig
     from hvq.codec.export import export_checkpoint
     from hvq.codec.training import load_training_state
 
@@ -202,7 +208,8 @@ def export(checkpoint, output, data_dirs, force):
             if "train_config" not in state:
                 raise click.UsageError("this checkpoint does not name its training data: give --data")
             data_dirs = TrainConfig.from_json(state["train_config"]).data
-        report = export_checkpoint(checkpoint, list(data_dirs), output, progress=True)
+        context = ContextFitConfig(steps=prior_steps) if prior_kind == "context" else None
+        report = export_checkpoint(checkpoint, list(data_dirs), output, progress=True, context=context)
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(f"{checkpoint}: {exc}")
     usage = report.usage
@@ -210,3 +217,40 @@ def export(checkpoint, output, data_dirs, force):
     click.echo(f"{output}: model {report.fingerprint.hex()}")
     click.echo(f"codebook usage on the {report.images} fitting images: {levels}, "
                f"all levels {100 * usage.all_levels:.1f}%, every level {100 * usage.every_level:.1f}%")
+
+
+@click.command("fit-prior", epilog=EXIT_CODES)
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(file_okay=False, exists=True),
+              help="Folders of images to fit on (repeatable).")
+@click.option("--holdout", "holdout_percent", type=click.IntRange(0, 90), default=10, show_default=True,
+              help="Percent of the images held out of the fit (by a hash of the file name) and reported.")
+@click.option("--prior-steps", type=click.IntRange(1), default=400, show_default=True,
+              help="Adam steps of the fit, per level.")
+@force_option
+def fit_prior(model, output, data_dirs, holdout_percent, prior_steps, force):
+    """Fit a model's context prior on images, keeping its weights and static tables.
+
+    The model fingerprint stays the same, so the files the model wrote
+    before still decode; the new prior gets its own fingerprint.
+    """
+    from hvq.bitstream.errors import HvqError
+    from hvq.cli.output import check_target
+    from hvq.codec.context_fit import ContextFitConfig
+    from hvq.codec.export import fit_context_prior_for_model
+    from hvq.codec.weights import load_model
+
+    check_target(output, [], force)
+    try:
+        report = fit_context_prior_for_model(
+            load_model(model), list(data_dirs), output, holdout_percent, ContextFitConfig(steps=prior_steps), progress=True
+        )
+    except (ValueError, FileNotFoundError, HvqError) as exc:
+        raise click.ClickException(f"{model}: {exc}")
+    click.echo(f"{output}: model {report.fingerprint.hex()}, context prior {report.prior_fingerprint.hex()}, "
+               f"fitted on {report.fitting_images} images")
+    if report.heldout_bits:
+        click.echo(f"bits per index on the {report.heldout_images} held-out images:")
+        for coder, levels in report.heldout_bits.items():
+            click.echo(f"  {coder:<15}" + "  ".join(f"level {f}: {b:.3f}" for f, b in levels.items()))

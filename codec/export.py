@@ -1,20 +1,30 @@
-"""From a training checkpoint to a deployable model: fit the prior, freeze it, write safetensors."""
+"""From a training checkpoint to a deployable model: fit the prior, freeze it, write safetensors.
+
+The prior is fitted on the index grids of whole training images, encoded
+with the weights as shipped: the static tables by counting, then (unless
+asked not to) the context prior by ``hvq.codec.context_fit``.
+"""
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from hvq.bitstream.coder import encode_indices, encode_indices_in_context
+from hvq.bitstream.prior_tables import PriorTables
 from hvq.codec.config import ModelConfig
+from hvq.codec.context_fit import ContextFitConfig, fit_context_prior
 from hvq.codec.data import list_images
 from hvq.codec.imageio import load_image, pad_to_multiple, to_tensor
 from hvq.codec.model import HierarchicalVQVAE
 from hvq.codec.prior import FrequencyPrior
 from hvq.codec.training import load_training_state
 from hvq.codec.validation import CodebookUsage, codebook_usage
-from hvq.codec.weights import save_model
+from hvq.codec.weights import LoadedModel, load_model, save_model
 
 
 def load_checkpoint(path: str | Path) -> HierarchicalVQVAE:
@@ -25,17 +35,25 @@ def load_checkpoint(path: str | Path) -> HierarchicalVQVAE:
     return net.eval()
 
 
-def count_indices(net: HierarchicalVQVAE, files: list[Path], progress: bool = False) -> dict[int, np.ndarray]:
-    """How often each codeword is chosen at each level over whole images."""
-    counts = {f: np.zeros(net.config.codebook_size, dtype=np.int64) for f in net.config.factors}
+def encode_grids(net: HierarchicalVQVAE, files: list[Path], progress: bool = False) -> list[dict[int, np.ndarray]]:
+    """Every level's index grid of each whole image: [{factor: (H/f, W/f) int64}]."""
     if progress:
         from tqdm import tqdm
 
-        files = tqdm(files, desc="fit prior", unit="image")
+        files = tqdm(files, desc="encode fitting images", unit="image")
+    grids = []
     for path in files:
         x = pad_to_multiple(to_tensor(load_image(path)), net.config.max_factor)
-        for factor, grid in net.encode(x).items():
-            counts[factor] += np.bincount(grid.reshape(-1).numpy(), minlength=net.config.codebook_size)
+        grids.append({f: g[0].numpy() for f, g in net.encode(x).items()})
+    return grids
+
+
+def count_grids(grids: list[dict[int, np.ndarray]], factors, codebook_size: int) -> dict[int, np.ndarray]:
+    """How often each codeword is chosen at each level."""
+    counts = {f: np.zeros(codebook_size, dtype=np.int64) for f in factors}
+    for image in grids:
+        for factor in factors:
+            counts[factor] += np.bincount(image[factor].reshape(-1), minlength=codebook_size)
     return counts
 
 
@@ -49,14 +67,92 @@ class ExportReport:
 
 
 def export_checkpoint(
-    checkpoint: str | Path, data_dirs: list[str], output: str | Path, progress: bool = False
+    checkpoint: str | Path,
+    data_dirs: list[str],
+    output: str | Path,
+    progress: bool = False,
+    context: ContextFitConfig | None = ContextFitConfig(),
 ) -> ExportReport:
-    """Fit per-level frequency tables on the images in ``data_dirs`` and write the model."""
+    """Fit the prior on the images in ``data_dirs`` and write the model (no context prior if ``context`` is None)."""
     net = load_checkpoint(checkpoint)
     # Fit on the weights as shipped (float16-rounded), so the tables match what users' encoders choose.
     for p in net.parameters():
         p.data = p.data.half().float()
     files = list_images(data_dirs)
-    counts = count_indices(net, files, progress)
-    fingerprint = save_model(net, FrequencyPrior.from_counts(counts), output)
+    with torch.no_grad():
+        grids = encode_grids(net, files, progress)
+    counts = count_grids(grids, net.config.factors, net.config.codebook_size)
+    static = FrequencyPrior.from_counts(counts)
+    models = None if context is None else fit_context_prior(grids, static.tables, context, progress)
+    fingerprint = save_model(net, static, output, models)
     return ExportReport(fingerprint, len(files), codebook_usage(counts))
+
+
+def holdout_split(files: list[Path], percent: int) -> tuple[list[Path], list[Path]]:
+    """(fitting, held-out) files: an image is held out when CRC-32 of its file name mod 100 < ``percent``.
+
+    A property of the name alone, so the split is the same on every machine
+    and does not move when images are added to the folder.
+    """
+    held = [p for p in files if zlib.crc32(p.name.encode()) % 100 < percent]
+    return [p for p in files if p not in set(held)], held
+
+
+@dataclass(frozen=True)
+class PriorFitReport:
+    """What ``fit_context_prior_for_model`` wrote, and the bits per index it measured on held-out images."""
+
+    fingerprint: bytes  # unchanged: the weights and static tables are kept
+    prior_fingerprint: bytes
+    fitting_images: int
+    heldout_images: int
+    heldout_bits: dict  # {coder name: {factor: bits per index}} on the held-out images (empty if none)
+
+
+def heldout_bits(grids: list[dict[int, np.ndarray]], prior: PriorTables) -> dict:
+    """Bits per index of each coder on index grids, by coding them (the real payload sizes)."""
+    factors = sorted(prior.static, reverse=True)
+    bits: dict = {}
+    for name in ("static", "context", "context+parent"):
+        for factor in factors:
+            model = prior.context.get(factor)
+            if name != "static" and model is None or name == "context+parent" and not model.has_parent:
+                continue
+            total = count = 0
+            for image in grids:
+                grid = image[factor]
+                if name == "static":
+                    payload = encode_indices(grid, prior.static[factor])
+                else:
+                    payload = encode_indices_in_context(grid, model, image[2 * factor] if name == "context+parent" else None)
+                total, count = total + 8 * len(payload), count + grid.size
+            bits.setdefault(name, {})[factor] = total / count
+    return bits
+
+
+def fit_context_prior_for_model(
+    model: LoadedModel,
+    data_dirs: list[str],
+    output: str | Path,
+    holdout_percent: int = 0,
+    config: ContextFitConfig = ContextFitConfig(),
+    progress: bool = False,
+) -> PriorFitReport:
+    """Fit (or refit) a deployable model's context prior, keeping its weights and static tables.
+
+    The model fingerprint does not cover the context prior, so files the
+    model wrote before stay readable; the new prior gets its own fingerprint.
+    """
+    fitting, held = holdout_split(list_images(data_dirs), holdout_percent)
+    if not fitting:
+        raise ValueError("no image left to fit on after the hold-out")
+    with torch.no_grad():
+        grids = encode_grids(model.net, fitting, progress)
+        held_grids = encode_grids(model.net, held, progress) if held else []
+    context = fit_context_prior(grids, model.prior.static, config, progress)
+    fingerprint = save_model(model.net, FrequencyPrior(model.prior.static), output, context)
+    if fingerprint != model.fingerprint:
+        raise RuntimeError("re-saving changed the model fingerprint; the weights did not round-trip")
+    written = load_model(output)
+    report_bits = heldout_bits(held_grids, written.prior) if held_grids else {}
+    return PriorFitReport(fingerprint, written.prior.context_fingerprint, len(fitting), len(held), report_bits)

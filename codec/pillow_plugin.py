@@ -13,10 +13,9 @@ from io import BytesIO
 
 from PIL import Image, ImageFile
 
-from hvq.bitstream.container import MAX_FILE_BYTES, SIGNATURE, parse
+from hvq.bitstream.container import HEAD_PREFIX_BYTES, MAX_FILE_BYTES, SIGNATURE, parse
 from hvq.bitstream.errors import HvqFormatError
 
-_HEAD_PREFIX = len(SIGNATURE) + 12 + 36  # signature, HEAD's frame and its 36 data bytes
 _options: dict = {"model": None, "level": None}
 
 
@@ -29,7 +28,7 @@ class HvqImageFile(ImageFile.ImageFile):
     format_description = "hvq neural image codec"
 
     def _open(self) -> None:
-        header = parse(self.fp.read(_HEAD_PREFIX)).header  # a prefix: parse reports it as truncated
+        header = parse(self.fp.read(HEAD_PREFIX_BYTES)).header  # a prefix: parse reports it as truncated
         self._size = (header.width, header.height)
         self._mode = "RGB"
         self.info["hvq_levels"] = header.factors

@@ -3,8 +3,8 @@
 ::
 
     compress:    image -> load_image -> pad -> encode_tiled (net.encode per tile) -> indices[f]
-                       -> prior.table(f) -> encode_indices -> write_file -> bytes
-    decompress:  bytes -> parse -> level(f) -> decode_level (prior.table(f), index checksum)
+                       -> encode_levels (prior: each level given its stored parent) -> write_file -> bytes
+    decompress:  bytes -> parse -> decode_grid (the level's parents first; index checksums)
                        -> decode_tiled (net.decode per tile, crop, round) -> image
 """
 
@@ -15,16 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hvq.bitstream.coder import decode_level, encode_indices, index_checksum
-from hvq.bitstream.container import (
-    CODER_RANGE_STATIC,
-    Header,
-    LevelChunk,
-    ParsedFile,
-    parse,
-    read_bytes,
-    write_file,
-)
+from hvq.bitstream.container import Header, ParsedFile, parse, read_bytes, write_file
+from hvq.bitstream.levels import decode_grid, encode_levels, header_prior_fields
 from hvq.bitstream.errors import HvqFormatError, HvqModelError, HvqTruncatedError
 from hvq.codec.imageio import load_image, pad_to_multiple
 from hvq.codec.tiling import DEFAULT_TILE, check_tile, decode_tiled, encode_tiled
@@ -79,13 +71,7 @@ class Codec:
         del rgb  # hold the pixels once: large images are tiled to bound memory
         grids = encode_tiled(self.model.net, padded, self.tile)  # {factor: (H'/f, W'/f) uint16}
         del padded
-        chunks = []
-        for factor in chosen:
-            grid = grids[factor]
-            payload = encode_indices(grid, self.model.prior.table(factor))
-            chunks.append(
-                LevelChunk(factor, grid.shape[0], grid.shape[1], CODER_RANGE_STATIC, index_checksum(grid), payload)
-            )
+        chunks = encode_levels(grids, chosen, self.model.prior)
         header = Header(
             width=width,
             height=height,
@@ -93,6 +79,7 @@ class Codec:
             codebook_size=self.model.config.codebook_size,
             model_fingerprint=self.model.fingerprint,
             factors=chosen,
+            **header_prior_fields(self.model.prior, chunks),
         )
         return write_file(header, chunks)
 
@@ -106,9 +93,7 @@ class Codec:
         parsed = parse(read_bytes(data))
         self.check_file(parsed)
         factor = self._choose_level(parsed, level, partial)
-        chunk = parsed.level(factor)
-        table = self.model.prior.table(factor)
-        grid = decode_level(chunk.payload, table, (chunk.grid_height, chunk.grid_width), chunk.index_crc, factor)
+        grid = decode_grid(parsed, factor, self.model.prior)
         header = parsed.header
         pixels = decode_tiled(self.model.net, grid, factor, header.width, header.height, self.tile)
         return Image.fromarray(pixels, "RGB")
@@ -134,6 +119,7 @@ class Codec:
         foreign = [f for f in header.factors if f not in self.model.config.factors]
         if foreign:
             raise HvqModelError(f"file holds level {foreign[0]}, which the model does not have")
+        self.model.prior.check_file(header)
 
     @staticmethod
     def _choose_level(parsed: ParsedFile, level: int | None, partial: bool) -> int:

@@ -1,11 +1,17 @@
 """Deployable model files: network weights plus prior tables in one safetensors file.
 
 The file's metadata holds the model config (JSON), the file-format version
-and a fingerprint: the first 16 bytes of a SHA-256 over every tensor (name,
-dtype, shape, bytes) in sorted order.  The fingerprint is written into every
-.hvq file, so a decoder refuses a file made with other weights or tables
-instead of producing a wrong image.  Weights load only from safetensors
-(never pickle), so a model file cannot run code.
+and two fingerprints, each the first 16 bytes of a SHA-256 over tensors
+(name, dtype, shape, bytes) in sorted order:
+
+- the model fingerprint covers the config, the weights and the static prior
+  tables: everything except the context prior, so files written before the
+  context prior existed still match a model that gained one;
+- the prior fingerprint covers the context prior's integer tables.
+
+Both are written into every .hvq file, so a decoder refuses a file made with
+other weights or tables instead of producing a wrong image.  Weights load
+only from safetensors (never pickle), so a model file cannot run code.
 
 Convolution weights are stored as float16 to keep the shipped file small;
 they are widened to float32 on load, so inference is float32 everywhere.
@@ -25,15 +31,16 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_numpy
 from safetensors.numpy import save as save_numpy
 
-from hvq.bitstream.coder import check_freqs
+from hvq.bitstream.context import LevelContextModel
 from hvq.bitstream.errors import HvqModelError
+from hvq.bitstream.prior_tables import CONTEXT_PREFIX, STATIC_PREFIX, PriorTables
 from hvq.codec.config import ModelConfig
 from hvq.codec.model import HierarchicalVQVAE
 from hvq.codec.prior import FrequencyPrior
 
 MODEL_FILE_VERSION = 1
 DEFAULT_MODEL = Path(__file__).parent / "models" / "hvq-default.safetensors"
-_PRIOR_PREFIX = "prior.table."
+CONTEXT_PRIOR_NAME = "checkerboard-parent-v1"
 # Buffers only training needs; a deployable file leaves them out.
 _TRAINING_ONLY = ("codebook.cluster_size", "codebook.embed_sum", "codebook.initialised")
 MAX_MODEL_BYTES = 1 << 30
@@ -45,7 +52,7 @@ class LoadedModel:
 
     config: ModelConfig
     net: HierarchicalVQVAE
-    prior: FrequencyPrior
+    prior: PriorTables
     fingerprint: bytes  # 16 bytes
     path: str
 
@@ -81,21 +88,35 @@ def model_tensors(net: HierarchicalVQVAE, prior: FrequencyPrior) -> dict[str, np
         else:
             tensors[name] = array.astype(np.float16)
     for factor, table in prior.tables.items():
-        tensors[f"{_PRIOR_PREFIX}{factor}"] = np.asarray(table, dtype=np.int32)
+        tensors[f"{STATIC_PREFIX}{factor}"] = np.asarray(table, dtype=np.int32)
     return tensors
 
 
-def save_model(net: HierarchicalVQVAE, prior: FrequencyPrior, path: str | Path) -> bytes:
-    """Write a deployable model file; returns its fingerprint."""
+def prior_fingerprint(tensors: dict[str, np.ndarray]) -> bytes:
+    """Fingerprint of the context prior's tables (zeros when there are none)."""
+    return fingerprint(tensors, CONTEXT_PRIOR_NAME) if tensors else bytes(16)
+
+
+def save_model(
+    net: HierarchicalVQVAE,
+    prior: FrequencyPrior,
+    path: str | Path,
+    context: dict[int, LevelContextModel] | None = None,
+) -> bytes:
+    """Write a deployable model file, with a context prior if given; returns the model fingerprint."""
     tensors = model_tensors(net, prior)
     fp = fingerprint(tensors, net.config.to_json())
+    extra = PriorTables(prior.tables, context or {}).to_tensors()
     metadata = {
         "format": "hvq-model",
         "model_file_version": str(MODEL_FILE_VERSION),
         "config": net.config.to_json(),
-        "prior": "static-v1",
+        "prior": CONTEXT_PRIOR_NAME if extra else "static-v1",
         "fingerprint": fp.hex(),
     }
+    if extra:
+        metadata["prior_fingerprint"] = prior_fingerprint(extra).hex()
+        tensors.update(extra)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(save_numpy(tensors, metadata=metadata))
@@ -119,12 +140,17 @@ def _read_metadata(raw: bytes, name: str) -> dict:
 
 def load_model(path: str | Path | None = None) -> LoadedModel:
     """Load a deployable model (default: the one shipped in the package); cached per path."""
-    resolved = Path(path) if path is not None else DEFAULT_MODEL
-    return _load_cached(str(resolved.resolve()))
+    resolved = (Path(path) if path is not None else DEFAULT_MODEL).resolve()
+    try:
+        stat = resolved.stat()
+        version = (stat.st_mtime_ns, stat.st_size)  # a file rewritten in place is loaded again
+    except OSError:
+        version = None  # _load_cached reports it
+    return _load_cached(str(resolved), version)
 
 
 @lru_cache(maxsize=4)
-def _load_cached(path: str) -> LoadedModel:
+def _load_cached(path: str, version=None) -> LoadedModel:
     name = Path(path).name
     try:
         if Path(path).stat().st_size > MAX_MODEL_BYTES:
@@ -150,22 +176,21 @@ def _load_cached(path: str) -> LoadedModel:
         config = ModelConfig.from_json(meta["config"])
     except (SafetensorError, KeyError, ValueError, TypeError) as exc:
         raise HvqModelError(f"{name}: damaged model file: {exc}") from None
+    extra = {k: tensors.pop(k) for k in list(tensors) if k.startswith(CONTEXT_PREFIX)}
     fp = fingerprint(tensors, meta["config"])
     if fp.hex() != meta.get("fingerprint"):
         raise HvqModelError(f"{name}: fingerprint {fp.hex()} does not match its metadata {meta.get('fingerprint')}")
-    tables = {k[len(_PRIOR_PREFIX):]: v for k, v in tensors.items() if k.startswith(_PRIOR_PREFIX)}
-    if sorted(tables) != sorted(str(f) for f in config.factors):
-        raise HvqModelError(f"{name}: prior tables do not cover the levels {config.factors}")
-    tables = {int(k): v for k, v in tables.items()}
-    for factor, table in tables.items():
-        try:
-            check_freqs(table)
-        except HvqModelError as exc:
-            raise HvqModelError(f"{name}: prior table of level {factor}: {exc}") from None
-        if table.shape != (config.codebook_size,):
-            raise HvqModelError(f"{name}: prior table of level {factor} does not fit codebook size {config.codebook_size}")
+    context_fp = prior_fingerprint(extra)
+    if extra and context_fp.hex() != meta.get("prior_fingerprint"):
+        raise HvqModelError(
+            f"{name}: prior fingerprint {context_fp.hex()} does not match its metadata {meta.get('prior_fingerprint')}"
+        )
+    try:
+        prior = PriorTables.from_tensors({**tensors, **extra}, config.factors, config.codebook_size, context_fp)
+    except HvqModelError as exc:
+        raise HvqModelError(f"{name}: {exc}") from None
     net = HierarchicalVQVAE(config)
-    state = {k: torch.from_numpy(v.astype(np.float32)) for k, v in tensors.items() if not k.startswith(_PRIOR_PREFIX)}
+    state = {k: torch.from_numpy(v.astype(np.float32)) for k, v in tensors.items() if not k.startswith(STATIC_PREFIX)}
     try:
         missing, unexpected = net.load_state_dict(state, strict=False)
     except RuntimeError as exc:
@@ -174,4 +199,4 @@ def _load_cached(path: str) -> LoadedModel:
         raise HvqModelError(f"{name}: weights do not fit the config (missing {missing}, unexpected {unexpected})")
     net.codebook.initialised.fill_(True)
     net.eval()
-    return LoadedModel(config, net, FrequencyPrior(tables), fp, path)
+    return LoadedModel(config, net, prior, fp, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +62,33 @@ def train_dir() -> Path:
     return require(TRAIN)
 
 
-def make_tiny_model(path: Path, seed: int = 0, **overrides) -> Path:
-    """A seeded random model with a k-means-initialised codebook and skewed prior tables."""
+def random_context_prior(factors, k: int, seed: int = 0) -> dict:
+    """Seeded random context tables for every level (the coarsest without a parent term)."""
+    from hvq.bitstream.context import LevelContextModel
+
+    rng = np.random.default_rng(seed)
+    models = {}
+    for factor in factors:
+        models[factor] = LevelContextModel(
+            static=rng.integers(1, 60, k).astype(np.int32),
+            bias=rng.integers(-80, 80, k).astype(np.int16),
+            horizontal=rng.integers(-60, 60, (k + 1, k)).astype(np.int8),
+            vertical=rng.integers(-60, 60, (k + 1, k)).astype(np.int8),
+            **({} if factor == max(factors) else {
+                "parent": rng.integers(-128, 128, (k, k)).astype(np.int8),
+                "parent_horizontal": rng.integers(-60, 60, (k + 1, k)).astype(np.int8),
+                "parent_vertical": rng.integers(-60, 60, (k + 1, k)).astype(np.int8),
+            }),
+        )
+    return models
+
+
+def make_tiny_model(path: Path, seed: int = 0, context: bool = False, **overrides) -> Path:
+    """A seeded random model with a k-means-initialised codebook and skewed prior tables.
+
+    With ``context``, it also carries random context-prior tables (whose
+    static tables are the model's).
+    """
     import torch
 
     from hvq.codec.config import ModelConfig
@@ -78,7 +104,11 @@ def make_tiny_model(path: Path, seed: int = 0, **overrides) -> Path:
     net.eval()
     rng = np.random.default_rng(seed)
     prior = FrequencyPrior.from_counts({f: rng.integers(0, 50, config.codebook_size) for f in config.factors})
-    save_model(net, prior, path)
+    models = None
+    if context:
+        models = random_context_prior(config.factors, config.codebook_size, seed)
+        models = {f: replace(m, static=prior.tables[f]) for f, m in models.items()}
+    save_model(net, prior, path, models)
     return path
 
 
@@ -92,6 +122,18 @@ def tiny_codec(tiny_model_path):
     from hvq.codec.pipeline import Codec
 
     return Codec.for_model(tiny_model_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_context_model_path(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-context.safetensors", context=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_context_codec(tiny_context_model_path):
+    from hvq.codec.pipeline import Codec
+
+    return Codec.for_model(tiny_context_model_path)
 
 
 @pytest.fixture

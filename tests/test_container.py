@@ -40,11 +40,14 @@ from hvq.bitstream.container import (
     strip_levels,
     write_file,
 )
-from hvq.bitstream.errors import HvqError, HvqFormatError, HvqTruncatedError
+from hvq.bitstream.errors import HvqError, HvqFormatError, HvqRecodeNeeded, HvqTruncatedError
 from hvq.bitstream.info import FileInfo, inspect_file
 
 # The layout, written out here independently of the library (FORMAT.md).
-HEAD = struct.Struct(">HHIIHHI16s")  # version, flags, width, height, grid multiple, level mask, K, fingerprint
+# version 2: version, flags, width, height, grid multiple, level mask, K, model fingerprint,
+# prior kind, reserved, prior fingerprint (version 1 ends after the model fingerprint)
+HEAD = struct.Struct(">HHIIHHI16sHH16s")
+HEAD_V1 = struct.Struct(">HHIIHHI16s")
 LEVL = struct.Struct(">HHHBBII")  # factor, grid h, grid w, coder, reserved, index crc, payload length
 HEAD_START = len(SIGNATURE)
 HEAD_END = HEAD_START + 12 + HEAD.size
@@ -107,7 +110,8 @@ def join(chunks) -> bytes:
     return SIGNATURE + b"".join(raw_chunk(kind, body) for kind, body in chunks)
 
 
-HEAD_FIELDS = ("version", "flags", "width", "height", "multiple", "mask", "k", "fingerprint")
+HEAD_FIELDS = ("version", "flags", "width", "height", "multiple", "mask", "k", "fingerprint",
+               "prior_kind", "reserved", "prior_fingerprint")
 LEVL_FIELDS = ("factor", "gh", "gw", "coder", "reserved", "crc", "length")
 
 
@@ -340,10 +344,78 @@ def test_wrong_signature_or_empty_input(data):
 
 
 def test_newer_format_version_is_named():
-    with pytest.raises(HvqFormatError, match=r"format version 2 is newer than this hvq reads \(up to 1\)"):
-        parse(patch_head(VALID, version=2))
+    with pytest.raises(HvqFormatError, match=r"format version 3 is newer than this hvq reads \(up to 2\)"):
+        parse(patch_head(VALID, version=3))
     with pytest.raises(HvqFormatError, match="format version 65535 is newer"):
         parse(patch_head(VALID, version=0xFFFF))
+
+
+def as_version_1(data: bytes) -> bytes:
+    """The same file as format version 1 wrote it: a 36-byte HEAD without the prior fields."""
+    chunks = split(data)
+    fields = HEAD.unpack(chunks[0][1])
+    assert fields[8:] == (container.PRIOR_STATIC, 0, bytes(16))
+    chunks[0][1] = HEAD_V1.pack(1, *fields[1:8])
+    return join(chunks)
+
+
+def test_version_1_files_still_parse():
+    old = as_version_1(VALID)
+    parsed = parse(old)
+    assert parsed.header.version == 1 and parsed.complete
+    assert parsed.header.prior_kind == container.PRIOR_STATIC and parsed.header.prior_fingerprint == bytes(16)
+    assert [c.payload for c in parsed.levels] == [c.payload for c in parse(VALID).levels]
+    assert strip_levels(old, [8]) == strip_levels(VALID, [8])  # written as version 2, same levels
+
+
+def test_version_1_head_of_version_2_size_is_refused():
+    chunks = split(as_version_1(VALID))
+    chunks[0][1] += bytes(HEAD.size - HEAD_V1.size)
+    with pytest.raises(HvqFormatError, match=f"HEAD chunk has {HEAD.size} bytes, expected {HEAD_V1.size}"):
+        parse(join(chunks))
+
+
+@pytest.mark.parametrize("coder", [container.CODER_CONTEXT, container.CODER_CONTEXT_PARENT])
+def test_version_1_knows_no_context_coders(coder):
+    old = as_version_1(patch_levl(VALID, 8, coder=coder))
+    with pytest.raises(HvqFormatError, match=f"chunk LEVL \\(level 8\\) uses unknown coder {coder}"):
+        parse(old)
+
+
+def test_context_coder_needs_a_context_prior():
+    with pytest.raises(HvqFormatError, match=r"LEVL \(level 8\) is context-coded but HEAD declares no context prior"):
+        parse(patch_levl(VALID, 8, coder=container.CODER_CONTEXT))
+
+
+def test_parent_coder_needs_its_parent_stored():
+    context = patch_head(VALID, prior_kind=container.PRIOR_CHECKERBOARD, prior_fingerprint=bytes(range(16)))
+    ok = patch_levl(context, 8, coder=container.CODER_CONTEXT_PARENT)
+    assert parse(ok).level(8).coder == container.CODER_CONTEXT_PARENT
+    lone = patch_levl(patch_head(context, mask=8 | 4), 8, coder=container.CODER_CONTEXT_PARENT)
+    lone = join([c for c in split(lone) if not (c[0] == b"LEVL" and LEVL.unpack_from(c[1])[0] == 16)])
+    with pytest.raises(HvqFormatError, match=r"LEVL \(level 8\) is coded given level 16, which the file does not store"):
+        parse(lone)
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (dict(prior_kind=7), "unknown prior kind 7"),
+        (dict(reserved=1), "HEAD reserved field 0x0001 is not zero"),
+        (dict(prior_fingerprint=b"\x01" * 16), "a static-prior file has a non-zero prior fingerprint"),
+    ],
+)
+def test_prior_fields_are_checked(changes, match):
+    with pytest.raises(HvqFormatError, match=match):
+        parse(patch_head(VALID, **changes))
+
+
+def test_strip_refuses_to_orphan_a_parent_coded_level():
+    context = patch_head(VALID, prior_kind=container.PRIOR_CHECKERBOARD, prior_fingerprint=bytes(range(16)))
+    context = patch_levl(context, 8, coder=container.CODER_CONTEXT_PARENT)
+    assert parse(strip_levels(context, [16, 8])).level(8).coder == container.CODER_CONTEXT_PARENT
+    with pytest.raises(HvqRecodeNeeded, match="level 8 is coded given level 16: dropping that level re-codes it"):
+        strip_levels(context, [8, 4])
 
 
 def test_format_version_zero_is_refused():
@@ -625,7 +697,7 @@ def test_a_grown_length_field_is_damage_not_truncation(kind):
     (length,) = struct.unpack_from(">I", VALID, start)
     data = bytearray(VALID)
     struct.pack_into(">I", data, start, length + 1000)
-    with pytest.raises(HvqFormatError, match="is damaged|expected 36|must be empty") as info:
+    with pytest.raises(HvqFormatError, match="is damaged|expected 56|must be empty") as info:
         parse(bytes(data))
     assert not isinstance(info.value, HvqTruncatedError)
 
@@ -685,7 +757,7 @@ def test_inspect_of_a_known_file():
     info = inspect_file(VALID)
     assert isinstance(info, FileInfo)
     pixels = 20 * 12
-    assert (info.version, info.width, info.height, info.grid_multiple, info.codebook_size) == (1, 20, 12, 16, K)
+    assert (info.version, info.width, info.height, info.grid_multiple, info.codebook_size) == (2, 20, 12, 16, K)
     assert info.model_fingerprint == FINGERPRINT.hex()
     assert info.file_bytes == len(VALID)
     assert info.bpp == round(8 * len(VALID) / pixels, 5)
@@ -734,8 +806,15 @@ def test_public_inspect_matches_inspect_file():
     assert hvq.inspect(VALID) == inspect_file(VALID)
 
 
-# FORMAT.md section 15's worked example, byte for byte: a test vector for ports.
+# FORMAT.md section 15's worked example, byte for byte: test vectors for ports.
 WORKED_EXAMPLE = bytes.fromhex(
+    "894856510d0a1a0a000000384845414400020000000000140000000c0010001800000010771ecfbe803d1e11"
+    "0191f0f0ba14704600000000000000000000000000000000000000006dc0055b000000144c45564c00100001"
+    "00020100218c0696000000048800000044af50bf000000184c45564c00080002000401008c9d20aa00000008"
+    "eeee3332fbc000009a522ff900000000444f4e4526b80d1f"
+)
+# The same file as format version 1 wrote it (hvq 0.1-0.2): a 36-byte HEAD.
+WORKED_EXAMPLE_V1 = bytes.fromhex(
     "894856510d0a1a0a000000244845414400010000000000140000000c0010001800000010771ecfbe803d1e11"
     "0191f0f0ba1470466f4c3bbe000000144c45564c0010000100020100218c0696000000048800000044af50bf"
     "000000184c45564c00080002000401008c9d20aa00000008eeee3332fbc000009a522ff900000000444f4e45"
@@ -743,8 +822,10 @@ WORKED_EXAMPLE = bytes.fromhex(
 )
 
 
-def test_worked_example_of_the_spec():
-    parsed = parse(WORKED_EXAMPLE)
+@pytest.mark.parametrize("vector", [WORKED_EXAMPLE, WORKED_EXAMPLE_V1], ids=["v2", "v1"])
+def test_worked_example_of_the_spec(vector):
+    parsed = parse(vector)
+    assert parsed.header.version == (2 if vector is WORKED_EXAMPLE else 1)
     assert parsed.complete and parsed.header.factors == (16, 8)
     assert (parsed.header.width, parsed.header.height) == (20, 12)
     ones = np.ones(16, dtype=np.int32)

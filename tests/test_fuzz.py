@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
 import targets  # noqa: E402
 
 SEEDS = sorted(targets.CORPUS.glob("*.hvq"))
-HEAD_END = 8 + 12 + 36  # signature, HEAD frame and data (FORMAT.md section 4)
+HEAD_END = 8 + 12 + 56  # signature, HEAD frame and data (FORMAT.md section 4)
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

@@ -103,3 +103,18 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, photo):
     exec(block, namespace)
     assert namespace["image"].size == (96, 80)
     assert [lv.factor for lv in namespace["info"].levels] == [16, 8, 4]
+
+
+def test_shipped_prior_makes_progressive_files_almost_free(codec, kodak_dir):
+    """The context prior's targets on two Kodak images (the means over all 24 are in benchmarks/results/prior)."""
+    from hvq.bitstream.container import CODER_CONTEXT_PARENT, parse
+
+    assert codec.model.prior.context, "the shipped model carries the context prior"
+    for name in ("kodim04.png", "kodim23.png"):
+        whole = codec.compress(kodak_dir / name)
+        finest = codec.compress(kodak_dir / name, levels=(4,))
+        assert len(whole) <= 1.10 * len(finest), name
+        parsed = parse(whole)
+        assert [c.coder for c in parsed.levels][1:] == [CODER_CONTEXT_PARENT] * 2
+        for chunk in parsed.levels:
+            assert chunk.bits_per_index <= 0.7 * math.log2(codec.model.config.codebook_size), (name, chunk.factor)

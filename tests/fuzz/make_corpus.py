@@ -48,8 +48,23 @@ def with_ancillary(data: bytes) -> bytes:
     return data[:head_end] + chunk + data[head_end:]
 
 
+def as_version_1(codec, image: Image.Image) -> bytes:
+    """The image as format version 1 stored it: static tables and a 36-byte HEAD."""
+    from dataclasses import replace
+
+    from hvq.bitstream.prior_tables import PriorTables
+    from hvq.codec.pipeline import Codec
+
+    static = Codec(replace(codec.model, prior=PriorTables(codec.model.prior.static)))
+    data = static.compress(image)
+    length, = struct.unpack_from(">I", data, 8)
+    head = b"\x00\x01" + data[18 : 16 + 36]  # version 1, then the fields up to the model fingerprint
+    rest = data[8 + 12 + length :]
+    return data[:8] + struct.pack(">I", 36) + b"HEAD" + head + struct.pack(">I", zlib.crc32(b"HEAD" + head)) + rest
+
+
 def main() -> None:
-    make_tiny_model(FUZZ_MODEL, seed=6)
+    make_tiny_model(FUZZ_MODEL, seed=6, context=True)
     from hvq.codec.pipeline import Codec
 
     codec = Codec.for_model(FUZZ_MODEL)
@@ -67,6 +82,7 @@ def main() -> None:
         seeds[f"smooth45x37-cut-after-{chunk.factor}"] = whole[:end]
         seeds[f"smooth45x37-cut-inside-{chunk.factor}"] = whole[: end - 5]
     seeds["smooth45x37-cut-inside-head"] = whole[:30]
+    seeds["smooth45x37-version-1"] = as_version_1(codec, images()["smooth45x37"])
     for name, data in seeds.items():
         (CORPUS / f"{name}.hvq").write_bytes(b"\x00" + data)
     print(f"{len(seeds)} seeds in {CORPUS}, model {FUZZ_MODEL} ({FUZZ_MODEL.stat().st_size} bytes)")

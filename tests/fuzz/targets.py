@@ -21,15 +21,15 @@ import zlib
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 
-from hvq.bitstream.coder import decode_level
-from hvq.bitstream.container import SIGNATURE, parse, strip_levels
+from hvq.bitstream.container import SIGNATURE, parse
 from hvq.bitstream.errors import HvqError
 from hvq.bitstream.info import inspect_file
+from hvq.bitstream.levels import decode_grid, strip
+from hvq.bitstream.prior_tables import PriorTables
 
 HERE = Path(__file__).resolve().parent
-FUZZ_MODEL = HERE / "fuzz-model.safetensors"  # a tiny random model (K = 16), made by make_corpus.py
+FUZZ_MODEL = HERE / "fuzz-model.safetensors"  # a tiny random model (K = 16) with a context prior, made by make_corpus.py
 CORPUS = HERE / "corpus"
 
 
@@ -56,31 +56,37 @@ def prepare(data: bytes) -> bytes:
 
 
 @lru_cache(maxsize=1)
-def fuzz_tables() -> dict[int, np.ndarray]:
+def fuzz_prior() -> PriorTables:
     """The fuzz model's prior tables, read with safetensors' numpy API (no torch)."""
+    import json
+
+    from safetensors import safe_open
     from safetensors.numpy import load_file
 
-    prefix = "prior.table."
-    return {int(k[len(prefix) :]): v for k, v in load_file(FUZZ_MODEL).items() if k.startswith(prefix)}
+    with safe_open(FUZZ_MODEL, "np") as f:
+        meta = f.metadata()
+    config = json.loads(meta["config"])
+    fingerprint = bytes.fromhex(meta.get("prior_fingerprint", "00" * 16))
+    return PriorTables.from_tensors(load_file(FUZZ_MODEL), config["factors"], config["codebook_size"], fingerprint)
 
 
 def container_target(data: bytes) -> None:
-    """Parse, summarise, range-decode every whole level and strip: the torch-free reader."""
+    """Parse, summarise, range-decode every whole level (parents first) and strip: the torch-free reader."""
     data = prepare(data)
     try:
         parsed = parse(data)
         summary = inspect_file(data)
         assert summary.complete == parsed.complete
-        tables = fuzz_tables()
+        prior = fuzz_prior()
+        decoded: dict = {}
         for chunk in parsed.levels:
-            if chunk.factor in tables:
-                shape = (chunk.grid_height, chunk.grid_width)
-                grid = decode_level(chunk.payload, tables[chunk.factor], shape, chunk.index_crc, chunk.factor)
-                assert grid.shape == shape
+            if chunk.factor in prior.static:
+                grid = decode_grid(parsed, chunk.factor, prior, decoded)
+                assert grid.shape == (chunk.grid_height, chunk.grid_width)
         if parsed.complete:
             for chunk in parsed.levels:
-                kept = parse(strip_levels(data, [chunk.factor]))
-                assert kept.complete and kept.levels[0].payload == chunk.payload
+                kept = parse(strip(data, [chunk.factor], prior))
+                assert kept.complete and kept.levels[0].index_crc == chunk.index_crc
     except HvqError:
         pass
 

@@ -1,0 +1,232 @@
+"""``hvq bench``: rate-distortion, BD deltas, speed and memory of hvq against classical codecs.
+
+The measuring is ``hvq.codec.evaluation``; this module reads the command
+line, checks it before anything long starts, and writes the results.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import click
+
+from hvq.cli.options import force_option, model_option
+from hvq.cli.output import terminate_as_interrupt, write_atomic
+
+ALL_CODECS = ("hvq", "jpeg", "webp", "avif", "jpeg2000", "jpegxl")
+RD_FILES = ("rd.json", "rd_per_image.csv", "rd_mean.csv", "rd.md", "rd_psnr.png", "rd_msssim.png")
+SPEED_FILES = ("speed.json", "speed.md")
+
+EPILOG = """\b
+Writes to RESULTS_DIR: rd.json, rd_per_image.csv, rd_mean.csv, rd.md (means
+and BD deltas of hvq against each codec), rd_psnr.png, rd_msssim.png; with
+--speed, speed.json and speed.md.
+
+\b
+Exit codes:
+  0  success
+  1  a folder, image, model or output was refused (one line on stderr)
+  2  the command line was misused (e.g. an unknown codec)
+  130  interrupted (Ctrl-C or SIGTERM); no partial file is left"""
+
+
+class CodecList(click.ParamType):
+    """A comma-separated list of codec names, e.g. hvq,jpeg,webp."""
+
+    name = "CODECS"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        names = tuple(dict.fromkeys(part.strip().lower() for part in str(value).split(",") if part.strip()))
+        unknown = [n for n in names if n not in ALL_CODECS]
+        if unknown or not names:
+            self.fail(f"unknown codec {', '.join(unknown) or '(none given)'}; choose from {','.join(ALL_CODECS)}",
+                      param, ctx)
+        return names
+
+
+class Sweep(click.ParamType):
+    """CODEC=V1,V2,...: the values a classical codec's parameter takes instead of its default sweep."""
+
+    name = "CODEC=VALUES"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        name, _, values = str(value).partition("=")
+        name = name.strip().lower()
+        if name not in ALL_CODECS or name == "hvq":
+            self.fail(f"{value!r}: {name or '(no codec)'} is not a classical codec "
+                      f"({','.join(ALL_CODECS[1:])})", param, ctx)
+        try:
+            numbers = tuple(float(v) for v in values.split(",") if v.strip())
+        except ValueError:
+            numbers = ()
+        if not numbers or not all(math.isfinite(v) and v >= 0 for v in numbers):
+            self.fail(f"{value!r}: give numbers after '=', e.g. jpeg=10,50,90", param, ctx)
+        return name, numbers
+
+
+def _check_output_dir(folder: Path, names: list[str], force: bool) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise click.ClickException(f"{folder}: cannot write results there ({exc.strerror or exc})")
+    existing = [n for n in names if (folder / n).exists()]
+    if existing and not force:
+        raise click.ClickException(f"{folder / existing[0]}: exists (use --force to overwrite)")
+
+
+@click.command(epilog=EPILOG)
+@click.argument("dataset_dir", type=click.Path(path_type=Path))
+@click.option("--codecs", type=CodecList(), default=",".join(ALL_CODECS), show_default=True,
+              help="Codecs to measure, comma-separated.")
+@click.option("-o", "--output", "results_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("hvq-bench"), show_default=True, metavar="RESULTS_DIR", help="Folder for the results.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes for the classical codecs (over images); hvq runs in the main process.")
+@model_option
+@click.option("--anchors", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="compressai_kodak.json: draw published learned-codec curves and add their BD rows (Kodak only).")
+@click.option("--sweep", "sweeps", type=Sweep(), multiple=True,
+              help="Replace a classical codec's default sweep, e.g. --sweep jpeg=10,50,90 (repeatable).")
+@click.option("--rd/--no-rd", default=True, show_default=True, help="Measure rate and distortion.")
+@click.option("--speed/--no-speed", default=False, show_default=True,
+              help="Measure encode/decode time and peak memory (one child process per codec, serially).")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Runs per image and operation for --speed; the median is kept.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch threads for hvq and the CompressAI reference (default: torch's choice).")
+@click.option("--progress/--no-progress", default=True, help="Progress bars on stderr.")
+@force_option
+def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, rd, speed, repeats, threads,
+          progress, force):
+    """Measure hvq and classical codecs on the images under DATASET_DIR.
+
+    For each image and setting: bpp from the encoded file's real size, PSNR,
+    MS-SSIM and MS-SSIM in dB, scored on the image decoded from those bytes.
+    hvq runs every level alone and every subset of levels; JPEG, WebP, AVIF,
+    JPEG 2000 and JPEG XL sweep their quality parameter with the settings of
+    the Kodak anchors in ../shared/anchors.  Results are JSON and CSV per
+    image and averaged, RD plots, and a markdown table with hvq's BD-rate and
+    BD-PSNR against each codec where their ranges overlap.
+    """
+    from hvq.bitstream.errors import HvqError
+    from hvq.codec.evaluation.classical import CLASSICAL, unavailable
+
+    sweep_values = {name: CLASSICAL[name].sweep for name in codecs if name != "hvq"}
+    for name, values in sweeps:
+        if name not in codecs:
+            raise click.BadParameter(f"{name} is not among --codecs", param_hint="--sweep")
+        sweep_values[name] = values
+    if not rd and not speed:
+        raise click.BadParameter("nothing to do: --no-rd without --speed", param_hint="--rd")
+    if not dataset_dir.is_dir():
+        raise click.ClickException(f"{dataset_dir}: no such folder")
+    from hvq.codec.evaluation.sweep import find_images
+
+    try:
+        images = find_images(dataset_dir)
+    except FileNotFoundError:
+        raise click.ClickException(f"{dataset_dir}: no image files under it")
+    for name in sweep_values:
+        reason = unavailable(name)
+        if reason:
+            raise click.ClickException(f"{name}: {reason}")
+    _check_output_dir(results_dir, list(RD_FILES if rd else ()) + list(SPEED_FILES if speed else ()), force)
+    published = []
+    if anchors is not None:
+        from hvq.codec.evaluation.anchors import load_published
+
+        try:
+            published = load_published(anchors)
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(f"{anchors}: {getattr(exc, 'strerror', None) or exc}")
+    codec = None
+    if "hvq" in codecs:
+        import torch
+
+        from hvq.codec.pipeline import Codec
+
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            codec = Codec.for_model(model_path)
+        except HvqError as exc:
+            raise click.ClickException(f"{model_path or 'model'}: {exc}")
+
+    with terminate_as_interrupt():
+        if rd:
+            _rate_distortion(dataset_dir, images, sweep_values, codec, published, jobs, results_dir, progress)
+        if speed:
+            _speed(dataset_dir, images, codecs, sweep_values, model_path, repeats, threads, results_dir, progress)
+
+
+def _rate_distortion(dataset_dir, images, sweep_values, codec, published, jobs, results_dir, progress):
+    import torch
+
+    from hvq.codec.evaluation import report
+    from hvq.codec.evaluation.bjontegaard import hvq_against_each
+    from hvq.codec.evaluation.classical import library_versions
+    from hvq.codec.evaluation.hvq_runs import single_level_settings
+    from hvq.codec.evaluation.plots import rd_figure
+    from hvq.codec.evaluation.records import mean_by_setting
+    from hvq.codec.evaluation.speed import describe_machine
+    from hvq.codec.evaluation.sweep import run_classical, run_hvq
+
+    measurements = []
+    if codec is not None:
+        measurements += run_hvq(images, codec, progress)
+    measurements += run_classical(images, sweep_values, jobs, progress)
+    means = mean_by_setting(measurements)
+    hvq_curve = single_level_settings(codec.model.config.factors) if codec is not None else []
+    comparisons = hvq_against_each(means, hvq_curve, published) if codec is not None else []
+    context = report.RunContext(
+        dataset=str(dataset_dir),
+        images=len(images),
+        machine=describe_machine(),
+        libraries=library_versions(),
+        hvq_model=codec.model.fingerprint_hex if codec is not None else None,
+        hvq_curve=tuple(hvq_curve),
+        torch_threads=torch.get_num_threads(),
+        jobs=jobs,
+        published=tuple(p.source for p in published),
+    )
+    title = f"{dataset_dir.name}: {len(images)} images"
+    outputs = {
+        "rd.json": report.rd_json(context, measurements, means, comparisons),
+        "rd_per_image.csv": report.per_image_csv(measurements),
+        "rd_mean.csv": report.means_csv(means),
+        "rd.md": report.rd_markdown(context, means, comparisons),
+        "rd_psnr.png": rd_figure(means, "psnr", hvq_curve, title, published),
+        "rd_msssim.png": rd_figure(means, "ms_ssim_db", hvq_curve, title, published),
+    }
+    for name, content in outputs.items():
+        write_atomic(results_dir / name, content.encode() if isinstance(content, str) else content)
+    click.echo(f"rate-distortion: {len(measurements)} measurements of {len(images)} images -> "
+               f"{results_dir / 'rd.md'} (and {len(outputs) - 1} more files)")
+
+
+def _speed(dataset_dir, images, codecs, sweep_values, model_path, repeats, threads, results_dir, progress):
+    from hvq.codec.evaluation import report
+    from hvq.codec.evaluation.speed import COMPRESSAI_REFERENCE, SpeedJob, describe_machine, run_speed
+
+    paths = tuple(image.path for image in images)
+    jobs = []
+    for name in codecs:
+        if name == "hvq":
+            jobs.append(SpeedJob("hvq", None, paths, repeats, threads, str(model_path) if model_path else None))
+        else:
+            values = sorted(sweep_values[name])
+            jobs.append(SpeedJob(name, values[len(values) // 2], paths, repeats, threads))  # the sweep's middle
+    jobs.append(SpeedJob(COMPRESSAI_REFERENCE, None, paths, repeats, threads))
+    results = run_speed(jobs, progress)
+    machine = describe_machine()
+    write_atomic(results_dir / "speed.json", report.speed_json(machine, repeats, results).encode())
+    write_atomic(results_dir / "speed.md", report.speed_markdown(str(dataset_dir), machine, repeats, results).encode())
+    click.echo(f"speed: {len(results)} codecs on {len(images)} images -> {results_dir / 'speed.md'}")

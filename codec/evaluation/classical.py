@@ -1,0 +1,121 @@
+"""The classical codecs hvq is measured against: pixels -> bytes -> pixels.
+
+JPEG, WebP, AVIF and JPEG 2000 run through Pillow (AVIF is built into
+Pillow 12+; JPEG 2000 is OpenJPEG), JPEG XL through imagecodecs (libjxl).
+Each codec has one parameter swept over a list of values.  The settings and
+the default sweeps are those of ``../shared/anchors/kodak_classic_measured.json``
+(see its README), so a run on Kodak reproduces those anchor points and can
+be checked against them.
+
+Every decoder reads the encoded bytes back, so what is scored is what a
+user of the file would see.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class ClassicalCodec:
+    """A codec with one swept parameter; ``encode(rgb, value) -> bytes``, ``decode(bytes) -> rgb``."""
+
+    name: str
+    parameter: str  # what the swept value means to the library
+    sweep: tuple[float, ...]  # default values, lowest rate first
+    encode: Callable[[np.ndarray, float], bytes]
+    decode: Callable[[bytes], np.ndarray]
+
+    def setting(self, value: float) -> str:
+        """A setting's label, e.g. ``quality=50``: integral values print without a decimal point."""
+        return f"{self.parameter}={value:g}"
+
+
+def _pillow_encode(rgb: np.ndarray, image_format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb, "RGB").save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def _pillow_decode(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _jpeg(rgb: np.ndarray, quality: float) -> bytes:
+    return _pillow_encode(rgb, "JPEG", quality=int(quality), optimize=True)  # libjpeg's 4:2:0 default
+
+
+def _webp(rgb: np.ndarray, quality: float) -> bytes:
+    return _pillow_encode(rgb, "WEBP", quality=int(quality), method=6)
+
+
+def _avif(rgb: np.ndarray, quality: float) -> bytes:
+    return _pillow_encode(rgb, "AVIF", quality=int(quality), speed=4)
+
+
+def _jpeg2000(rgb: np.ndarray, rate: float) -> bytes:
+    # ``rates``: the layer's compression ratio (raw 24-bit size / coded size);
+    # written as a .jp2 file (boxes and all), as Pillow does for a stream.
+    return _pillow_encode(rgb, "JPEG2000", quality_mode="rates", quality_layers=[rate], irreversible=True)
+
+
+def _jpegxl(rgb: np.ndarray, distance: float) -> bytes:
+    import imagecodecs
+
+    return bytes(imagecodecs.jpegxl_encode(rgb, distance=distance, effort=7))
+
+
+def _jpegxl_decode(data: bytes) -> np.ndarray:
+    import imagecodecs
+
+    return np.asarray(imagecodecs.jpegxl_decode(data))
+
+
+CLASSICAL: dict[str, ClassicalCodec] = {
+    codec.name: codec
+    for codec in (
+        ClassicalCodec("jpeg", "quality", (2, 5, 10, 20, 30, 50, 70, 85, 95), _jpeg, _pillow_decode),
+        ClassicalCodec("webp", "quality", (0, 2, 5, 10, 20, 40, 60, 80, 95), _webp, _pillow_decode),
+        ClassicalCodec("avif", "quality", (0, 5, 10, 20, 30, 45, 60, 75, 90), _avif, _pillow_decode),
+        ClassicalCodec("jpeg2000", "rate", (400, 200, 100, 60, 40, 24, 16, 8), _jpeg2000, _pillow_decode),
+        ClassicalCodec("jpegxl", "distance", (25, 15, 10, 6, 4, 2.5, 1.5, 1, 0.5), _jpegxl, _jpegxl_decode),
+    )
+}
+
+
+def unavailable(name: str) -> str | None:
+    """Why a codec cannot run in this installation (a library or a Pillow plugin missing), or None."""
+    from PIL import features
+
+    pillow_feature = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "jpeg2000": "jpg_2000"}.get(name)
+    if pillow_feature is not None:
+        return None if features.check(pillow_feature) else f"this Pillow was built without {name}"
+    try:
+        import imagecodecs
+    except ImportError:
+        return "imagecodecs is not installed (pip install imagecodecs)"
+    return None if imagecodecs.JPEGXL.available else "this imagecodecs was built without JPEG XL"
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of the libraries behind the codecs, for the report: results move with them."""
+    import PIL
+    from PIL import features
+
+    versions = {"Pillow": PIL.__version__}
+    for feature, label in (("libjpeg_turbo", "libjpeg-turbo"), ("webp", "libwebp"), ("avif", "libavif"), ("jpg_2000", "OpenJPEG")):
+        versions[label] = features.version(feature) or "unavailable"
+    try:
+        import imagecodecs
+
+        versions["imagecodecs"] = imagecodecs.__version__
+        versions["libjxl"] = imagecodecs.jpegxl_version()
+    except ImportError:
+        versions["imagecodecs"] = "not installed"
+    return versions

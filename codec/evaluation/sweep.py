@@ -1,0 +1,118 @@
+"""Runs the codecs over a folder of images and collects one ``Measurement`` per image and setting.
+
+The classical codecs run in ``jobs`` worker processes, one task per (image,
+codec) covering that codec's whole sweep; hvq runs in this process, since
+its model is loaded once and torch already uses every core.  Workers are
+started with ``spawn``: forking a process whose torch has run OpenMP code is
+not safe, and each worker then imports torch once (for MS-SSIM) and keeps it.
+Results come back in a fixed order (codec, setting, image) whatever the
+order the workers finish in, so two runs write the same files.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hvq.codec.evaluation.classical import CLASSICAL
+from hvq.codec.evaluation.records import Measurement, measure
+
+
+@dataclass(frozen=True)
+class BenchImage:
+    path: Path
+    name: str  # relative to the dataset folder: unique, and the same on every machine
+
+
+def find_images(folder: Path) -> list[BenchImage]:
+    """The image files under ``folder`` (any depth), sorted; FileNotFoundError when there are none."""
+    from hvq.codec.data import list_images
+
+    return [BenchImage(path, path.relative_to(folder).as_posix()) for path in list_images([str(folder)])]
+
+
+def load_original(image: BenchImage) -> np.ndarray:
+    """The image as every codec sees it: 8-bit RGB (H, W, 3), converted as hvq converts its inputs."""
+    from hvq.codec.imageio import load_image
+
+    return np.asarray(load_image(image.path))
+
+
+@dataclass(frozen=True)
+class ClassicalTask:
+    """One image through one classical codec's whole sweep: a unit of work for a worker."""
+
+    image: BenchImage
+    codec: str
+    values: tuple[float, ...]
+
+
+def run_classical_task(task: ClassicalTask) -> list[Measurement]:
+    original = load_original(task.image)
+    codec = CLASSICAL[task.codec]
+    rows = []
+    for value in task.values:
+        encoded = codec.encode(original, value)
+        rows.append(measure(task.image.name, codec.name, codec.setting(value), original, encoded,
+                            codec.decode(encoded)))
+    return rows
+
+
+def _single_threaded_worker() -> None:
+    """Worker start-up: one torch thread each, so ``jobs`` workers share the cores instead of fighting."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _bar(total: int, label: str, progress: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=label, unit="task", file=sys.stderr, disable=not progress, leave=False)
+
+
+def run_classical(images: list[BenchImage], sweeps: dict[str, tuple[float, ...]], jobs: int = 1,
+                  progress: bool = True) -> list[Measurement]:
+    """Every image through every classical codec's sweep, in ``jobs`` processes (1: in this process)."""
+    tasks = [ClassicalTask(image, name, values) for name, values in sweeps.items() for image in images]
+    done: dict[tuple[str, str], list[Measurement]] = {}
+    if jobs <= 1:
+        for name in sweeps:
+            mine = [t for t in tasks if t.codec == name]
+            with _bar(len(mine), name, progress) as bar:
+                for task in mine:
+                    done[task.codec, task.image.name] = run_classical_task(task)
+                    bar.update()
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_single_threaded_worker) as pool:
+            futures = {pool.submit(run_classical_task, task): task for task in tasks}
+            with _bar(len(tasks), "+".join(sweeps), progress) as bar:
+                for future in as_completed(futures):
+                    task = futures[future]
+                    done[task.codec, task.image.name] = future.result()
+                    bar.update()
+    rows = []
+    for name, values in sweeps.items():
+        for index in range(len(values)):
+            rows += [done[name, image.name][index] for image in images]
+    return rows
+
+
+def run_hvq(images: list[BenchImage], codec, progress: bool = True) -> list[Measurement]:
+    """Every image through hvq (every level alone, every subset), in this process; ``codec`` is a Codec."""
+    from hvq.codec.evaluation.hvq_runs import measure_hvq
+
+    per_image = []
+    with _bar(len(images), "hvq", progress) as bar:
+        for image in images:
+            per_image.append(measure_hvq(codec, image.name, load_original(image)))
+            bar.update()
+    settings = len(per_image[0]) if per_image else 0
+    return [rows[index] for index in range(settings) for rows in per_image]  # by setting, then image

@@ -1,0 +1,308 @@
+"""hvq bench: the evaluation package and the command, on a tiny random model and tiny images."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import SHARED
+from hvq.cli.main import main
+from hvq.codec.evaluation.bjontegaard import Curve, compare
+from hvq.codec.evaluation.classical import CLASSICAL
+from hvq.codec.evaluation.hvq_runs import level_subsets, measure_hvq
+from hvq.codec.evaluation.metrics import msssim, msssim_db, psnr
+from hvq.codec.evaluation.records import mean_by_setting
+from hvq.codec.evaluation.sweep import BenchImage, ClassicalTask, run_classical, run_classical_task
+
+SIZE = (64, 48)  # width, height: below MS-SSIM's 161 px, so its columns are empty
+
+
+def _picture(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:SIZE[1], 0:SIZE[0]]
+    smooth = np.stack([x * 3 + seed * 20, y * 4, (x + y) * 2], axis=-1)
+    return Image.fromarray(np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8), "RGB")
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    folder = tmp_path / "data"
+    (folder / "sub").mkdir(parents=True)
+    _picture(0).save(folder / "a.png")
+    _picture(1).save(folder / "b.png")
+    _picture(2).save(folder / "sub" / "c.png")
+    return folder
+
+
+@pytest.fixture
+def bench():
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(main, ["bench", *map(str, args)], catch_exceptions=False)
+
+    return invoke
+
+
+def _rows(path):
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
+# -- the whole command ------------------------------------------------------------
+
+
+def test_bench_writes_every_output(bench, dataset, tiny_model_path, tmp_path):
+    out = tmp_path / "results"
+    result = bench(dataset, "--codecs", "hvq,jpeg,webp", "--sweep", "jpeg=20,60,90", "--sweep", "webp=30,90",
+                   "--model", tiny_model_path, "-o", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    settings = 7 + 3 + 2  # hvq: 3 levels alone, 3 pairs, all three; jpeg 3; webp 2
+    per_image = _rows(out / "rd_per_image.csv")
+    assert len(per_image) == 3 * settings
+    assert {r["image"] for r in per_image} == {"a.png", "b.png", "sub/c.png"}
+    assert {r["setting"] for r in per_image if r["codec"] == "hvq"} == {
+        "levels=16", "levels=8", "levels=4", "levels=16,8", "levels=16,4", "levels=8,4", "levels=16,8,4"}
+    assert all(r["ms_ssim"] == "" for r in per_image)  # 48 px: too small for MS-SSIM
+    means = _rows(out / "rd_mean.csv")
+    assert len(means) == settings and all(r["images"] == "3" for r in means)
+    document = json.loads((out / "rd.json").read_text())
+    assert len(document["per_image"]) == 3 * settings and len(document["mean"]) == settings
+    assert [c["anchor"] for c in document["bd"]] == ["jpeg", "webp"] * 2  # PSNR, then MS-SSIM (dB)
+    assert document["context"]["hvq_curve"] == ["levels=16", "levels=8", "levels=4"]
+    markdown = (out / "rd.md").read_text()
+    assert markdown.count("\n| hvq | levels=") == 7 and "| jpeg | quality=60 | 3 |" in markdown
+    assert "Bjøntegaard" in markdown and "| webp | PSNR |" in markdown
+    for figure in ("rd_psnr.png", "rd_msssim.png"):
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the outputs are kept unless --force
+    again = bench(dataset, "--codecs", "jpeg", "--sweep", "jpeg=50", "-o", out, "--no-progress")
+    assert again.exit_code == 1 and "exists (use --force" in again.output
+    forced = bench(dataset, "--codecs", "jpeg", "--sweep", "jpeg=50", "-o", out, "--no-progress", "--force")
+    assert forced.exit_code == 0 and len(_rows(out / "rd_mean.csv")) == 1
+    assert json.loads((out / "rd.json").read_text())["bd"] == []  # no hvq, nothing to compare
+
+
+def test_speed_measures_each_codec_and_labels_the_random_reference(dataset, tiny_model_path):
+    """In this process, for speed; the command runs the same function in a child per codec (test below)."""
+    from hvq.codec.evaluation.report import speed_markdown
+    from hvq.codec.evaluation.speed import COMPRESSAI_REFERENCE, SpeedJob, describe_machine, measure_speed
+
+    paths = tuple(sorted(dataset.rglob("*.png")))
+    results = [measure_speed(SpeedJob(name, setting, paths, 1, None, str(tiny_model_path)))
+               for name, setting in (("hvq", None), ("jpeg", 50), (COMPRESSAI_REFERENCE, None))]
+    hvq, jpeg, reference = results
+    assert [op.operation for op in hvq.operations] == [
+        "encode (all levels)", "decode level 16", "decode level 8", "decode level 4"]
+    assert [op.operation for op in jpeg.operations] == ["encode", "decode"] and jpeg.setting == "quality=50"
+    assert jpeg.torch_threads is None and hvq.torch_threads >= 1
+    for r in results:
+        assert r.images == 3 and r.megapixels == pytest.approx(3 * 64 * 48 / 1e6)
+        assert all(op.seconds_per_image > 0 and op.megapixels_per_second > 0 for op in r.operations)
+        assert r.peak_mib is not None and r.peak_mib >= 0 and "VmHWM" in r.memory_method
+    assert "random weights" in reference.note
+    text = speed_markdown("data", describe_machine(), 1, results)
+    assert hvq.setting.startswith("model ") and reference.setting.endswith("random weights")
+    assert "**random weights**" in text and "| decode level 8 | 3 |" in text
+
+
+@pytest.mark.slow
+def test_speed_command_runs_a_child_per_codec(bench, dataset, tiny_model_path, tmp_path):
+    out = tmp_path / "speed"
+    result = bench(dataset, "--codecs", "hvq,jpeg", "--no-rd", "--speed", "--repeats", "1", "--threads", "1",
+                   "--model", tiny_model_path, "-o", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    document = json.loads((out / "speed.json").read_text())
+    by_codec = {r["codec"]: r for r in document["results"]}
+    assert list(by_codec) == ["hvq", "jpeg", "compressai-bmshj2018-hyperprior"]
+    assert by_codec["jpeg"]["setting"] == "quality=30"  # the middle of its default sweep
+    assert by_codec["hvq"]["torch_threads"] == 1
+    assert (out / "speed.md").exists() and not (out / "rd.json").exists()
+
+
+# -- what is measured --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec_fixture", ["tiny_codec", "tiny_context_codec"])
+def test_bpp_is_the_real_file_size_and_pixels_come_from_the_bytes(codec_fixture, dataset, request):
+    tiny_codec = request.getfixturevalue(codec_fixture)
+    original = np.asarray(Image.open(dataset / "a.png"))
+    pixels = original.shape[0] * original.shape[1]
+    rows = {m.setting: m for m in measure_hvq(tiny_codec, "a.png", original)}
+    assert list(rows) == [f"levels={','.join(map(str, s))}" for s in level_subsets((4, 8, 16))]
+    for levels in ((8,), (16, 4), (16, 8, 4)):
+        data = tiny_codec.compress(Image.fromarray(original), levels)  # what the subset's file is
+        m = rows["levels=" + ",".join(map(str, levels))]
+        assert m.file_bytes == len(data) and m.bpp == 8 * len(data) / pixels
+        decoded = np.asarray(tiny_codec.decompress(data))
+        assert m.psnr == psnr(original, decoded)
+    image = BenchImage(dataset / "a.png", "a.png")
+    jpeg = run_classical_task(ClassicalTask(image, "jpeg", (40,)))[0]
+    encoded = CLASSICAL["jpeg"].encode(original, 40)
+    assert jpeg.bpp == 8 * len(encoded) / pixels
+    assert jpeg.psnr == psnr(original, np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB")))
+
+
+@pytest.mark.parametrize("name", sorted(CLASSICAL))
+def test_every_classical_codec_round_trips(name):
+    original = np.asarray(_picture(3))
+    codec = CLASSICAL[name]
+    low, high = (codec.encode(original, value) for value in (codec.sweep[0], codec.sweep[-1]))
+    assert len(low) < len(high)  # the sweep runs from the lowest rate up
+    decoded = codec.decode(high)
+    assert decoded.shape == original.shape and decoded.dtype == np.uint8
+    assert psnr(original, decoded) > 25
+
+
+def test_workers_give_the_same_results_as_one_process(dataset):
+    images = [BenchImage(dataset / n, n) for n in ("a.png", "b.png")]
+    sweeps = {"jpeg": (30, 80), "webp": (50,)}
+    alone = run_classical(images, sweeps, jobs=1, progress=False)
+    pooled = run_classical(images, sweeps, jobs=2, progress=False)
+    assert [(m.codec, m.setting, m.image) for m in alone] == [
+        ("jpeg", "quality=30", "a.png"), ("jpeg", "quality=30", "b.png"),
+        ("jpeg", "quality=80", "a.png"), ("jpeg", "quality=80", "b.png"),
+        ("webp", "quality=50", "a.png"), ("webp", "quality=50", "b.png")]
+    def key(m):  # NaN MS-SSIM (tiny images) never equals itself
+        return m.image, m.codec, m.setting, m.file_bytes, m.psnr
+
+    assert [key(m) for m in pooled] == [key(m) for m in alone]
+
+
+def test_msssim_and_means():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (170, 170, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-9, 10, a.shape), 0, 255).astype(np.uint8)
+    value = msssim(a, b)
+    assert 0 < value < 1 and msssim(a, a) == pytest.approx(1.0)
+    assert math.isnan(msssim(a[:160], b[:160])) and math.isnan(msssim_db(float("nan")))
+    assert msssim_db(0.99) == pytest.approx(20.0)
+    assert psnr(a, a) == float("inf")
+
+
+def test_means_skip_nan_msssim_per_image():
+    from hvq.codec.evaluation.records import Measurement
+
+    rows = [Measurement("x", "jpeg", "quality=50", 10, 10, 100, 30.0, 0.9, 10.0),
+            Measurement("y", "jpeg", "quality=50", 10, 10, 300, 20.0, float("nan"), float("nan"))]
+    (mean,) = mean_by_setting(rows)
+    assert (mean.images, mean.bpp, mean.psnr, mean.ms_ssim, mean.ms_ssim_images) == (2, 16.0, 25.0, 0.9, 1)
+
+
+# -- Bjøntegaard deltas ---------------------------------------------------------------
+
+RATES = (0.1, 0.2, 0.4, 0.8)
+PSNRS = (25.0, 28.0, 31.0, 34.0)  # 3 dB per doubling: a straight line in log(rate)
+
+
+def test_identical_curves_have_no_delta():
+    result = compare(Curve("hvq", RATES, PSNRS), Curve("jpeg", RATES, PSNRS), "psnr")
+    assert result.bd_rate == pytest.approx(0, abs=1e-9) and result.bd_quality == pytest.approx(0, abs=1e-9)
+
+
+def test_a_constant_rate_factor_is_that_percentage():
+    # the same qualities at 80% of the rate: BD-rate -20% exactly; at equal rate the
+    # line is log2(1/0.8) doublings ahead, 3 dB each: 3 * log2(1.25) = 0.9658 dB
+    result = compare(Curve("hvq", tuple(r * 0.8 for r in RATES), PSNRS), Curve("jpeg", RATES, PSNRS), "psnr")
+    assert result.bd_rate == pytest.approx(-20.0, abs=1e-9)
+    assert result.bd_quality == pytest.approx(3 * math.log2(1.25), abs=1e-9)
+    # three points, as hvq has, and a constant shift in dB
+    three = compare(Curve("hvq", RATES[:3], tuple(p + 0.5 for p in PSNRS[:3])), Curve("jpeg", RATES, PSNRS), "psnr")
+    assert three.bd_quality == pytest.approx(0.5, abs=1e-9) and three.bpp_range == (0.1, 0.4)
+
+
+def test_curves_that_do_not_overlap_give_both_ranges():
+    low = Curve("hvq", (0.02, 0.1, 0.5), (20.9, 24.5, 26.0))
+    high = Curve("avif", (0.6, 1.0, 2.5), (33.0, 36.0, 41.4))
+    result = compare(low, high, "psnr")
+    assert result.bd_rate is None and result.bd_quality is None
+    assert result.quality_note == "no overlap (hvq 0.020–0.500 bpp, avif 0.600–2.500 bpp)"
+    assert result.rate_note == "no overlap (hvq 20.90–26.00 dB, avif 33.00–41.40 dB)"
+    # a sliver of overlap (under MIN_OVERLAP of the narrower span) counts as none
+    sliver = compare(low, Curve("webp", (0.49, 1.0, 2.8), (25.9, 36.0, 41.0)), "psnr")
+    assert sliver.bd_rate is None and sliver.quality_note.startswith("no usable overlap (hvq 0.020–0.500 bpp")
+
+
+def test_dominated_points_are_left_out_and_too_few_points_say_so():
+    curve = Curve("jpeg", (0.3, 0.1, 0.2, 0.25), (30.0, 22.0, 27.0, 26.0)).usable()
+    assert curve.bpp == (0.1, 0.2, 0.3) and curve.quality == (22.0, 27.0, 30.0)
+    result = compare(Curve("hvq", (0.1,), (20.0,)), Curve("jpeg", RATES, PSNRS), "psnr")
+    assert result.bd_rate is None and "too few points" in result.rate_note
+
+
+def test_published_curves_are_read_from_the_anchor_file():
+    from hvq.codec.evaluation.anchors import DEFAULT_MODELS, load_published
+
+    path = require_anchor("compressai_kodak.json")
+    curves = load_published(path)
+    assert [c.name for c in curves] == [f"{m} (mse)" for m in DEFAULT_MODELS]
+    for c in curves:
+        assert list(c.bpp) == sorted(c.bpp) and len(c.psnr) == len(c.bpp) and "8bit-decoded" in c.source
+
+
+def test_default_sweeps_are_the_anchor_settings():
+    """Our sweeps are the measured anchors' settings, so a Kodak run can be checked point by point."""
+    path = require_anchor("kodak_classic_measured.json")
+    anchors = json.loads(path.read_text())["codecs"]
+    for name, codec in CLASSICAL.items():
+        assert sorted(codec.sweep) == sorted(p["q"] for p in anchors[name])
+
+
+# -- refused input --------------------------------------------------------------------
+
+
+def test_refused_input_is_one_line(bench, dataset, tmp_path):
+    missing = bench(tmp_path / "nowhere", "-o", tmp_path / "r")
+    assert missing.exit_code == 1 and missing.output.strip().endswith("nowhere: no such folder")
+    assert len(missing.output.strip().splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    empty = bench(tmp_path / "empty", "-o", tmp_path / "r")
+    assert empty.exit_code == 1 and "empty: no image files under it" in empty.output
+    unknown = bench(dataset, "--codecs", "hvq,bpg")
+    assert unknown.exit_code == 2 and "unknown codec bpg" in unknown.output
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    unwritable = bench(dataset, "--codecs", "jpeg", "-o", blocker / "results")
+    assert unwritable.exit_code == 1 and "cannot write results there" in unwritable.output
+    assert len(unwritable.output.strip().splitlines()) == 1
+    bad_sweep = bench(dataset, "--codecs", "jpeg", "--sweep", "webp=50")
+    assert bad_sweep.exit_code == 2 and "webp is not among --codecs" in bad_sweep.output
+    bad_anchors = tmp_path / "anchors.json"
+    bad_anchors.write_text("{}")
+    refused = bench(dataset, "--codecs", "jpeg", "--anchors", bad_anchors, "-o", tmp_path / "r2")
+    assert refused.exit_code == 1 and "not a compressai_kodak.json" in refused.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, value", [("jpeg", 50), ("jpegxl", 2.5)])
+def test_kodak_means_reproduce_the_measured_anchors(kodak_dir, name, value):
+    """Our runner on the 24 Kodak images gives the anchor's mean bpp and PSNR for that setting.
+
+    (All five codecs matched to the printed digits when this was written; the
+    two fastest are kept here, about 10 s.)
+    """
+    path = require_anchor("kodak_classic_measured.json")
+    (anchor,) = [p for p in json.loads(path.read_text())["codecs"][name] if p["q"] == value]
+    images = [BenchImage(p, p.name) for p in sorted(kodak_dir.glob("*.png"))]
+    codec = CLASSICAL[name]
+    bpp, quality = [], []
+    for image in images:
+        original = np.asarray(Image.open(image.path).convert("RGB"))
+        encoded = codec.encode(original, value)
+        bpp.append(8 * len(encoded) / (original.shape[0] * original.shape[1]))
+        quality.append(psnr(original, codec.decode(encoded)))
+    assert np.mean(bpp) == pytest.approx(anchor["bpp"], rel=1e-6)
+    assert np.mean(quality) == pytest.approx(anchor["psnr"], abs=1e-4)
+
+
+def require_anchor(name: str):
+    path = SHARED / "anchors" / name
+    if not path.exists():
+        pytest.skip(f"{path} is missing")
+    return path
