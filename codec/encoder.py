@@ -12,6 +12,11 @@ The trunk runs once; the coarser grids are pooled from its features, so all
 levels describe the same content at different resolutions.  Each level's head
 (a residual block and a 1x1 projection) maps features into the code space
 shared through the one codebook.
+
+The chain of DownSample blocks always reaches the coarsest level, but only
+the levels in ``config.factors`` get a head: a single-level model at 1/16
+pools through 1/8 without coding it.  ``config.downsample`` picks the block
+(residual pooling in the product; the others for the ablation).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import torch
 from torch import nn
 
 from hvq.codec.config import ModelConfig
-from hvq.codec.layers import DownSample, ResidualBlock, conv1x1, conv3x3
+from hvq.codec.layers import DOWNSAMPLERS, ResidualBlock, conv1x1, conv3x3
 
 
 class Encoder(nn.Module):
@@ -36,7 +41,10 @@ class Encoder(nn.Module):
             ResidualBlock(quarter, quarter),
             ResidualBlock(quarter, quarter),
         )
-        self.downs = nn.ModuleList(DownSample(quarter) for _ in config.factors[1:])
+        # One block per halving after the trunk: 4 -> 8, 8 -> 16, ...
+        self.chain_factors = config.chain_factors
+        down = DOWNSAMPLERS[config.downsample]
+        self.downs = nn.ModuleList(down(quarter) for _ in self.chain_factors[1:])
         self.heads = nn.ModuleList(
             nn.Sequential(ResidualBlock(quarter, quarter), conv1x1(quarter, config.code_dim))
             for _ in config.factors
@@ -45,8 +53,8 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Latents fine to coarse: x (B, 3, H, W) -> [z (B, D, H/f, W/f) for f in factors]."""
         h = self.trunk(x)  # (B, C, H/4, W/4)
-        features = [h]
-        for down in self.downs:
+        features = {4: h}
+        for factor, down in zip(self.chain_factors[1:], self.downs):
             h = down(h)
-            features.append(h)
-        return [head(f) for head, f in zip(self.heads, features)]
+            features[factor] = h
+        return [head(features[f]) for head, f in zip(self.heads, self.factors)]

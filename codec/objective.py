@@ -88,9 +88,14 @@ def usage_penalty(codebook: SharedCodebook, latent: torch.Tensor, temperature: f
 
 
 def objective(
-    x: torch.Tensor, out: ForwardOutput, codebook: SharedCodebook, weights: LossWeights
+    x: torch.Tensor, out: ForwardOutput, codebooks: dict[int, SharedCodebook], weights: LossWeights
 ) -> tuple[torch.Tensor, list[LevelTerms]]:
-    """The loss to minimise for a batch x (B, 3, H, W), and each level's terms for the log."""
+    """The loss to minimise for a batch x (B, 3, H, W), and each level's terms for the log.
+
+    ``codebooks`` maps each level to the codebook it quantises with
+    (``HierarchicalVQVAE.level_codebooks()``): the usage term spreads a level
+    over its own codebook.
+    """
     total = out.vq_loss
     terms = []
     for level in out.levels:
@@ -103,7 +108,7 @@ def objective(
             total = total + weights.ms_ssim * (1 - similarity)
         usage = torch.zeros(())
         if weights.usage > 0:
-            usage = usage_penalty(codebook, level.latent, weights.usage_temperature)
+            usage = usage_penalty(codebooks[level.factor], level.latent, weights.usage_temperature)
             total = total + weights.usage * usage
         terms.append(
             LevelTerms(level.factor, mse.item(), l1.item(), similarity.item(), level.commitment.item(), usage.item())

@@ -161,7 +161,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress, placement
         torch.manual_seed(step_seed(config.seed, run.step, placement.rank))
         x = next(batches).to(placement.device, non_blocking=True)
         out = trainable(x)
-        loss, terms = objective(x, out, model.codebook, config.loss_weights)
+        loss, terms = objective(x, out, model.level_codebooks(), config.loss_weights)
         run.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         run.optimiser.step()
@@ -178,7 +178,10 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress, placement
                 "lr": lr,
                 "loss": loss.item(),
                 "world_size": placement.world_size,
-                "dead_codes": int((model.codebook.cluster_size < config.model.dead_code_threshold).sum()),
+                "dead_codes": sum(
+                    int((codebook.cluster_size < config.model.dead_code_threshold).sum())
+                    for codebook, _ in model.codebook_groups()
+                ),
             }
             for t in terms:
                 record[f"psnr_{t.factor}"] = -10 * math.log10(max(t.mse, 1e-10))

@@ -1,4 +1,4 @@
-"""Validation during training: per-level PSNR, MS-SSIM, bits per index and codebook usage.
+"""Validation during training: per-level PSNR, L1, MS-SSIM, bits per index and codebook usage.
 
 Run on whole held-out images (Kodak in hvq's own runs, never trained on).
 Bits per index is the cross-entropy of the validation indices under the
@@ -68,13 +68,14 @@ def cross_entropy_bits(counts: np.ndarray, train_counts: np.ndarray) -> float:
 
 @torch.no_grad()
 def validate(model: HierarchicalVQVAE, images: list[torch.Tensor], train_counts: dict[int, np.ndarray]) -> dict:
-    """One flat record of per-level scores (keys ``psnr_4``, ``ms_ssim_4``, ...) over ``images``."""
+    """One flat record of per-level scores (keys ``psnr_4``, ``l1_4``, ``ms_ssim_4``, ...) over ``images``."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     factors = model.config.factors
     size = model.config.codebook_size
     psnr = {f: [] for f in factors}
+    l1 = {f: [] for f in factors}
     similarity = {f: [] for f in factors}
     counts = {f: np.zeros(size, dtype=np.int64) for f in factors}
     for image in images:
@@ -86,6 +87,7 @@ def validate(model: HierarchicalVQVAE, images: list[torch.Tensor], train_counts:
             x_hat = model.decode(indices, factor)[..., :h, :w]
             x_hat = torch.round(x_hat * 255) / 255  # score what a decoded 8-bit file holds
             mse = torch.mean((x_hat - x) ** 2).item()
+            l1[factor].append(torch.mean(torch.abs(x_hat - x)).item())
             psnr[factor].append(10 * math.log10(1 / max(mse, 1e-12)))
             if min(h, w) >= MS_SSIM_MIN_SIDE:
                 similarity[factor].append(ms_ssim(x_hat.double(), x.double(), data_range=1.0).item())
@@ -94,6 +96,7 @@ def validate(model: HierarchicalVQVAE, images: list[torch.Tensor], train_counts:
     record: dict = {}
     for f in factors:
         record[f"psnr_{f}"] = float(np.mean(psnr[f]))
+        record[f"l1_{f}"] = float(np.mean(l1[f]))  # mean absolute error, [0, 1] scale like training's l1
         record[f"ms_ssim_{f}"] = float(np.mean(similarity[f])) if similarity[f] else float("nan")
         record[f"bits_per_index_{f}"] = cross_entropy_bits(counts[f], train_counts[f])
         record[f"usage_{f}"] = used.levels[f]

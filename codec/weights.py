@@ -42,7 +42,15 @@ MODEL_FILE_VERSION = 1
 DEFAULT_MODEL = Path(__file__).parent / "models" / "hvq-default.safetensors"
 CONTEXT_PRIOR_NAME = "checkerboard-parent-v1"
 # Buffers only training needs; a deployable file leaves them out.
-_TRAINING_ONLY = ("codebook.cluster_size", "codebook.embed_sum", "codebook.initialised")
+_TRAINING_ONLY = ("cluster_size", "embed_sum", "initialised")  # of the codebook(s): codebook.*, codebooks.<f>.*
+
+
+def _is_codebook(name: str) -> bool:
+    return name.startswith(("codebook.", "codebooks."))
+
+
+def _training_only(name: str) -> bool:
+    return _is_codebook(name) and name.rsplit(".", 1)[-1] in _TRAINING_ONLY
 MAX_MODEL_BYTES = 1 << 30
 
 
@@ -80,10 +88,10 @@ def model_tensors(net: HierarchicalVQVAE, prior: FrequencyPrior) -> dict[str, np
     """The tensors of a deployable file: half-precision convs, float32 codebook, int32 tables."""
     tensors: dict[str, np.ndarray] = {}
     for name, value in net.state_dict().items():
-        if name in _TRAINING_ONLY:
+        if _training_only(name):
             continue
         array = value.detach().cpu().numpy()
-        if name.startswith("codebook."):
+        if _is_codebook(name):
             tensors[name] = array.astype(np.float32)  # codeword distances decide indices: keep full precision
         else:
             tensors[name] = array.astype(np.float16)
@@ -195,8 +203,9 @@ def _load_cached(path: str, version=None) -> LoadedModel:
         missing, unexpected = net.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         raise HvqModelError(f"{name}: weights do not fit the config: {str(exc).splitlines()[0]}") from None
-    if unexpected or set(missing) - set(_TRAINING_ONLY):
+    if unexpected or [name for name in missing if not _training_only(name)]:
         raise HvqModelError(f"{name}: weights do not fit the config (missing {missing}, unexpected {unexpected})")
-    net.codebook.initialised.fill_(True)
+    for codebook, _ in net.codebook_groups():
+        codebook.initialised.fill_(True)
     net.eval()
     return LoadedModel(config, net, prior, fp, path)

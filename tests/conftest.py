@@ -74,7 +74,7 @@ def random_context_prior(factors, k: int, seed: int = 0) -> dict:
             bias=rng.integers(-80, 80, k).astype(np.int16),
             horizontal=rng.integers(-60, 60, (k + 1, k)).astype(np.int8),
             vertical=rng.integers(-60, 60, (k + 1, k)).astype(np.int8),
-            **({} if factor == max(factors) else {
+            **({} if 2 * factor not in factors else {
                 "parent": rng.integers(-128, 128, (k, k)).astype(np.int8),
                 "parent_horizontal": rng.integers(-60, 60, (k + 1, k)).astype(np.int8),
                 "parent_vertical": rng.integers(-60, 60, (k + 1, k)).astype(np.int8),

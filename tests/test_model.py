@@ -24,10 +24,10 @@ def net():
 def test_config_json_round_trip_and_validation():
     config = ModelConfig(**TINY)
     assert ModelConfig.from_json(config.to_json()) == config
-    with pytest.raises(ValueError, match="start at 4"):
-        ModelConfig(factors=(8, 16))
-    with pytest.raises(ValueError, match="halve"):
-        ModelConfig(factors=(4, 16))
+    with pytest.raises(ValueError, match="powers of two from 4"):
+        ModelConfig(factors=(2, 4, 8))
+    with pytest.raises(ValueError, match="fine to coarse"):
+        ModelConfig(factors=(4, 16, 8))
     with pytest.raises(ValueError, match="unknown model config keys: colour"):
         ModelConfig.from_json('{"colour": 1}')
 
