@@ -179,7 +179,7 @@ def test_encode_on_the_gpu_decode_on_the_cpu(tiny_context_codec, photo):
 
 
 def test_version_1_files_of_the_shipped_model_still_decode():
-    """A file hvq 0.2 wrote (format 1, static tables) decodes with today's shipped model, as it did then."""
+    """A file hvq 0.1 wrote (format 1, static tables) decodes with today's shipped model, as it did then."""
     data = (DATA / "shipped-v1.hvq").read_bytes()
     assert parse(data).header.version == 1
     codec = Codec.for_model()
