@@ -60,9 +60,12 @@ def header_prior_fields(prior: PriorTables, chunks: list[LevelChunk]) -> dict:
     return {"prior_kind": prior.kind, "prior_fingerprint": prior.context_fingerprint}
 
 
-def decode_grid(parsed: ParsedFile, factor: int, prior: PriorTables, _decoded: dict | None = None) -> np.ndarray:
-    """One stored level's index grid, decoding the parents it is coded given first; CRC-checked."""
-    decoded = {} if _decoded is None else _decoded
+def decode_grid(parsed: ParsedFile, factor: int, prior: PriorTables, decoded: dict | None = None) -> np.ndarray:
+    """One stored level's index grid, decoding the parents it is coded given first; CRC-checked.
+
+    ``decoded`` ({factor: grid}) caches grids across calls on one file.
+    """
+    decoded = {} if decoded is None else decoded
     if factor in decoded:
         return decoded[factor]
     chunk = parsed.level(factor)
@@ -78,7 +81,7 @@ def decode_grid(parsed: ParsedFile, factor: int, prior: PriorTables, _decoded: d
         if chunk.coder == CODER_CONTEXT_PARENT:
             try:
                 parent = decode_grid(parsed, 2 * factor, prior, decoded)
-            except HvqTruncatedError:  # cannot happen for a parsed chunk (parents come first); named anyway
+            except HvqTruncatedError:  # a cut file whose parent chunk never came (a writer puts it first)
                 raise HvqTruncatedError(f"level {factor} needs level {2 * factor}, which is missing") from None
         grid = decode_indices_in_context(chunk.payload, model, parent, shape)
     decoded[factor] = check_level(grid, chunk.index_crc, factor)

@@ -297,3 +297,16 @@ def test_payloads_do_not_depend_on_thread_count():
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
         outputs.add(result.stdout)
     assert len(outputs) == 1
+
+
+def test_a_cut_file_without_the_parent_chunk_names_it():
+    """A crafted cut file can hold a coder-3 level whose parent never came: a truncation naming both levels."""
+    data = file_for(grids_for(40, 24))
+    parsed = parse(data)
+    head_end = parsed.level(16).offset
+    level8 = parsed.level(8)
+    cut = data[:head_end] + data[level8.offset : level8.offset + level8.chunk_bytes]  # HEAD, LEVL 8, no DONE
+    from hvq.bitstream.errors import HvqTruncatedError
+
+    with pytest.raises(HvqTruncatedError, match="level 8 needs level 16, which is missing"):
+        decode_grid(parse(cut), 8, PRIOR)
