@@ -42,6 +42,8 @@ from hvq.bitstream.coder import (
     decode_indices_in_context,
     encode_indices,
     encode_indices_in_context,
+    payload_of,
+    words_of,
 )
 from hvq.bitstream.container import parse
 from hvq.bitstream.context import frequencies_of, parent_contexts, score_terms
@@ -62,9 +64,8 @@ def _parent_only(grid, model, parent, decode_payload=None):
     if decode_payload is None:
         encoder = constriction.stream.queue.RangeEncoder()
         encoder.encode(grid.reshape(-1).astype(np.int32), family, rows)
-        return encoder.get_compressed().astype(">u4").tobytes()
-    words = np.frombuffer(decode_payload, dtype=">u4").astype(np.uint32)
-    decoded = constriction.stream.queue.RangeDecoder(words).decode(family, rows)
+        return payload_of(encoder)
+    decoded = constriction.stream.queue.RangeDecoder(words_of(decode_payload)).decode(family, rows)
     return np.asarray(decoded).reshape(grid.shape)
 
 

@@ -57,21 +57,35 @@ def index_checksum(indices: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(indices, dtype=">u2").tobytes())
 
 
+def _check_symbols(indices: np.ndarray, k: int) -> None:
+    if indices.size and (indices.min() < 0 or indices.max() >= k):
+        raise ValueError(f"indices must lie in [0, {k})")
+
+
+def payload_of(encoder) -> bytes:
+    """A sealed range encoder's words as the payload: big-endian u32, never native order."""
+    return encoder.get_compressed().astype(">u4").tobytes()
+
+
+def words_of(payload: bytes) -> np.ndarray:
+    """Inverse of ``payload_of``: the u32 words a range decoder takes."""
+    if len(payload) % 4:
+        raise HvqFormatError("payload length is not a multiple of 4 bytes")
+    return np.frombuffer(payload, dtype=">u4").astype(np.uint32)
+
+
 def encode_indices(indices: np.ndarray, freqs: np.ndarray) -> bytes:
     """Range-code a grid of indices (raster order) with a frequency table; returns the payload."""
     symbols = np.ascontiguousarray(indices, dtype=np.int64).reshape(-1)
-    if symbols.size and (symbols.min() < 0 or symbols.max() >= len(freqs)):
-        raise ValueError(f"indices must lie in [0, {len(freqs)})")
+    _check_symbols(symbols, len(freqs))
     encoder = constriction.stream.queue.RangeEncoder()
     encoder.encode(symbols.astype(np.int32), _model(freqs))
-    return encoder.get_compressed().astype(">u4").tobytes()
+    return payload_of(encoder)
 
 
 def decode_indices(payload: bytes, freqs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Inverse of ``encode_indices``: payload -> (H, W) uint16 grid."""
-    if len(payload) % 4:
-        raise HvqFormatError("payload length is not a multiple of 4 bytes")
-    words = np.frombuffer(payload, dtype=">u4").astype(np.uint32)
+    words = words_of(payload)
     model = _model(freqs)  # a bad table is the model's fault, not the file's
     decoder = constriction.stream.queue.RangeDecoder(words)
     count = int(shape[0]) * int(shape[1])
@@ -87,11 +101,6 @@ def check_level(grid: np.ndarray, index_crc: int, factor: int) -> np.ndarray:
     if index_checksum(grid) != index_crc:
         raise HvqFormatError(f"level {factor} indices fail their checksum: the stream and prior disagree")
     return grid
-
-
-def decode_level(payload: bytes, freqs: np.ndarray, shape: tuple[int, int], index_crc: int, factor: int) -> np.ndarray:
-    """Decode one level coded with a static table and check its index CRC."""
-    return check_level(decode_indices(payload, freqs, shape), index_crc, factor)
 
 
 # -- the context prior: two checkerboard passes in one stream ----------------
@@ -139,9 +148,7 @@ class _Passes:
 def encode_indices_in_context(grid: np.ndarray, model: LevelContextModel, parent: np.ndarray | None) -> bytes:
     """Range-code a grid with the context prior, given the coarser level's grid (or None); returns the payload."""
     grid = np.asarray(grid)
-    k = model.codebook_size
-    if grid.size and (grid.min() < 0 or grid.max() >= k):
-        raise ValueError(f"indices must lie in [0, {k})")
+    _check_symbols(grid, model.codebook_size)
     passes = _Passes(model, grid.shape, parent)
     encoder = constriction.stream.queue.RangeEncoder()
     coder_model, rows = passes.first()
@@ -149,16 +156,14 @@ def encode_indices_in_context(grid: np.ndarray, model: LevelContextModel, parent
     if passes.others.any():
         coder_model, rows = passes.second(grid)
         encoder.encode(grid[passes.others].astype(np.int32), coder_model, *rows)
-    return encoder.get_compressed().astype(">u4").tobytes()
+    return payload_of(encoder)
 
 
 def decode_indices_in_context(
     payload: bytes, model: LevelContextModel, parent: np.ndarray | None, shape: tuple[int, int]
 ) -> np.ndarray:
     """Inverse of ``encode_indices_in_context``: payload -> (H, W) uint16 grid."""
-    if len(payload) % 4:
-        raise HvqFormatError("payload length is not a multiple of 4 bytes")
-    words = np.frombuffer(payload, dtype=">u4").astype(np.uint32)
+    words = words_of(payload)
     passes = _Passes(model, shape, parent)
     grid = np.zeros(shape, dtype=np.intp)
     decoder = constriction.stream.queue.RangeDecoder(words)

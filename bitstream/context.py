@@ -97,7 +97,7 @@ def frequencies(scores: np.ndarray) -> np.ndarray:
     best gets the weight ``2**(15 - q) * (1 - r/16)``, where ``q, r =
     divmod(deficit, 8)``: two shifts and a subtraction, the classic
     piecewise-linear 2**(-deficit/8), within 6% of it.  The fitted tables
-    assume the exact power; the difference costs little (FORMAT.md, 8.3).
+    assume the exact power; the difference costs little (FORMAT.md, 8.4).
     Weights are integers in [0, 2**15], so a row of K <= 4096 sums below 2**27
     and ``weight * ((2**16 - K) * 2**15 // row_sum)`` stays below 2**32:
     every step is an unsigned 32-bit (or smaller) integer operation that

@@ -48,7 +48,7 @@ def encode_levels(grids: dict[int, np.ndarray], factors: tuple[int, ...], prior:
     for factor in sorted(factors, reverse=True):
         grid = grids[factor]
         coder = prior.coder_for(factor, factors)
-        payload = _encode(grid, factor, coder, grids, prior)
+        payload = encode_level(grid, factor, coder, grids, prior)
         chunks.append(LevelChunk(factor, grid.shape[0], grid.shape[1], coder, index_checksum(grid), payload))
     return chunks
 
@@ -112,12 +112,13 @@ def strip(data: bytes, keep, prior: PriorTables | None = None) -> bytes:
             chunks.append(chunk)
             continue
         grid = decode_grid(parsed, factor, prior, decoded)
-        payload = _encode(grid, factor, coder, {factor: grid}, prior)  # its parent is dropped: spatial context only
+        payload = encode_level(grid, factor, coder, {factor: grid}, prior)  # its parent is dropped: spatial context only
         chunks.append(LevelChunk(factor, chunk.grid_height, chunk.grid_width, coder, chunk.index_crc, payload))
     return write_file(parsed.header, chunks)
 
 
-def _encode(grid: np.ndarray, factor: int, coder: int, grids: dict[int, np.ndarray], prior: PriorTables) -> bytes:
+def encode_level(grid: np.ndarray, factor: int, coder: int, grids: dict[int, np.ndarray], prior: PriorTables) -> bytes:
+    """One level's payload with the given coder; ``grids`` holds its parent (level 2f) for coder 3."""
     if coder == CODER_RANGE_STATIC:
         return encode_indices(grid, prior.static[factor])
     parent = grids[2 * factor] if coder == CODER_CONTEXT_PARENT else None

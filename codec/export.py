@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hvq.bitstream.coder import encode_indices, encode_indices_in_context
+from hvq.bitstream.container import CODER_CONTEXT, CODER_CONTEXT_PARENT, CODER_RANGE_STATIC
+from hvq.bitstream.levels import encode_level
 from hvq.bitstream.prior_tables import PriorTables
 from hvq.codec.config import ModelConfig
 from hvq.codec.context_fit import ContextFitConfig, fit_context_prior
@@ -94,8 +95,8 @@ def holdout_split(files: list[Path], percent: int) -> tuple[list[Path], list[Pat
     A property of the name alone, so the split is the same on every machine
     and does not move when images are added to the folder.
     """
-    held = [p for p in files if zlib.crc32(p.name.encode()) % 100 < percent]
-    return [p for p in files if p not in set(held)], held
+    is_held = [zlib.crc32(p.name.encode()) % 100 < percent for p in files]
+    return [p for p, h in zip(files, is_held) if not h], [p for p, h in zip(files, is_held) if h]
 
 
 @dataclass(frozen=True)
@@ -111,22 +112,15 @@ class PriorFitReport:
 
 def heldout_bits(grids: list[dict[int, np.ndarray]], prior: PriorTables) -> dict:
     """Bits per index of each coder on index grids, by coding them (the real payload sizes)."""
-    factors = sorted(prior.static, reverse=True)
+    coders = {"static": CODER_RANGE_STATIC, "context": CODER_CONTEXT, "context+parent": CODER_CONTEXT_PARENT}
     bits: dict = {}
-    for name in ("static", "context", "context+parent"):
-        for factor in factors:
+    for name, coder in coders.items():
+        for factor in sorted(prior.static, reverse=True):
             model = prior.context.get(factor)
-            if name != "static" and model is None or name == "context+parent" and not model.has_parent:
+            if coder != CODER_RANGE_STATIC and model is None or coder == CODER_CONTEXT_PARENT and not model.has_parent:
                 continue
-            total = count = 0
-            for image in grids:
-                grid = image[factor]
-                if name == "static":
-                    payload = encode_indices(grid, prior.static[factor])
-                else:
-                    payload = encode_indices_in_context(grid, model, image[2 * factor] if name == "context+parent" else None)
-                total, count = total + 8 * len(payload), count + grid.size
-            bits.setdefault(name, {})[factor] = total / count
+            total = sum(8 * len(encode_level(image[factor], factor, coder, image, prior)) for image in grids)
+            bits.setdefault(name, {})[factor] = total / sum(image[factor].size for image in grids)
     return bits
 
 
