@@ -20,7 +20,7 @@ from hvq import __version__
 from hvq.bitstream.errors import HvqError, HvqModelError
 from hvq.cli.options import LevelList, force_option, model_option
 from hvq.cli.inputs import plan
-from hvq.cli.output import check_target, terminate_as_interrupt, write_atomic
+from hvq.cli.output import check_target, signals_held, terminate_as_interrupt, write_atomic
 from hvq.cli.bench import bench
 from hvq.cli.train import export, fit_prior, train
 
@@ -111,8 +111,10 @@ def compress(ctx, inputs, output, output_dir, levels, model_path, force):
                     if job.target.resolve() in written:
                         raise click.ClickException(f"{job.target}: written from another input in this run")
                     check_target(job.target, sources, force)
-                    write_atomic(job.target, codec.compress(job.source, chosen))
-                    written.add(job.target.resolve())
+                    data = codec.compress(job.source, chosen)
+                    with signals_held():  # the count in the interrupt message includes this file
+                        write_atomic(job.target, data)
+                        written.add(job.target.resolve())
                 except click.ClickException as exc:
                     failures += 1
                     _report(f"Error: {exc.message}")

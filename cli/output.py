@@ -26,18 +26,54 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(output: Path, data: bytes) -> None:
-    """Write to a temporary file beside the target, then rename: a failure leaves nothing behind."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
+@contextmanager
+def signals_held():
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them.
+
+    A temporary file exists from the moment ``mkstemp`` creates it until the
+    rename, and a ``try`` cannot cover the instant between ``mkstemp``
+    returning and the ``try`` starting: an interrupt there left a ``.part``
+    file behind.  Held signals close every such gap; writing bytes already
+    in memory takes milliseconds, so the delay is not felt.  Blocks nest:
+    a signal re-raised by an inner block is held by the outer one.
+    """
+    held: list[int] = []
+
+    def hold(signum, frame):
+        held.append(signum)
+
+    watched = (signal.SIGINT, signal.SIGTERM)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
-        os.replace(tmp, output)
-    except BaseException:  # also Ctrl-C: no partial output survives
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        previous = [signal.signal(s, hold) for s in watched]
+    except ValueError:  # not the main thread (CliRunner in a worker thread): signals don't reach it anyway
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in zip(watched, previous):
+            signal.signal(s, handler)
+        for signum in dict.fromkeys(held):  # each kind once, in order of arrival
+            signal.raise_signal(signum)
+
+
+def write_atomic(output: Path, data: bytes) -> None:
+    """Write to a temporary file beside the target, then rename: a failure leaves nothing behind.
+
+    Ctrl-C or SIGTERM during the write is held until the file is in place
+    (``signals_held``), so an interrupted run has whole outputs only.
+    """
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with signals_held():
+        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+            os.replace(tmp, output)
+        except BaseException:  # a full disk, a permission error: no partial output survives
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 @contextmanager

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from PIL import Image
 from hvq.bitstream.container import parse
 from hvq.cli.inputs import images_in
 from hvq.cli.main import main
+from hvq.cli.output import signals_held, terminate_as_interrupt, write_atomic
 
 
 def run(*args):
@@ -103,6 +105,21 @@ def _big_photos(folder, count):
         Image.fromarray(rng.integers(0, 256, (256, 384, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
 
 
+# ``hvq`` with each file's compression slowed to 0.2 s: the tiny model does 100
+# files a second, so a real run could end before the signal arrives.
+_SLOW_COMPRESS = """
+import sys, time
+from hvq.codec.pipeline import Codec
+from hvq.cli.main import main
+compress = Codec.compress
+def slow_compress(self, *args, **kwargs):
+    time.sleep(0.2)
+    return compress(self, *args, **kwargs)
+Codec.compress = slow_compress
+sys.exit(main(prog_name="hvq"))
+"""
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_run_leaves_whole_files_only(tmp_path, tiny_model_path, signum):
     """Interrupt ``hvq compress`` on a folder mid-way: exit 130, every output whole, no temporary file."""
@@ -110,7 +127,7 @@ def test_an_interrupted_run_leaves_whole_files_only(tmp_path, tiny_model_path, s
     _big_photos(src, 40)
     before = {p.name: p.read_bytes() for p in src.iterdir()}
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "hvq.cli.main", "compress", str(src), "-d", str(out), "--model", str(tiny_model_path)]
+    command = [sys.executable, "-c", _SLOW_COMPRESS, "compress", str(src), "-d", str(out), "--model", str(tiny_model_path)]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 120
     while not (out.exists() and any(out.glob("*.hvq"))) and time.monotonic() < deadline:
@@ -124,6 +141,49 @@ def test_an_interrupted_run_leaves_whole_files_only(tmp_path, tiny_model_path, s
     outputs = sorted(out.glob("*"))
     assert 0 < len(outputs) < 40, "the run should be stopped part-way"
     assert not _parts(out)
+    assert message.startswith(f"Interrupted: {len(outputs)} of 40 files written"), message
     for path in outputs:
         assert parse(path.read_bytes()).complete, path
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before  # inputs untouched
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("moment", ["created", "written"])
+def test_a_signal_while_a_file_is_placed_waits_for_the_rename(tmp_path, monkeypatch, signum, moment):
+    """The gap that once left a ``.part`` file: a signal just after ``mkstemp`` or mid-write.
+
+    The file is finished and renamed first; the signal is then delivered as
+    usual (SIGTERM as an interrupt, as ``hvq`` commands install it).
+    """
+    real_mkstemp, real_replace = tempfile.mkstemp, os.replace
+
+    def mkstemp_then_signal(*args, **kwargs):
+        made = real_mkstemp(*args, **kwargs)
+        if moment == "created":
+            signal.raise_signal(signum)
+        return made
+
+    def signal_then_replace(*args):
+        if moment == "written":
+            signal.raise_signal(signum)
+        return real_replace(*args)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_signal)
+    monkeypatch.setattr(os, "replace", signal_then_replace)
+    target = tmp_path / "out" / "x.hvq"
+    with terminate_as_interrupt(), pytest.raises(KeyboardInterrupt):
+        write_atomic(target, b"whole")
+    assert target.read_bytes() == b"whole"
+    assert not _parts(tmp_path)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_held_signals_nest_and_arrive_once(tmp_path):
+    """An inner block's signal is held by the outer block, then delivered once."""
+    with pytest.raises(KeyboardInterrupt):
+        with signals_held():
+            with signals_held():
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)
+            (tmp_path / "after-inner").write_text("still running")
+    assert (tmp_path / "after-inner").exists()
