@@ -20,8 +20,8 @@ checkpoint resumes where it stopped) and its scores land in
 the same command again finishes an interrupted study and re-renders
 ``OUT/ablation.json`` and ``OUT/ablation.md``.
 
-    python -m hvq.benchmarks.ablation --preset full -o benchmarks/results/ablation --jobs 2
-    python -m hvq.benchmarks.ablation --preset quick -o /tmp/ablation   # CI: under 2 min, tiny crops
+    python -m hvq.benchmarks.ablation --full -o benchmarks/results/ablation --jobs 2
+    python -m hvq.benchmarks.ablation --quick -o /tmp/ablation   # CI: under 2 min, tiny crops
 """
 
 from __future__ import annotations
@@ -409,9 +409,11 @@ def render(preset_name: str, results: dict, machine: dict, out: Path, seed: int,
     return "\n".join(lines) + "\n"
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--preset", "preset_name", type=click.Choice(sorted(PRESETS)), default="quick", show_default=True,
               help="quick: tiny model and crops, for CI; full: the study.")
+@click.option("--quick", "preset_name", flag_value="quick", help="Same as --preset quick.")
+@click.option("--full", "preset_name", flag_value="full", help="Same as --preset full.")
 @click.option("-o", "--output", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for ablation.json, ablation.md, per-variant scores and training logs.")
 @click.option("--runs", type=click.Path(file_okay=False, path_type=Path), default=None,

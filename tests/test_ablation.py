@@ -16,7 +16,7 @@ from hvq.benchmarks import ablation
 def _run(tmp_path, *extra):
     out = tmp_path / "out"
     result = CliRunner().invoke(
-        ablation.main, ["--preset", "quick", "-o", str(out), "--runs", str(tmp_path / "runs"), *extra]
+        ablation.main, ["--quick", "-o", str(out), "--runs", str(tmp_path / "runs"), *extra]
     )
     assert result.exit_code == 0, result.output
     return out
