@@ -101,7 +101,8 @@ def _check_output_dir(folder: Path, names: list[str], force: bool) -> None:
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Runs per image and operation for --speed; the median is kept.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Torch threads for hvq and the CompressAI reference (default: torch's choice).")
+              help="Threads for hvq and the CompressAI reference (torch), AVIF and JPEG XL (default: each "
+                   "library's choice; JPEG, WebP and JPEG 2000 run on one).")
 @click.option("--progress/--no-progress", default=True, help="Progress bars on stderr.")
 @force_option
 def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, rd, speed, repeats, threads,

@@ -101,7 +101,7 @@ def test_speed_measures_each_codec_and_labels_the_random_reference(dataset, tiny
     assert [op.operation for op in hvq.operations] == [
         "encode (all levels)", "decode level 16", "decode level 8", "decode level 4"]
     assert [op.operation for op in jpeg.operations] == ["encode", "decode"] and jpeg.setting == "quality=50"
-    assert jpeg.torch_threads is None and hvq.torch_threads >= 1
+    assert jpeg.threads == 1 and hvq.threads >= 1 and reference.threads >= 1
     for r in results:
         assert r.images == 3 and r.megapixels == pytest.approx(3 * 64 * 48 / 1e6)
         assert all(op.seconds_per_image > 0 and op.megapixels_per_second > 0 for op in r.operations)
@@ -122,7 +122,7 @@ def test_speed_command_runs_a_child_per_codec(bench, dataset, tiny_model_path, t
     by_codec = {r["codec"]: r for r in document["results"]}
     assert list(by_codec) == ["hvq", "jpeg", "compressai-bmshj2018-hyperprior"]
     assert by_codec["jpeg"]["setting"] == "quality=30"  # the middle of its default sweep
-    assert by_codec["hvq"]["torch_threads"] == 1
+    assert by_codec["hvq"]["threads"] == 1 and by_codec["jpeg"]["threads"] == 1
     assert (out / "speed.md").exists() and not (out / "rd.json").exists()
 
 
@@ -158,6 +158,25 @@ def test_every_classical_codec_round_trips(name):
     decoded = codec.decode(high)
     assert decoded.shape == original.shape and decoded.dtype == np.uint8
     assert psnr(original, decoded) > 25
+
+
+def test_thread_counts_reach_the_libraries_that_take_one():
+    """AVIF and JPEG XL run with the count asked for and say so; the others report their one thread."""
+    from PIL import AvifImagePlugin
+
+    from hvq.codec.evaluation import classical
+
+    rgb = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    try:
+        assert classical.use_threads("avif", 2) == 2 and AvifImagePlugin.DEFAULT_MAX_THREADS == 2
+        assert classical.use_threads("jpegxl", 2) == 2 and classical._jpegxl_threads == 2
+        assert [classical.use_threads(name, 2) for name in ("jpeg", "webp", "jpeg2000")] == [1, 1, 1]
+        for name in ("avif", "jpegxl"):
+            codec = CLASSICAL[name]
+            assert codec.decode(codec.encode(rgb, codec.sweep[4])).shape == rgb.shape
+    finally:
+        assert classical.use_threads("jpegxl", None) == 1  # imagecodecs' default: one thread
+        assert classical.use_threads("avif", None) >= 1 and AvifImagePlugin.DEFAULT_MAX_THREADS == 0
 
 
 def test_workers_give_the_same_results_as_one_process(dataset):

@@ -65,16 +65,19 @@ def _jpeg2000(rgb: np.ndarray, rate: float) -> bytes:
     return _pillow_encode(rgb, "JPEG2000", quality_mode="rates", quality_layers=[rate], irreversible=True)
 
 
+_jpegxl_threads: int | None = None  # set by ``use_threads``; None: imagecodecs' default (one thread)
+
+
 def _jpegxl(rgb: np.ndarray, distance: float) -> bytes:
     import imagecodecs
 
-    return bytes(imagecodecs.jpegxl_encode(rgb, distance=distance, effort=7))
+    return bytes(imagecodecs.jpegxl_encode(rgb, distance=distance, effort=7, numthreads=_jpegxl_threads))
 
 
 def _jpegxl_decode(data: bytes) -> np.ndarray:
     import imagecodecs
 
-    return np.asarray(imagecodecs.jpegxl_decode(data))
+    return np.asarray(imagecodecs.jpegxl_decode(data, numthreads=_jpegxl_threads))
 
 
 CLASSICAL: dict[str, ClassicalCodec] = {
@@ -87,6 +90,28 @@ CLASSICAL: dict[str, ClassicalCodec] = {
         ClassicalCodec("jpegxl", "distance", (25, 15, 10, 6, 4, 2.5, 1.5, 1, 0.5), _jpegxl, _jpegxl_decode),
     )
 }
+
+
+def use_threads(name: str, threads: int | None) -> int:
+    """Make a codec's library use ``threads`` threads in this process (None: its default); the count it will use.
+
+    Speed is only comparable with the thread counts side by side, and the
+    libraries differ: Pillow runs libjpeg-turbo, libwebp and OpenJPEG on one
+    thread whatever is asked; libavif takes Pillow's ``DEFAULT_MAX_THREADS``
+    for encoding and decoding (default: the usable CPUs); libjxl takes
+    imagecodecs' ``numthreads`` (default: one).  The setting is process-wide,
+    which is what ``hvq bench``'s speed children, one per codec, want.
+    """
+    global _jpegxl_threads
+    if name == "avif":
+        from PIL import AvifImagePlugin
+
+        AvifImagePlugin.DEFAULT_MAX_THREADS = threads or 0  # 0: Pillow's own default
+        return AvifImagePlugin._get_default_max_threads()
+    if name == "jpegxl":
+        _jpegxl_threads = threads
+        return threads or 1
+    return 1
 
 
 def unavailable(name: str) -> str | None:

@@ -164,14 +164,15 @@ def speed_markdown(dataset: str, machine: Machine, repeats: int, results: list[S
         "- hvq: one encode makes all levels; each level is decoded from a file holding it alone.",
         "- The CompressAI reference (bmshj2018-hyperprior, N=128, M=192) has **random weights**: only its "
         "time and memory mean anything.",
+        "- Threads: what each codec ran with. torch (hvq, CompressAI), libavif and libjxl take a thread count; "
+        "Pillow runs libjpeg-turbo, libwebp and OpenJPEG on one thread.",
         "",
-        "| codec | setting | operation | images | s / image | MP/s | peak (MiB) | torch threads |",
+        "| codec | setting | operation | images | s / image | MP/s | peak (MiB) | threads |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         peak = "n/a" if r.peak_mib is None else f"{r.peak_mib:.0f}"
-        threads = "–" if r.torch_threads is None else str(r.torch_threads)
         for op in r.operations:
             lines.append(f"| {r.codec} | {r.setting} | {op.operation} | {r.images} | {op.seconds_per_image:.3f} "
-                         f"| {op.megapixels_per_second:.2f} | {peak} | {threads} |")
+                         f"| {op.megapixels_per_second:.2f} | {peak} | {r.threads} |")
     return "\n".join(lines) + "\n"

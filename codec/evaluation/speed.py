@@ -3,8 +3,10 @@
 Time: for each image, the median of ``repeats`` runs of each operation
 (image to bytes, bytes to image, format conversions included), then the
 mean of those medians over images; megapixels per second is the images'
-pixels over the sum of their medians.  The torch thread count and the CPU
-are recorded with the numbers, since both move them.
+pixels over the sum of their medians.  The thread count each codec ran
+with and the CPU are recorded with the numbers, since both move them; where
+a library lets it be set (torch, libavif, libjxl), ``SpeedJob.threads``
+sets it (``classical.use_threads``).
 
 Memory: the child's peak resident set (``VmHWM`` in ``/proc/self/status``)
 over all its encodes and decodes, minus its resident set just before them,
@@ -45,7 +47,7 @@ class SpeedJob:
     setting: float | None  # the classical codec's parameter value; None for the learned codecs
     images: tuple[Path, ...]
     repeats: int
-    threads: int | None  # torch threads (None: torch's default)
+    threads: int | None  # threads for torch, libavif and libjxl (None: each library's default)
     model_path: str | None = None  # hvq's model (None: the shipped one)
 
 
@@ -65,7 +67,7 @@ class SpeedResult:
     operations: tuple[OperationTime, ...]
     peak_mib: float | None  # None where /proc is missing
     memory_method: str
-    torch_threads: int | None  # None: torch was not loaded (classical codecs)
+    threads: int  # the threads the codec ran with (torch's, or its library's; 1 for the single-threaded ones)
     note: str = ""
 
 
@@ -173,9 +175,14 @@ def _prepare_hvq(job: SpeedJob):
 
 
 def _prepare_compressai(job: SpeedJob):
+    import warnings
+
     import torch
     import torch.nn.functional as F
-    from compressai.models import ScaleHyperprior
+
+    with warnings.catch_warnings():  # compressai scripts a helper at import; torch 2.9+ warns of that on every run
+        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+        from compressai.models import ScaleHyperprior
 
     torch.manual_seed(0)
     net = ScaleHyperprior(N=128, M=192).eval()
@@ -206,15 +213,17 @@ def measure_speed(job: SpeedJob) -> SpeedResult:
     """Times and peak memory of one codec; meant to run in a fresh child process (``run_speed``)."""
     from hvq.codec.imageio import load_image
 
-    torch_threads = None
     if job.codec in ("hvq", COMPRESSAI_REFERENCE):
         import torch
 
         if job.threads:
             torch.set_num_threads(job.threads)
-        torch_threads = torch.get_num_threads()
+        threads = torch.get_num_threads()
         time_image, setting = (_prepare_hvq if job.codec == "hvq" else _prepare_compressai)(job)
     else:
+        from hvq.codec.evaluation.classical import use_threads
+
+        threads = use_threads(job.codec, job.threads)
         time_image, setting = _prepare_classical(job)
     originals = [np.asarray(load_image(path)) for path in job.images]
     memory = PeakMemory()  # after imports, model and images: what remains is coding's own memory
@@ -227,7 +236,7 @@ def measure_speed(job: SpeedJob) -> SpeedResult:
         operations.append(OperationTime(operation, float(np.mean(seconds)), sum(megapixels) / sum(seconds)))
     note = "random weights: only time and memory are meaningful" if job.codec == COMPRESSAI_REFERENCE else ""
     return SpeedResult(job.codec, setting, len(originals), sum(megapixels), tuple(operations),
-                       peak_mib, memory.method, torch_threads, note)
+                       peak_mib, memory.method, threads, note)
 
 
 def run_speed(jobs: list[SpeedJob], progress: bool = True) -> list[SpeedResult]:
