@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from hvq.bitstream.errors import HvqError
 from hvq.cli.options import LevelList, force_option
 from hvq.codec.config import ModelConfig
 from hvq.codec.train_config import CONFIG, TrainConfig
@@ -173,7 +174,7 @@ def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_s
 
     try:
         run_training(config, run_dir, resume=resume, progress=progress)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, HvqError) as exc:  # a folder, an image or a setting, named in the message
         raise click.ClickException(str(exc))
     finally:
         if bar is not None:
@@ -204,14 +205,17 @@ def export(checkpoint, output, data_dirs, prior_kind, prior_steps, force):
     check_target(output, [checkpoint], force)
     try:
         state = load_training_state(checkpoint)
+    except (ValueError, FileNotFoundError) as exc:  # its message names the file
+        raise click.ClickException(str(exc))
+    try:
         if not data_dirs:
             if "train_config" not in state:
                 raise click.UsageError("this checkpoint does not name its training data: give --data")
             data_dirs = TrainConfig.from_json(state["train_config"]).data
         context = ContextFitConfig(steps=prior_steps) if prior_kind == "context" else None
         report = export_checkpoint(checkpoint, list(data_dirs), output, progress=True, context=context)
-    except (ValueError, FileNotFoundError) as exc:
-        raise click.ClickException(f"{checkpoint}: {exc}")
+    except (ValueError, FileNotFoundError, HvqError) as exc:  # about the images: the message names the folder or file
+        raise click.ClickException(str(exc))
     usage = report.usage
     levels = ", ".join(f"{f}: {100 * u:.1f}%" for f, u in sorted(usage.levels.items(), reverse=True))
     click.echo(f"{output}: model {report.fingerprint.hex()}")
@@ -235,7 +239,6 @@ def fit_prior(model, output, data_dirs, holdout_percent, prior_steps, force):
     The model fingerprint stays the same, so the files the model wrote
     before still decode; the new prior gets its own fingerprint.
     """
-    from hvq.bitstream.errors import HvqError
     from hvq.cli.output import check_target
     from hvq.codec.context_fit import ContextFitConfig
     from hvq.codec.export import fit_context_prior_for_model
@@ -243,11 +246,15 @@ def fit_prior(model, output, data_dirs, holdout_percent, prior_steps, force):
 
     check_target(output, [], force)
     try:
+        loaded = load_model(model)
+    except HvqError as exc:  # its message names the file
+        raise click.ClickException(str(exc))
+    try:
         report = fit_context_prior_for_model(
-            load_model(model), list(data_dirs), output, holdout_percent, ContextFitConfig(steps=prior_steps), progress=True
+            loaded, list(data_dirs), output, holdout_percent, ContextFitConfig(steps=prior_steps), progress=True
         )
-    except (ValueError, FileNotFoundError, HvqError) as exc:
-        raise click.ClickException(f"{model}: {exc}")
+    except (ValueError, FileNotFoundError, HvqError) as exc:  # about the images: the message names the folder or file
+        raise click.ClickException(str(exc))
     click.echo(f"{output}: model {report.fingerprint.hex()}, context prior {report.prior_fingerprint.hex()}, "
                f"fitted on {report.fitting_images} images")
     if report.heldout_bits:

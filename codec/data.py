@@ -11,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+from hvq.bitstream.errors import HvqImageError
+from hvq.codec.imageio import load_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
 
@@ -29,6 +32,25 @@ def list_images(folders: list[str] | tuple[str, ...]) -> list[Path]:
     return sorted(files)
 
 
+def read_image(path: Path) -> Image.Image:
+    """``load_image`` for one file of a data folder: its error names the file, since a folder holds thousands."""
+    try:
+        return load_image(path)
+    except HvqImageError as exc:
+        raise HvqImageError(f"{path}: {exc}") from None
+
+
+def _training_pixels(path: Path) -> np.ndarray:
+    """A training image as 8-bit RGB, converted as training always has (no EXIF turn, alpha dropped)."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except UnidentifiedImageError:
+        raise HvqImageError(f"{path}: not an image Pillow can read") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # damaged data, a bomb
+        raise HvqImageError(f"{path}: cannot read image: {exc}") from None
+
+
 class CropSampler:
     """Random crops with random horizontal flips, images held decoded in memory (uint8).
 
@@ -40,12 +62,11 @@ class CropSampler:
         self.seed = seed
         self.images: list[np.ndarray] = []
         for path in files:
-            with Image.open(path) as im:
-                array = np.asarray(im.convert("RGB"))
+            array = _training_pixels(path)
             if min(array.shape[:2]) >= crop:
                 self.images.append(array)
         if not self.images:
-            raise ValueError(f"no image is at least {crop}px on its shorter side")
+            raise ValueError(f"none of the {len(files)} training images is at least {crop} px on its shorter side")
 
     def batch(self, step: int, size: int, rank: int = 0) -> torch.Tensor:
         """The batch for one step (and one rank): (size, 3, crop, crop) float in [0, 1]."""

@@ -19,8 +19,8 @@ from hvq.bitstream.levels import encode_level
 from hvq.bitstream.prior_tables import PriorTables
 from hvq.codec.config import ModelConfig
 from hvq.codec.context_fit import ContextFitConfig, fit_context_prior
-from hvq.codec.data import list_images
-from hvq.codec.imageio import load_image, pad_to_multiple, to_tensor
+from hvq.codec.data import list_images, read_image
+from hvq.codec.imageio import pad_to_multiple, to_tensor
 from hvq.codec.model import HierarchicalVQVAE
 from hvq.codec.prior import FrequencyPrior
 from hvq.codec.training import load_training_state
@@ -44,7 +44,7 @@ def encode_grids(net: HierarchicalVQVAE, files: list[Path], progress: bool = Fal
         files = tqdm(files, desc="encode fitting images", unit="image")
     grids = []
     for path in files:
-        x = pad_to_multiple(to_tensor(load_image(path)), net.config.max_factor)
+        x = pad_to_multiple(to_tensor(read_image(path)), net.config.max_factor)
         grids.append({f: g[0].numpy() for f, g in net.encode(x).items()})
     return grids
 
@@ -139,7 +139,8 @@ def fit_context_prior_for_model(
     """
     fitting, held = holdout_split(list_images(data_dirs), holdout_percent)
     if not fitting:
-        raise ValueError("no image left to fit on after the hold-out")
+        raise ValueError(f"no image under {', '.join(map(str, data_dirs))} is left to fit on "
+                         f"after holding out {holdout_percent}%")
     with torch.no_grad():
         grids = encode_grids(model.net, fitting, progress)
         held_grids = encode_grids(model.net, held, progress) if held else []

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from pytorch_msssim import ms_ssim
 
-from hvq.codec.data import list_images
-from hvq.codec.imageio import load_image, pad_to_multiple, to_tensor
+from hvq.codec.data import list_images, read_image
+from hvq.codec.imageio import pad_to_multiple, to_tensor
 from hvq.codec.model import HierarchicalVQVAE
 from hvq.codec.prior import table_from_counts
 
@@ -28,7 +28,7 @@ def load_validation_images(folder: str, limit: int = 0) -> list[torch.Tensor]:
     files = list_images([folder])
     if limit > 0:
         files = files[:limit]
-    return [to_tensor(load_image(path)) for path in files]
+    return [to_tensor(read_image(path)) for path in files]
 
 
 @dataclass(frozen=True)

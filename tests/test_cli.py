@@ -178,6 +178,30 @@ def test_train_resume_and_export(run, photo, tmp_path):
     assert run("compress", images / "a.png", "-o", tmp_path / "a.hvq", "--model", model).exit_code == 0
 
 
+def test_an_unreadable_image_in_a_data_folder_is_named(run, photo, tiny_model_path, tmp_path):
+    """train, its validation, export and fit-prior: one line naming the file, exit 1, nothing written."""
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir()
+    bad.mkdir()
+    photo.resize((64, 64)).save(good / "a.png")
+    photo.resize((64, 64)).save(bad / "a.png")
+    (bad / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a PNG signature, then nothing valid
+    tiny = ("--steps", 1, "--crop", 32, "--batch-size", 2, "--codebook-size", 16, "--code-dim", 8)
+    assert run("train", "--data", good, "-o", tmp_path / "ok", *tiny).exit_code == 0
+    checkpoint = tmp_path / "ok" / "checkpoint.pt"
+    for args, wrote in (
+        (("train", "--data", bad, "-o", tmp_path / "r1", *tiny), tmp_path / "r1" / "checkpoint.pt"),
+        (("train", "--data", good, "--val-data", bad, "-o", tmp_path / "r2", *tiny), tmp_path / "r2" / "checkpoint.pt"),
+        (("export", checkpoint, "--data", bad, "-o", tmp_path / "m.safetensors"), tmp_path / "m.safetensors"),
+        (("fit-prior", tiny_model_path, "--data", bad, "-o", tmp_path / "p.safetensors"), tmp_path / "p.safetensors"),
+    ):
+        result = run(*args)
+        last = result.output.strip().splitlines()[-1]
+        assert result.exit_code == 1, result.output
+        assert last.startswith("Error: ") and str(bad / "b.png") in last, last
+        assert "Traceback" not in result.output and not wrote.exists()
+
+
 def test_train_options_override_a_config_file(run, photo, tmp_path):
     from hvq.codec.train_config import TrainConfig
 
