@@ -129,12 +129,16 @@ def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, r
         raise click.BadParameter("nothing to do: --no-rd without --speed", param_hint="--rd")
     if not dataset_dir.is_dir():
         raise click.ClickException(f"{dataset_dir}: no such folder")
-    from hvq.codec.evaluation.sweep import find_images
+    from hvq.codec.evaluation.sweep import check_readable, find_images
 
     try:
         images = find_images(dataset_dir)
     except FileNotFoundError:
         raise click.ClickException(f"{dataset_dir}: no image files under it")
+    try:
+        check_readable(images)
+    except HvqError as exc:  # names the file
+        raise click.ClickException(str(exc))
     for name in sweep_values:
         reason = unavailable(name)
         if reason:

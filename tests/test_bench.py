@@ -296,6 +296,15 @@ def test_refused_input_is_one_line(bench, dataset, tmp_path):
     bad_anchors.write_text("{}")
     refused = bench(dataset, "--codecs", "jpeg", "--anchors", bad_anchors, "-o", tmp_path / "r2")
     assert refused.exit_code == 1 and "not a compressai_kodak.json" in refused.output
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for image in sorted(dataset.rglob("*.png")):
+        (damaged / image.name).write_bytes(image.read_bytes())
+    (damaged / "zz.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    unreadable = bench(damaged, "--codecs", "jpeg", "-o", tmp_path / "r3")
+    assert unreadable.exit_code == 1 and unreadable.output.strip().splitlines() == [
+        f"Error: {damaged / 'zz.png'}: not an image Pillow can read"]
+    assert not (tmp_path / "r3").exists()  # refused before any codec ran or any result was written
 
 
 @pytest.mark.slow

@@ -211,7 +211,7 @@ def _prepare_compressai(job: SpeedJob):
 
 def measure_speed(job: SpeedJob) -> SpeedResult:
     """Times and peak memory of one codec; meant to run in a fresh child process (``run_speed``)."""
-    from hvq.codec.imageio import load_image
+    from hvq.codec.data import read_image
 
     if job.codec in ("hvq", COMPRESSAI_REFERENCE):
         import torch
@@ -225,7 +225,7 @@ def measure_speed(job: SpeedJob) -> SpeedResult:
 
         threads = use_threads(job.codec, job.threads)
         time_image, setting = _prepare_classical(job)
-    originals = [np.asarray(load_image(path)) for path in job.images]
+    originals = [np.asarray(read_image(path)) for path in job.images]
     memory = PeakMemory()  # after imports, model and images: what remains is coding's own memory
     per_image = [time_image(rgb) for rgb in originals]
     peak_mib = memory.peak_mib()

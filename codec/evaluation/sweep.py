@@ -35,10 +35,19 @@ def find_images(folder: Path) -> list[BenchImage]:
 
 
 def load_original(image: BenchImage) -> np.ndarray:
-    """The image as every codec sees it: 8-bit RGB (H, W, 3), converted as hvq converts its inputs."""
-    from hvq.codec.imageio import load_image
+    """The image as every codec sees it: 8-bit RGB (H, W, 3), converted as hvq converts its inputs.
 
-    return np.asarray(load_image(image.path))
+    An unreadable file raises ``HvqImageError`` naming it.
+    """
+    from hvq.codec.data import read_image
+
+    return np.asarray(read_image(image.path))
+
+
+def check_readable(images: list[BenchImage]) -> None:
+    """Decode every image once before any codec runs: a damaged file stops the run at once, named."""
+    for image in images:
+        load_original(image)
 
 
 @dataclass(frozen=True)
