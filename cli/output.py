@@ -12,12 +12,33 @@ import click
 
 
 def check_target(output: Path, inputs: list[Path], force: bool) -> None:
-    """Refuse to write over an input, or over an existing file unless forced."""
+    """Refuse, before any work, to write over an input, over an existing file unless forced, or where no file can go."""
     resolved = output.resolve()
     if any(resolved == p.resolve() for p in inputs):
         raise click.ClickException(f"{output}: refusing to overwrite an input file")
+    if output.is_dir():
+        raise click.ClickException(f"{output}: is a folder")
     if output.exists() and not force:
         raise click.ClickException(f"{output}: exists (use --force to overwrite)")
+    check_writable(output)
+
+
+def check_writable(output: Path) -> None:
+    """Refuse a target whose folder cannot take a new file: found in a moment, not after minutes of work.
+
+    Folders that do not exist yet are fine (``write_atomic`` makes them) as
+    long as the nearest one that does exist is a folder that takes files.
+    """
+    folder = output.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise click.ClickException(f"{output}: cannot write there ({folder} is a file)")
+    try:
+        with tempfile.TemporaryFile(dir=folder):  # the real test: permissions, read-only mounts, /proc
+            pass
+    except OSError as exc:
+        raise click.ClickException(f"{output}: cannot write there ({exc.strerror or exc})")
 
 
 def _umask() -> int:
@@ -63,17 +84,20 @@ def write_atomic(output: Path, data: bytes) -> None:
     Ctrl-C or SIGTERM during the write is held until the file is in place
     (``signals_held``), so an interrupted run has whole outputs only.
     """
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with signals_held():
-        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
-            os.replace(tmp, output)
-        except BaseException:  # a full disk, a permission error: no partial output survives
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with signals_held():
+            fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+                os.replace(tmp, output)
+            except BaseException:  # a full disk, a permission error: no partial output survives
+                Path(tmp).unlink(missing_ok=True)
+                raise
+    except OSError as exc:
+        raise click.ClickException(f"{output}: cannot write ({exc.strerror or exc})") from None
 
 
 @contextmanager

@@ -77,10 +77,19 @@ def _given(ctx: click.Context, name: str) -> bool:
     return ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
 
 
+def _read_config(path, parse, kind: str):
+    """A JSON config file parsed by ``parse``; any fault in it is one line naming the file."""
+    text = Path(path).read_text()  # OSError: reported by the caller, with the path in it
+    try:
+        return parse(text)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:  # bad JSON, wrong shape, wrong types
+        raise click.ClickException(f"{path}: not a valid {kind} ({exc})")
+
+
 def _model_config(base: ModelConfig, model_config, codebook_size, code_dim, levels) -> ModelConfig:
     """``base`` (or the --model-config file instead), with the sizes given on the command line."""
     if model_config:
-        base = ModelConfig.from_json(Path(model_config).read_text())
+        base = _read_config(model_config, ModelConfig.from_json, "model config")
     changes = {}
     if codebook_size is not None:
         changes["codebook_size"] = codebook_size
@@ -129,11 +138,11 @@ def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_s
                                                                  "code_dim", "levels") if _given(ctx, n)]
             if refused:
                 raise click.UsageError(f"--resume keeps the run's recipe; it cannot change {', '.join(refused)}")
-            config = replace(TrainConfig.from_json(config_path.read_text()), **changes)
+            config = replace(_read_config(config_path, TrainConfig.from_json, "training config"), **changes)
         else:
             if config_path.exists():
                 raise click.ClickException(f"{run_dir}: holds a run already (use --resume)")
-            base = TrainConfig.from_json(Path(config_file).read_text()) if config_file else None
+            base = _read_config(config_file, TrainConfig.from_json, "training config") if config_file else None
             data = tuple(data_dirs) or (base.data if base else ())
             if not data:
                 raise click.BadParameter("give at least one --data folder", param_hint="--data")

@@ -126,6 +126,7 @@ def save_model(
         metadata["prior_fingerprint"] = prior_fingerprint(extra).hex()
         tensors.update(extra)
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(save_numpy(tensors, metadata=metadata))
     tmp.replace(path)

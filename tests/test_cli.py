@@ -202,6 +202,44 @@ def test_an_unreadable_image_in_a_data_folder_is_named(run, photo, tiny_model_pa
         assert "Traceback" not in result.output and not wrote.exists()
 
 
+def test_a_target_that_cannot_be_written_is_refused_before_any_work(run, photo_file, tiny_model_path, tmp_path):
+    """A path under a file, or a folder as the target: one line, exit 1, for every command that writes."""
+    hvq_file = tmp_path / "a.hvq"
+    assert run("compress", photo_file, "-o", hvq_file, "--model", tiny_model_path).exit_code == 0
+    under_a_file = hvq_file / "x"
+    for args in (
+        ("compress", photo_file, "-o", under_a_file.with_suffix(".hvq"), "--model", tiny_model_path),
+        ("decompress", hvq_file, "-o", under_a_file.with_suffix(".png"), "--model", tiny_model_path),
+        ("strip", hvq_file, "--keep", 4, "-o", under_a_file.with_suffix(".hvq")),
+        ("fit-prior", tiny_model_path, "--data", tmp_path, "-o", under_a_file.with_suffix(".safetensors")),
+    ):
+        result = run(*args)
+        assert result.exit_code == 1, result.output
+        assert result.output.strip().splitlines()[-1].endswith(f"cannot write there ({hvq_file} is a file)"), result.output
+    out = tmp_path / "out"
+    (out / "photo.hvq").mkdir(parents=True)  # where -d would put photo.png's output
+    result = run("compress", photo_file, "-d", out, "--force", "--model", tiny_model_path)
+    assert result.exit_code == 1 and result.output.strip() == f"Error: {out / 'photo.hvq'}: is a folder"
+
+
+def test_a_write_that_fails_midway_is_one_line_and_leaves_nothing(monkeypatch, tmp_path):
+    """A full disk at the rename: the error names the file and no temporary file is left."""
+    import errno
+    import os
+
+    import click
+
+    from hvq.cli.output import write_atomic
+
+    def full_disk(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(click.ClickException, match="x.hvq: cannot write \\(No space left on device\\)"):
+        write_atomic(tmp_path / "x.hvq", b"data")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_train_options_override_a_config_file(run, photo, tmp_path):
     from hvq.codec.train_config import TrainConfig
 
@@ -231,6 +269,13 @@ def test_train_refuses_bad_folders_and_checkpoints(run, tmp_path):
     junk.write_bytes(b"not a checkpoint")
     result = run("export", junk, "-o", tmp_path / "m.safetensors", "--data", empty)
     assert result.exit_code == 1 and "not a training checkpoint" in result.output
+    for option, kind in (("--config", "training config"), ("--model-config", "model config")):
+        for text in ("not json", "[1, 2]", '{"codebook_size": "many"}'):
+            (tmp_path / "c.json").write_text(text)
+            result = run("train", "--data", empty, option, tmp_path / "c.json", "-o", tmp_path / "run")
+            assert result.exit_code == 1, result.output
+            assert result.output.startswith(f"Error: {tmp_path / 'c.json'}: not a valid {kind} (")
+            assert len(result.output.strip().splitlines()) == 1
 
 
 def test_outputs_get_the_usual_permissions(run, photo_file, tiny_model_path, tmp_path):
