@@ -387,6 +387,16 @@ def read_bytes(source: bytes | bytearray | memoryview | str | Path) -> bytes:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             raise HvqFormatError(f"file of {size} bytes exceeds the {MAX_FILE_BYTES}-byte limit")
-        return path.read_bytes()
+        with path.open("rb") as f:
+            # A device or a pipe has no size to check first (/dev/zero says 0 and never
+            # ends): read the signature, stop there when it is wrong (the parser then says
+            # so), and never read past the limit.
+            head = f.read(len(SIGNATURE))
+            if head != SIGNATURE:
+                return head
+            data = head + f.read(MAX_FILE_BYTES + 1 - len(head))
     except OSError as exc:
         raise HvqFormatError(f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise HvqFormatError(f"file exceeds the {MAX_FILE_BYTES}-byte limit")
+    return data

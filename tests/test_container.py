@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import struct
 import subprocess
 import sys
+import threading
 import tracemalloc
 import zlib
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -834,3 +837,36 @@ def test_worked_example_of_the_spec(vector):
     assert decode_indices(fine.payload, ones, (2, 4)).tolist() == [[14, 14, 14, 14], [3, 3, 3, 3]]
     assert index_checksum(np.array([[8, 8]])) == coarse.index_crc
     assert write_file(parsed.header, parsed.levels) == WORKED_EXAMPLE
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero on this system")
+def test_an_endless_device_is_refused_at_its_signature():
+    """/dev/zero reports size 0 and never ends: read_bytes stops at the 8 bytes of a wrong signature."""
+    data = read_bytes("/dev/zero")
+    assert data == bytes(len(SIGNATURE))
+    with pytest.raises(HvqFormatError, match="bad signature"):
+        parse(data)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_a_stream_with_no_size_is_read_up_to_the_limit_only(tmp_path, monkeypatch):
+    """A pipe that sends a valid signature, then more than the limit: refused, not read to the end."""
+    monkeypatch.setattr(container, "MAX_FILE_BYTES", 4096)
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+
+    def endless_writer():
+        try:
+            with open(pipe, "wb") as f:
+                f.write(SIGNATURE)
+                while True:
+                    f.write(bytes(1024))
+        except BrokenPipeError:  # the reader stopped: what this test wants
+            pass
+
+    writer = threading.Thread(target=endless_writer, daemon=True)
+    writer.start()
+    with pytest.raises(HvqFormatError, match="exceeds the 4096-byte limit"):
+        read_bytes(pipe)
+    writer.join(timeout=10)
+    assert not writer.is_alive()
