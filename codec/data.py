@@ -7,14 +7,15 @@ no sampler state needs saving.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from hvq.bitstream.errors import HvqImageError
-from hvq.codec.imageio import load_image
+from hvq.codec.imageio import load_image, pillow_errors
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
 
@@ -32,23 +33,25 @@ def list_images(folders: list[str] | tuple[str, ...]) -> list[Path]:
     return sorted(files)
 
 
-def read_image(path: Path) -> Image.Image:
-    """``load_image`` for one file of a data folder: its error names the file, since a folder holds thousands."""
+@contextmanager
+def _naming(path: Path):
+    """Put the file's name in front of an image error: a data folder holds thousands."""
     try:
-        return load_image(path)
+        yield
     except HvqImageError as exc:
         raise HvqImageError(f"{path}: {exc}") from None
 
 
+def read_image(path: Path) -> Image.Image:
+    """``load_image`` for one file of a data folder; its error names the file."""
+    with _naming(path):
+        return load_image(path)
+
+
 def _training_pixels(path: Path) -> np.ndarray:
     """A training image as 8-bit RGB, converted as training always has (no EXIF turn, alpha dropped)."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except UnidentifiedImageError:
-        raise HvqImageError(f"{path}: not an image Pillow can read") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # damaged data, a bomb
-        raise HvqImageError(f"{path}: cannot read image: {exc}") from None
+    with _naming(path), pillow_errors(), Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
 
 
 class CropSampler:

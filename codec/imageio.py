@@ -18,6 +18,7 @@ image is cropped back: the output always has the input's size.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +47,18 @@ def load_image(source: Image.Image | str | Path, max_pixels: int = MAX_PIXELS) -
     if isinstance(source, Image.Image):
         _check_size(*source.size, max_pixels)
         return to_rgb(source)
-    try:
+    with pillow_errors():
         with Image.open(source) as im:  # reads the header only
             _check_size(*im.size, max_pixels)  # before any pixel is decoded
             im.load()
             return to_rgb(im)
+
+
+@contextmanager
+def pillow_errors():
+    """Pillow's many ways of refusing a file, each turned into one ``HvqImageError`` line."""
+    try:
+        yield
     except HvqImageError:
         raise
     except Image.DecompressionBombError as exc:  # Pillow's own guard, at open

@@ -41,6 +41,7 @@ from hvq.codec.prior import FrequencyPrior
 MODEL_FILE_VERSION = 1
 DEFAULT_MODEL = Path(__file__).parent / "models" / "hvq-default.safetensors"
 CONTEXT_PRIOR_NAME = "checkerboard-parent-v1"
+MAX_MODEL_BYTES = 1 << 30
 # Buffers only training needs; a deployable file leaves them out.
 _TRAINING_ONLY = ("cluster_size", "embed_sum", "initialised")  # of the codebook(s): codebook.*, codebooks.<f>.*
 
@@ -51,7 +52,6 @@ def _is_codebook(name: str) -> bool:
 
 def _training_only(name: str) -> bool:
     return _is_codebook(name) and name.rsplit(".", 1)[-1] in _TRAINING_ONLY
-MAX_MODEL_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
