@@ -139,18 +139,24 @@ def _median_seconds(run, repeats: int):
     return statistics.median(times), result
 
 
+def _encode_decode_timer(encode, decode, repeats: int):
+    """The image timer of a codec with one encode and one decode: median seconds of each."""
+
+    def time_image(rgb: np.ndarray) -> dict[str, float]:
+        encode_s, coded = _median_seconds(lambda: encode(rgb), repeats)
+        decode_s, _ = _median_seconds(lambda: decode(coded), repeats)
+        return {"encode": encode_s, "decode": decode_s}
+
+    return time_image
+
+
 def _prepare_classical(job: SpeedJob):
     """Returns the function that times one image, and the setting's label."""
     from hvq.codec.evaluation.classical import CLASSICAL
 
     codec = CLASSICAL[job.codec]
-
-    def time_image(rgb: np.ndarray) -> dict[str, float]:
-        encode_s, data = _median_seconds(lambda: codec.encode(rgb, job.setting), job.repeats)
-        decode_s, _ = _median_seconds(lambda: codec.decode(data), job.repeats)
-        return {"encode": encode_s, "decode": decode_s}
-
-    return time_image, codec.setting(job.setting)
+    timer = _encode_decode_timer(lambda rgb: codec.encode(rgb, job.setting), codec.decode, job.repeats)
+    return timer, codec.setting(job.setting)
 
 
 def _prepare_hvq(job: SpeedJob):
@@ -201,12 +207,7 @@ def _prepare_compressai(job: SpeedJob):
             x_hat = net.decompress(out["strings"], out["shape"])["x_hat"][..., :height, :width]
         return (x_hat.clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
 
-    def time_image(rgb: np.ndarray) -> dict[str, float]:
-        encode_s, coded = _median_seconds(lambda: encode(rgb), job.repeats)
-        decode_s, _ = _median_seconds(lambda: decode(coded), job.repeats)
-        return {"encode": encode_s, "decode": decode_s}
-
-    return time_image, "N=128, M=192, random weights"
+    return _encode_decode_timer(encode, decode, job.repeats), "N=128, M=192, random weights"
 
 
 def measure_speed(job: SpeedJob) -> SpeedResult:
