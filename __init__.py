@@ -36,14 +36,14 @@ __all__ = [
 
 def compress(image, levels=None, model=None) -> bytes:
     """Compress a PIL image or image path to .hvq bytes; ``levels`` are factors (default: all)."""
-    from hvq.codec.pipeline import Codec
+    from hvq.codec.runtime.pipeline import Codec
 
     return Codec.for_model(model).compress(image, levels)
 
 
 def decompress(data, level=None, model=None):
     """Decode .hvq bytes (or a path) to a PIL RGB image at ``level`` (default: the finest stored)."""
-    from hvq.codec.pipeline import Codec
+    from hvq.codec.runtime.pipeline import Codec
 
     return Codec.for_model(model).decompress(data, level)
 

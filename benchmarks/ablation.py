@@ -2,8 +2,8 @@
 
 Trains every variant below on the same budget (steps, batch, crops, learning
 rate schedule, seed, and ``../shared/datasets/train``; never Kodak) with
-``hvq.codec.training.train``, then scores each level on Kodak with
-``hvq.codec.validation.validate`` and writes seed 002's two tables:
+``hvq.codec.train.loop.train``, then scores each level on Kodak with
+``hvq.codec.train.validation.validate`` and writes seed 002's two tables:
 
 - **Table 1**: single-level VQ-VAEs at 1/4, 1/8 and 1/16 against the joint
   hierarchical model with each DownSample block (sub-sampling, average pool,
@@ -43,11 +43,11 @@ import torch
 from PIL import Image
 
 from hvq.cli.output import write_atomic
-from hvq.codec.config import ModelConfig
-from hvq.codec.data import list_images
-from hvq.codec.train_config import CHECKPOINT, CONFIG, METRICS, TrainConfig
-from hvq.codec.training import load_training_state, train
-from hvq.codec.validation import load_validation_images, validate
+from hvq.codec.model.config import ModelConfig
+from hvq.codec.train.data import list_images
+from hvq.codec.train.config import CHECKPOINT, CONFIG, METRICS, TrainConfig
+from hvq.codec.train.loop import load_training_state, train
+from hvq.codec.train.validation import load_validation_images, validate
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HVQ_SHARED", REPO.parent / "shared"))

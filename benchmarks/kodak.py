@@ -23,11 +23,11 @@ import torch
 
 from hvq.bitstream.container import parse
 from hvq.bitstream.levels import decode_grid, strip
-from hvq.codec.data import list_images
-from hvq.codec.evaluation.metrics import msssim, psnr
-from hvq.codec.imageio import load_image
-from hvq.codec.pipeline import Codec
-from hvq.codec.validation import codebook_usage
+from hvq.codec.train.data import list_images
+from hvq.evaluation.metrics import msssim, psnr
+from hvq.codec.runtime.imageio import load_image
+from hvq.codec.runtime.pipeline import Codec
+from hvq.codec.train.validation import codebook_usage
 
 
 def evaluate(codec: Codec, files: list[Path]) -> dict:

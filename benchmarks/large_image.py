@@ -30,7 +30,7 @@ import click
 import numpy as np
 from PIL import Image
 
-from hvq.codec.evaluation.metrics import psnr
+from hvq.evaluation.metrics import psnr
 
 SIDE = 4096
 
@@ -70,8 +70,8 @@ def child(operation: str, source: str, target: str, tile: int, level: int | None
     """Run one operation in this process and report its time and this process's peak memory."""
     import torch
 
-    from hvq.codec.pipeline import Codec
-    from hvq.codec.weights import load_model
+    from hvq.codec.runtime.pipeline import Codec
+    from hvq.codec.runtime.weights import load_model
 
     codec = Codec.for_model(load_model(), tile=tile or SIDE)  # 0: one window holds the whole image
     baseline_mb = memory_mb("VmRSS")

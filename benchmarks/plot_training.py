@@ -1,7 +1,7 @@
 """Draw the curves of a model trained in stages (a run, then runs started ``--init-from`` it) as one.
 
 Each stage's steps are offset by the steps of the stages before it, and the
-result is drawn with ``hvq.codec.training_plot`` (what ``hvq train`` draws
+result is drawn with ``hvq.codec.train.plot`` (what ``hvq train`` draws
 for a single run):
 
     python -m hvq.benchmarks.plot_training STAGE1_DIR STAGE2_DIR -o benchmarks/results/training.png
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import click
 
-from hvq.codec.train_config import METRICS, VALIDATION
-from hvq.codec.training_plot import plot_run, read_records
+from hvq.codec.train.config import METRICS, VALIDATION
+from hvq.codec.train.plot import plot_run, read_records
 
 
 @click.command()

@@ -47,11 +47,11 @@ from hvq.bitstream.coder import (
 )
 from hvq.bitstream.container import parse
 from hvq.bitstream.context import frequencies_of, parent_contexts, score_terms
-from hvq.codec.data import list_images
-from hvq.codec.export import holdout_split
-from hvq.codec.imageio import load_image, pad_to_multiple
-from hvq.codec.pipeline import Codec
-from hvq.codec.tiling import encode_tiled
+from hvq.codec.train.data import list_images
+from hvq.codec.fit.export import holdout_split
+from hvq.codec.runtime.imageio import load_image, pad_to_multiple
+from hvq.codec.runtime.pipeline import Codec
+from hvq.codec.runtime.tiling import encode_tiled
 
 PRIORS = ("uniform", "static", "parent", "parent + spatial", "spatial only")
 

@@ -1,6 +1,6 @@
 """``hvq bench``: rate-distortion, BD deltas, speed and memory of hvq against classical codecs.
 
-The measuring is ``hvq.codec.evaluation``; this module reads the command
+The measuring is ``hvq.evaluation``; this module reads the command
 line, checks it before anything long starts, and writes the results.
 """
 
@@ -118,7 +118,7 @@ def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, r
     BD-PSNR against each codec where their ranges overlap.
     """
     from hvq.bitstream.errors import HvqError
-    from hvq.codec.evaluation.classical import CLASSICAL, unavailable
+    from hvq.evaluation.classical import CLASSICAL, unavailable
 
     sweep_values = {name: CLASSICAL[name].sweep for name in codecs if name != "hvq"}
     for name, values in sweeps:
@@ -129,7 +129,7 @@ def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, r
         raise click.BadParameter("nothing to do: --no-rd without --speed", param_hint="--rd")
     if not dataset_dir.is_dir():
         raise click.ClickException(f"{dataset_dir}: no such folder")
-    from hvq.codec.evaluation.sweep import check_readable, find_images
+    from hvq.evaluation.sweep import check_readable, find_images
 
     try:
         images = find_images(dataset_dir)
@@ -146,7 +146,7 @@ def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, r
     _check_output_dir(results_dir, list(RD_FILES if rd else ()) + list(SPEED_FILES if speed else ()), force)
     published = []
     if anchors is not None:
-        from hvq.codec.evaluation.anchors import load_published
+        from hvq.evaluation.anchors import load_published
 
         try:
             published = load_published(anchors)
@@ -156,7 +156,7 @@ def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, r
     if "hvq" in codecs:
         import torch
 
-        from hvq.codec.pipeline import Codec
+        from hvq.codec.runtime.pipeline import Codec
 
         if threads:
             torch.set_num_threads(threads)
@@ -175,14 +175,14 @@ def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, r
 def _rate_distortion(dataset_dir, images, sweep_values, codec, published, jobs, results_dir, progress):
     import torch
 
-    from hvq.codec.evaluation import report
-    from hvq.codec.evaluation.bjontegaard import hvq_against_each
-    from hvq.codec.evaluation.classical import library_versions
-    from hvq.codec.evaluation.hvq_runs import single_level_settings
-    from hvq.codec.evaluation.plots import rd_figure
-    from hvq.codec.evaluation.records import mean_by_setting
-    from hvq.codec.evaluation.speed import describe_machine
-    from hvq.codec.evaluation.sweep import run_classical, run_hvq
+    from hvq.evaluation import report
+    from hvq.evaluation.bjontegaard import hvq_against_each
+    from hvq.evaluation.classical import library_versions
+    from hvq.evaluation.hvq_runs import single_level_settings
+    from hvq.evaluation.plots import rd_figure
+    from hvq.evaluation.records import mean_by_setting
+    from hvq.evaluation.speed import describe_machine
+    from hvq.evaluation.sweep import run_classical, run_hvq
 
     measurements = []
     if codec is not None:
@@ -218,8 +218,8 @@ def _rate_distortion(dataset_dir, images, sweep_values, codec, published, jobs, 
 
 
 def _speed(dataset_dir, images, codecs, sweep_values, model_path, repeats, threads, results_dir, progress):
-    from hvq.codec.evaluation import report
-    from hvq.codec.evaluation.speed import COMPRESSAI_REFERENCE, SpeedJob, describe_machine, run_speed
+    from hvq.evaluation import report
+    from hvq.evaluation.speed import COMPRESSAI_REFERENCE, SpeedJob, describe_machine, run_speed
 
     paths = tuple(image.path for image in images)
     jobs = []

@@ -94,7 +94,7 @@ def compress(ctx, inputs, output, output_dir, levels, model_path, force):
     if output and output_dir:
         raise click.BadParameter("give -o/--output or -d/--output-dir, not both")
     jobs = plan(inputs, output, output_dir, ".hvq")
-    from hvq.codec.pipeline import Codec
+    from hvq.codec.runtime.pipeline import Codec
 
     try:
         codec = Codec.for_model(model_path)
@@ -146,7 +146,7 @@ def decompress(input, output, level, partial, model_path, force):
     if image_format is None:
         raise click.BadParameter(f"{output.suffix or 'no suffix'} is not an image format Pillow writes", param_hint="-o")
     check_target(output, [input], force)
-    from hvq.codec.pipeline import Codec
+    from hvq.codec.runtime.pipeline import Codec
 
     try:
         codec = Codec.for_model(model_path)
@@ -237,7 +237,7 @@ def strip(input, keep, output, model_path, force):
 def _prior_for(data: bytes, model_path):
     """The prior tables of the model a file was made with (default: the shipped model)."""
     from hvq.bitstream.container import parse
-    from hvq.codec.weights import load_model
+    from hvq.codec.runtime.weights import load_model
 
     model = load_model(model_path)
     header = parse(data).header

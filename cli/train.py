@@ -1,6 +1,6 @@
 """``hvq train`` and ``hvq export``: from a folder of images to a deployable model.
 
-Every option of ``hvq train`` is a field of ``hvq.codec.training.TrainConfig``
+Every option of ``hvq train`` is a field of ``hvq.codec.train.loop.TrainConfig``
 (its default is the dataclass's), so a run folder's ``train_config.json``
 can be replayed with ``--config`` and any option given on the command line
 overrides it.
@@ -18,8 +18,8 @@ from click.core import ParameterSource
 
 from hvq.bitstream.errors import HvqError
 from hvq.cli.options import LevelList, force_option
-from hvq.codec.config import ModelConfig
-from hvq.codec.train_config import CONFIG, TrainConfig
+from hvq.codec.model.config import ModelConfig
+from hvq.codec.train.config import CONFIG, TrainConfig
 
 EXIT_CODES = """\b
 Exit codes:
@@ -125,7 +125,7 @@ def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_s
     `torchrun --nproc-per-node N -m hvq.cli.main train ...`.  Then
     `hvq export RUN/checkpoint.pt` makes the deployable model.
     """
-    from hvq.codec.training import train as run_training
+    from hvq.codec.train.loop import train as run_training
 
     given = {name for name in options if _given(ctx, name)}
     changes = {_RECIPE.get(n, _HARDWARE.get(n))[0]: options[n] for n in given}
@@ -207,9 +207,9 @@ def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_s
 def export(checkpoint, output, data_dirs, prior_kind, prior_steps, force):
     """Fit the prior on the training images and write a deployable model."""
     from hvq.cli.output import check_target
-    from hvq.codec.context_fit import ContextFitConfig
-    from hvq.codec.export import export_checkpoint
-    from hvq.codec.training import load_training_state
+    from hvq.codec.fit.context_prior import ContextFitConfig
+    from hvq.codec.fit.export import export_checkpoint
+    from hvq.codec.train.loop import load_training_state
 
     check_target(output, [checkpoint], force)
     try:
@@ -249,9 +249,9 @@ def fit_prior(model, output, data_dirs, holdout_percent, prior_steps, force):
     before still decode; the new prior gets its own fingerprint.
     """
     from hvq.cli.output import check_target
-    from hvq.codec.context_fit import ContextFitConfig
-    from hvq.codec.export import fit_context_prior_for_model
-    from hvq.codec.weights import load_model
+    from hvq.codec.fit.context_prior import ContextFitConfig
+    from hvq.codec.fit.export import fit_context_prior_for_model
+    from hvq.codec.runtime.weights import load_model
 
     check_target(output, [], force)
     try:

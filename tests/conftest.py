@@ -91,10 +91,10 @@ def make_tiny_model(path: Path, seed: int = 0, context: bool = False, **override
     """
     import torch
 
-    from hvq.codec.config import ModelConfig
-    from hvq.codec.model import HierarchicalVQVAE
-    from hvq.codec.prior import FrequencyPrior
-    from hvq.codec.weights import save_model
+    from hvq.codec.model.config import ModelConfig
+    from hvq.codec.model.vqvae import HierarchicalVQVAE
+    from hvq.codec.model.prior import FrequencyPrior
+    from hvq.codec.runtime.weights import save_model
 
     torch.manual_seed(seed)
     config = ModelConfig(**{**TINY, **overrides})
@@ -119,7 +119,7 @@ def tiny_model_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_codec(tiny_model_path):
-    from hvq.codec.pipeline import Codec
+    from hvq.codec.runtime.pipeline import Codec
 
     return Codec.for_model(tiny_model_path)
 
@@ -131,7 +131,7 @@ def tiny_context_model_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_context_codec(tiny_context_model_path):
-    from hvq.codec.pipeline import Codec
+    from hvq.codec.runtime.pipeline import Codec
 
     return Codec.for_model(tiny_context_model_path)
 

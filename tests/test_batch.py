@@ -109,7 +109,7 @@ def _big_photos(folder, count):
 # files a second, so a real run could end before the signal arrives.
 _SLOW_COMPRESS = """
 import sys, time
-from hvq.codec.pipeline import Codec
+from hvq.codec.runtime.pipeline import Codec
 from hvq.cli.main import main
 compress = Codec.compress
 def slow_compress(self, *args, **kwargs):

@@ -14,12 +14,12 @@ from PIL import Image
 
 from conftest import SHARED
 from hvq.cli.main import main
-from hvq.codec.evaluation.bjontegaard import Curve, compare
-from hvq.codec.evaluation.classical import CLASSICAL
-from hvq.codec.evaluation.hvq_runs import level_subsets, measure_hvq
-from hvq.codec.evaluation.metrics import msssim, msssim_db, psnr
-from hvq.codec.evaluation.records import mean_by_setting
-from hvq.codec.evaluation.sweep import BenchImage, ClassicalTask, run_classical, run_classical_task
+from hvq.evaluation.bjontegaard import Curve, compare
+from hvq.evaluation.classical import CLASSICAL
+from hvq.evaluation.hvq_runs import level_subsets, measure_hvq
+from hvq.evaluation.metrics import msssim, msssim_db, psnr
+from hvq.evaluation.records import mean_by_setting
+from hvq.evaluation.sweep import BenchImage, ClassicalTask, run_classical, run_classical_task
 
 SIZE = (64, 48)  # width, height: below MS-SSIM's 161 px, so its columns are empty
 
@@ -91,8 +91,8 @@ def test_bench_writes_every_output(bench, dataset, tiny_model_path, tmp_path):
 
 def test_speed_measures_each_codec_and_labels_the_random_reference(dataset, tiny_model_path):
     """In this process, for speed; the command runs the same function in a child per codec (test below)."""
-    from hvq.codec.evaluation.report import speed_markdown
-    from hvq.codec.evaluation.speed import COMPRESSAI_REFERENCE, SpeedJob, describe_machine, measure_speed
+    from hvq.evaluation.report import speed_markdown
+    from hvq.evaluation.speed import COMPRESSAI_REFERENCE, SpeedJob, describe_machine, measure_speed
 
     paths = tuple(sorted(dataset.rglob("*.png")))
     results = [measure_speed(SpeedJob(name, setting, paths, 1, None, str(tiny_model_path)))
@@ -164,7 +164,7 @@ def test_thread_counts_reach_the_libraries_that_take_one():
     """AVIF and JPEG XL run with the count asked for and say so; the others report their one thread."""
     from PIL import AvifImagePlugin
 
-    from hvq.codec.evaluation import classical
+    from hvq.evaluation import classical
 
     rgb = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     try:
@@ -206,7 +206,7 @@ def test_msssim_and_means():
 
 
 def test_means_skip_nan_msssim_per_image():
-    from hvq.codec.evaluation.records import Measurement
+    from hvq.evaluation.records import Measurement
 
     rows = [Measurement("x", "jpeg", "quality=50", 10, 10, 100, 30.0, 0.9, 10.0),
             Measurement("y", "jpeg", "quality=50", 10, 10, 300, 20.0, float("nan"), float("nan"))]
@@ -256,7 +256,7 @@ def test_dominated_points_are_left_out_and_too_few_points_say_so():
 
 
 def test_published_curves_are_read_from_the_anchor_file():
-    from hvq.codec.evaluation.anchors import DEFAULT_MODELS, load_published
+    from hvq.evaluation.anchors import DEFAULT_MODELS, load_published
 
     path = require_anchor("compressai_kodak.json")
     curves = load_published(path)

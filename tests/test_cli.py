@@ -241,7 +241,7 @@ def test_a_write_that_fails_midway_is_one_line_and_leaves_nothing(monkeypatch, t
 
 
 def test_train_options_override_a_config_file(run, photo, tmp_path):
-    from hvq.codec.train_config import TrainConfig
+    from hvq.codec.train.config import TrainConfig
 
     images = tmp_path / "images"
     images.mkdir()

@@ -1,4 +1,4 @@
-"""Fitting the context prior (``hvq.codec.context_fit``) and adding it to a model (``hvq fit-prior``)."""
+"""Fitting the context prior (``hvq.codec.fit.context_prior``) and adding it to a model (``hvq fit-prior``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from PIL import Image
 
 from hvq.bitstream.coder import encode_indices, encode_indices_in_context
 from hvq.cli.main import main
-from hvq.codec.context_fit import ContextFitConfig, fit_context_prior, level_tokens
-from hvq.codec.export import holdout_split
-from hvq.codec.weights import load_model
+from hvq.codec.fit.context_prior import ContextFitConfig, fit_context_prior, level_tokens
+from hvq.codec.fit.export import holdout_split
+from hvq.codec.runtime.weights import load_model
 
 K = 16
 
@@ -81,7 +81,7 @@ def test_fit_prior_keeps_the_model_and_its_files(tiny_model_path, image_folder, 
     assert "bits per index on the" in result.output and "context+parent" in result.output
     before, after = load_model(tiny_model_path), load_model(out)
     assert after.fingerprint == before.fingerprint and after.prior.context
-    from hvq.codec.pipeline import Codec
+    from hvq.codec.runtime.pipeline import Codec
 
     old_file = Codec.for_model(before).compress(photo)
     assert np.array_equal(np.asarray(Codec.for_model(after).decompress(old_file)),

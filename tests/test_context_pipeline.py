@@ -26,9 +26,9 @@ from PIL import Image
 from hvq.bitstream.container import CODER_CONTEXT, CODER_CONTEXT_PARENT, PRIOR_CHECKERBOARD, Header, parse, write_file
 from hvq.bitstream.levels import decode_grid, encode_levels, header_prior_fields
 from hvq.cli.main import main
-from hvq.codec.imageio import pad_to_multiple, to_tensor
-from hvq.codec.pipeline import Codec
-from hvq.codec.weights import load_model
+from hvq.codec.runtime.imageio import pad_to_multiple, to_tensor
+from hvq.codec.runtime.pipeline import Codec
+from hvq.codec.runtime.weights import load_model
 
 DATA = Path(__file__).parent / "data"
 
@@ -98,7 +98,7 @@ def test_info_names_the_prior_and_coders(tiny_context_codec, photo, tmp_path):
 _ENCODE = """
 import sys, torch
 torch.set_num_threads(int(sys.argv[1]))
-from hvq.codec.pipeline import Codec
+from hvq.codec.runtime.pipeline import Codec
 sys.stdout.buffer.write(Codec.for_model(sys.argv[2]).compress(sys.argv[3]))
 """
 _DECODE = """
@@ -107,7 +107,7 @@ import numpy as np
 torch.set_num_threads(int(sys.argv[1]))
 from hvq.bitstream.container import parse
 from hvq.bitstream.levels import decode_grid
-from hvq.codec.weights import load_model
+from hvq.codec.runtime.weights import load_model
 data = open(sys.argv[3], "rb").read()
 prior = load_model(sys.argv[2]).prior
 grids = [decode_grid(parse(data), f, prior) for f in (16, 8, 4)]

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY
-from hvq.codec.config import ModelConfig
-from hvq.codec.layers import DownSample
-from hvq.codec.model import HierarchicalVQVAE
+from hvq.codec.model.config import ModelConfig
+from hvq.codec.model.layers import DownSample
+from hvq.codec.model.vqvae import HierarchicalVQVAE
 
 
 @pytest.fixture

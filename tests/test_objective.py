@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from hvq.codec.codebook import SharedCodebook
-from hvq.codec.objective import ms_ssim_window, multiscale_ssim, usage_penalty
+from hvq.codec.model.codebook import SharedCodebook
+from hvq.codec.train.objective import ms_ssim_window, multiscale_ssim, usage_penalty
 
 
 def test_ms_ssim_window_shrinks_to_fit_five_scales():

@@ -13,7 +13,7 @@ from PIL import Image
 import hvq
 from conftest import make_tiny_model
 from hvq.bitstream.container import parse
-from hvq.codec.pipeline import Codec
+from hvq.codec.runtime.pipeline import Codec
 
 
 def test_round_trip_keeps_size_and_stores_levels_coarse_first(tiny_codec, photo):
@@ -115,7 +115,7 @@ def test_other_modes_are_converted(tiny_codec, photo, mode):
 
 
 def test_sixteen_bit_is_scaled_not_clipped():
-    from hvq.codec.imageio import to_rgb
+    from hvq.codec.runtime.imageio import to_rgb
 
     wide = Image.fromarray(np.array([[0, 257 * 128, 65535]], dtype=np.uint16))
     assert np.asarray(to_rgb(wide))[0, :, 0].tolist() == [0, 128, 255]
@@ -166,7 +166,7 @@ def test_absurd_dimensions_are_refused_before_decoding(tiny_codec, tmp_path):
 
 
 def test_model_file_problems(tmp_path, tiny_model_path):
-    from hvq.codec.weights import load_model
+    from hvq.codec.runtime.weights import load_model
 
     with pytest.raises(hvq.HvqModelError, match="cannot read model"):
         load_model(tmp_path / "absent.safetensors")
@@ -195,7 +195,7 @@ class _Payload:
 def test_a_pickle_is_never_loaded_as_a_model(tmp_path):
     import torch
 
-    from hvq.codec.weights import load_model
+    from hvq.codec.runtime.weights import load_model
 
     marker = tmp_path / "pwned"
     checkpoint = tmp_path / "model.pt"
@@ -208,7 +208,7 @@ def test_a_pickle_is_never_loaded_as_a_model(tmp_path):
 def test_newer_model_file_version_is_refused(tmp_path, tiny_model_path):
     from safetensors.numpy import load_file, safe_open, save_file
 
-    from hvq.codec.weights import load_model
+    from hvq.codec.runtime.weights import load_model
 
     with safe_open(str(tiny_model_path), "np") as f:
         meta = dict(f.metadata())
@@ -222,7 +222,7 @@ def test_newer_model_file_version_is_refused(tmp_path, tiny_model_path):
 def test_sizes_beyond_the_transform_limit_are_refused_before_allocation(tiny_codec, tmp_path):
     from hvq.bitstream.coder import encode_indices, index_checksum
     from hvq.bitstream.container import CODER_RANGE_STATIC, Header, LevelChunk, write_file
-    from hvq.codec.pipeline import MAX_TRANSFORM_PIXELS
+    from hvq.codec.runtime.pipeline import MAX_TRANSFORM_PIXELS
 
     assert MAX_TRANSFORM_PIXELS == 8192 * 8192
     path = tmp_path / "big.png"
@@ -238,7 +238,7 @@ def test_sizes_beyond_the_transform_limit_are_refused_before_allocation(tiny_cod
 
 
 def test_pillow_opens_hvq_files_after_registration(tiny_codec, tiny_model_path, photo, tmp_path):
-    from hvq.codec.pillow_plugin import register_hvq_opener
+    from hvq.codec.runtime.pillow_plugin import register_hvq_opener
 
     path = tmp_path / "photo.hvq"
     path.write_bytes(tiny_codec.compress(photo, (16, 8)))

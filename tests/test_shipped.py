@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import hvq
-from hvq.codec.pipeline import Codec
-from hvq.codec.weights import DEFAULT_MODEL, load_model
+from hvq.codec.runtime.pipeline import Codec
+from hvq.codec.runtime.weights import DEFAULT_MODEL, load_model
 
 pytestmark = pytest.mark.slow
 

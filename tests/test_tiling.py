@@ -1,4 +1,4 @@
-"""Tiled transforms (``hvq.codec.tiling``): the tiles change the memory, never the result."""
+"""Tiled transforms (``hvq.codec.runtime.tiling``): the tiles change the memory, never the result."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from hvq.bitstream.container import parse
-from hvq.codec.imageio import pad_to_multiple, to_pixels
-from hvq.codec.pipeline import Codec
-from hvq.codec.tiling import DECODER_HALO_CELLS, decode_tiled, encode_tiled, encoder_halo, windows
+from hvq.codec.runtime.imageio import pad_to_multiple, to_pixels
+from hvq.codec.runtime.pipeline import Codec
+from hvq.codec.runtime.tiling import DECODER_HALO_CELLS, decode_tiled, encode_tiled, encoder_halo, windows
 
 
 @pytest.fixture(scope="module")

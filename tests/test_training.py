@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 
 from conftest import TINY
-from hvq.codec.config import ModelConfig
-from hvq.codec.train_config import TrainConfig, lr_at
-from hvq.codec.training import load_training_state, train
+from hvq.codec.model.config import ModelConfig
+from hvq.codec.train.config import TrainConfig, lr_at
+from hvq.codec.train.loop import load_training_state, train
 
 
 @pytest.fixture
@@ -158,8 +158,8 @@ def test_init_from_starts_from_a_checkpoints_weights(image_folder, tmp_path):
 
 
 def test_export_writes_a_model_that_round_trips(image_folder, tmp_path):
-    from hvq.codec.export import export_checkpoint
-    from hvq.codec.pipeline import Codec
+    from hvq.codec.fit.export import export_checkpoint
+    from hvq.codec.runtime.pipeline import Codec
 
     train(_config(image_folder, 2), tmp_path / "run")
     report = export_checkpoint(tmp_path / "run" / "checkpoint.pt", [str(image_folder)], tmp_path / "m.safetensors")

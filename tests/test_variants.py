@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY
-from hvq.codec.config import DOWNSAMPLE_KINDS, ModelConfig
-from hvq.codec.layers import DOWNSAMPLERS, AveragePoolDown, ConvDown, SubSample
-from hvq.codec.model import HierarchicalVQVAE
+from hvq.codec.model.config import DOWNSAMPLE_KINDS, ModelConfig
+from hvq.codec.model.layers import DOWNSAMPLERS, AveragePoolDown, ConvDown, SubSample
+from hvq.codec.model.vqvae import HierarchicalVQVAE
 
 # ModelConfig().to_json() of hvq 0.1, before the variant options existed.
 DEFAULT_JSON = (
@@ -45,7 +45,7 @@ def test_options_away_from_their_defaults_are_saved_and_read_back():
 
 
 def test_the_shipped_model_still_loads_with_its_fingerprint():
-    from hvq.codec.weights import load_model
+    from hvq.codec.runtime.weights import load_model
 
     model = load_model()
     assert model.fingerprint_hex == "55a1cbc11a02d92e1e92f23fdde98a71"
@@ -135,8 +135,8 @@ def test_variants_save_load_and_code_like_the_product(tmp_path, photo, overrides
     import numpy as np
 
     from conftest import make_tiny_model
-    from hvq.codec.pipeline import Codec
-    from hvq.codec.weights import load_model
+    from hvq.codec.runtime.pipeline import Codec
+    from hvq.codec.runtime.weights import load_model
 
     path = make_tiny_model(tmp_path / "variant.safetensors", context=True, **overrides)
     model = load_model(path)

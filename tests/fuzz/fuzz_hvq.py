@@ -37,7 +37,7 @@ def main() -> None:
         import targets
 
         if name == "codec":
-            for module in ("hvq.codec.pipeline", "hvq.codec.tiling", "hvq.codec.imageio"):
+            for module in ("hvq.codec.runtime.pipeline", "hvq.codec.runtime.tiling", "hvq.codec.runtime.imageio"):
                 importlib.import_module(module)
     target = {"container": targets.container_target, "codec": targets.codec_target}[name]
     atheris.Setup(args, target)

@@ -53,7 +53,7 @@ def as_version_1(codec, image: Image.Image) -> bytes:
     from dataclasses import replace
 
     from hvq.bitstream.prior_tables import PriorTables
-    from hvq.codec.pipeline import Codec
+    from hvq.codec.runtime.pipeline import Codec
 
     static = Codec(replace(codec.model, prior=PriorTables(codec.model.prior.static)))
     data = static.compress(image)
@@ -65,7 +65,7 @@ def as_version_1(codec, image: Image.Image) -> bytes:
 
 def main() -> None:
     make_tiny_model(FUZZ_MODEL, seed=6, context=True)
-    from hvq.codec.pipeline import Codec
+    from hvq.codec.runtime.pipeline import Codec
 
     codec = Codec.for_model(FUZZ_MODEL)
     shutil.rmtree(CORPUS, ignore_errors=True)

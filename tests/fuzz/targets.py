@@ -93,7 +93,7 @@ def container_target(data: bytes) -> None:
 
 @lru_cache(maxsize=1)
 def fuzz_codec():
-    from hvq.codec.pipeline import Codec
+    from hvq.codec.runtime.pipeline import Codec
 
     return Codec.for_model(FUZZ_MODEL)
 

@@ -18,11 +18,11 @@ from PIL import Image
 from hvq.bitstream.container import Header, ParsedFile, parse, read_bytes, write_file
 from hvq.bitstream.levels import decode_grid, encode_levels, header_prior_fields
 from hvq.bitstream.errors import HvqFormatError, HvqModelError, HvqTruncatedError
-from hvq.codec.imageio import load_image, pad_to_multiple
-from hvq.codec.tiling import DEFAULT_TILE, check_tile, decode_tiled, encode_tiled
-from hvq.codec.weights import LoadedModel, load_model
+from hvq.codec.runtime.imageio import load_image, pad_to_multiple
+from hvq.codec.runtime.tiling import DEFAULT_TILE, check_tile, decode_tiled, encode_tiled
+from hvq.codec.runtime.weights import LoadedModel, load_model
 
-# The transforms run tile by tile (codec/tiling.py), so their memory is set
+# The transforms run tile by tile (codec/runtime/tiling.py), so their memory is set
 # by the tile, not the image: the whole image is held only as 8-bit pixels.
 # 2**26 pixels (8192x8192) keeps that under 1 GB and stays below Pillow's
 # decompression-bomb warning (about 89 M pixels), so any image hvq accepts

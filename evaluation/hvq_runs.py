@@ -15,8 +15,8 @@ from itertools import combinations
 import numpy as np
 
 from hvq.bitstream.levels import strip
-from hvq.codec.evaluation.records import Measurement, measure
-from hvq.codec.pipeline import Codec
+from hvq.evaluation.records import Measurement, measure
+from hvq.codec.runtime.pipeline import Codec
 
 CODEC_NAME = "hvq"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hvq.codec.train_config import CURVES, METRICS, VALIDATION
+from hvq.codec.train.config import CURVES, METRICS, VALIDATION
 
 
 def read_records(path: Path) -> list[dict]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hvq.codec.config import ModelConfig
-from hvq.codec.layers import ResidualBlock, conv3x3, subpel_conv3x3
+from hvq.codec.model.config import ModelConfig
+from hvq.codec.model.layers import ResidualBlock, conv3x3, subpel_conv3x3
 
 
 class LevelDecoder(nn.Module):

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from hvq.bitstream.errors import HvqImageError
-from hvq.codec.imageio import load_image, pillow_errors
+from hvq.codec.runtime.imageio import load_image, pillow_errors
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
 

@@ -2,7 +2,7 @@
 
 The prior is fitted on the index grids of whole training images, encoded
 with the weights as shipped: the static tables by counting, then (unless
-asked not to) the context prior by ``hvq.codec.context_fit``.
+asked not to) the context prior by ``hvq.codec.fit.context_prior``.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ import torch
 from hvq.bitstream.container import CODER_CONTEXT, CODER_CONTEXT_PARENT, CODER_RANGE_STATIC
 from hvq.bitstream.levels import encode_level
 from hvq.bitstream.prior_tables import PriorTables
-from hvq.codec.config import ModelConfig
-from hvq.codec.context_fit import ContextFitConfig, fit_context_prior
-from hvq.codec.data import list_images, read_image
-from hvq.codec.imageio import pad_to_multiple, to_tensor
-from hvq.codec.model import HierarchicalVQVAE
-from hvq.codec.prior import FrequencyPrior
-from hvq.codec.training import load_training_state
-from hvq.codec.validation import CodebookUsage, codebook_usage
-from hvq.codec.weights import LoadedModel, load_model, save_model
+from hvq.codec.model.config import ModelConfig
+from hvq.codec.fit.context_prior import ContextFitConfig, fit_context_prior
+from hvq.codec.train.data import list_images, read_image
+from hvq.codec.runtime.imageio import pad_to_multiple, to_tensor
+from hvq.codec.model.vqvae import HierarchicalVQVAE
+from hvq.codec.model.prior import FrequencyPrior
+from hvq.codec.train.loop import load_training_state
+from hvq.codec.train.validation import CodebookUsage, codebook_usage
+from hvq.codec.runtime.weights import LoadedModel, load_model, save_model
 
 
 def load_checkpoint(path: str | Path) -> HierarchicalVQVAE:

@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from pytorch_msssim import ms_ssim
 
-from hvq.codec.codebook import SharedCodebook
-from hvq.codec.model import ForwardOutput
-from hvq.codec.train_config import MS_SSIM_MIN_CROP, LossWeights
+from hvq.codec.model.codebook import SharedCodebook
+from hvq.codec.model.vqvae import ForwardOutput
+from hvq.codec.train.config import MS_SSIM_MIN_CROP, LossWeights
 
 MS_SSIM_WINDOW = 11  # Wang et al. 2003
 

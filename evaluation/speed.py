@@ -152,7 +152,7 @@ def _encode_decode_timer(encode, decode, repeats: int):
 
 def _prepare_classical(job: SpeedJob):
     """Returns the function that times one image, and the setting's label."""
-    from hvq.codec.evaluation.classical import CLASSICAL
+    from hvq.evaluation.classical import CLASSICAL
 
     codec = CLASSICAL[job.codec]
     timer = _encode_decode_timer(lambda rgb: codec.encode(rgb, job.setting), codec.decode, job.repeats)
@@ -163,7 +163,7 @@ def _prepare_hvq(job: SpeedJob):
     from PIL import Image
 
     from hvq.bitstream.levels import strip
-    from hvq.codec.pipeline import Codec
+    from hvq.codec.runtime.pipeline import Codec
 
     codec = Codec.for_model(job.model_path)
     factors = sorted(codec.model.config.factors, reverse=True)
@@ -212,7 +212,7 @@ def _prepare_compressai(job: SpeedJob):
 
 def measure_speed(job: SpeedJob) -> SpeedResult:
     """Times and peak memory of one codec; meant to run in a fresh child process (``run_speed``)."""
-    from hvq.codec.data import read_image
+    from hvq.codec.train.data import read_image
 
     if job.codec in ("hvq", COMPRESSAI_REFERENCE):
         import torch
@@ -222,7 +222,7 @@ def measure_speed(job: SpeedJob) -> SpeedResult:
         threads = torch.get_num_threads()
         time_image, setting = (_prepare_hvq if job.codec == "hvq" else _prepare_compressai)(job)
     else:
-        from hvq.codec.evaluation.classical import use_threads
+        from hvq.evaluation.classical import use_threads
 
         threads = use_threads(job.codec, job.threads)
         time_image, setting = _prepare_classical(job)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
-# The names of hvq.codec.layers.DOWNSAMPLERS, here so that the config needs no torch.
+# The names of hvq.codec.model.layers.DOWNSAMPLERS, here so that the config needs no torch.
 DOWNSAMPLE_KINDS = ("subsample", "avgpool", "conv", "residual")
 # Fields added after hvq 0.1; their defaults are what every earlier model was, so
 # to_json leaves them out at their defaults and earlier fingerprints still hold.
@@ -29,7 +29,7 @@ class ModelConfig:
     still runs the chain through 1/8 but codes only 1/16 (seed 002's
     single-level baselines, ``benchmarks/ablation.py``).
 
-    ``downsample`` names how the chain halves a grid (``hvq.codec.layers.DOWNSAMPLERS``):
+    ``downsample`` names how the chain halves a grid (``hvq.codec.model.layers.DOWNSAMPLERS``):
     "residual" (stride-2 conv + 2x2 average pool, summed; the product's),
     "conv", "avgpool" or "subsample".  ``shared_codebook`` False gives each
     level its own codebook instead of the one shared by all levels.  Both

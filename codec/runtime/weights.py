@@ -34,12 +34,12 @@ from safetensors.numpy import save as save_numpy
 from hvq.bitstream.context import LevelContextModel
 from hvq.bitstream.errors import HvqModelError
 from hvq.bitstream.prior_tables import CONTEXT_PREFIX, STATIC_PREFIX, PriorTables
-from hvq.codec.config import ModelConfig
-from hvq.codec.model import HierarchicalVQVAE
-from hvq.codec.prior import FrequencyPrior
+from hvq.codec.model.config import ModelConfig
+from hvq.codec.model.vqvae import HierarchicalVQVAE
+from hvq.codec.model.prior import FrequencyPrior
 
 MODEL_FILE_VERSION = 1
-DEFAULT_MODEL = Path(__file__).parent / "models" / "hvq-default.safetensors"
+DEFAULT_MODEL = Path(__file__).parents[1] / "models" / "hvq-default.safetensors"
 CONTEXT_PRIOR_NAME = "checkerboard-parent-v1"
 MAX_MODEL_BYTES = 1 << 30
 # Buffers only training needs; a deployable file leaves them out.

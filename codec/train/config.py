@@ -10,9 +10,9 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 
-from hvq.codec.config import ModelConfig
+from hvq.codec.model.config import ModelConfig
 
-# The files of a run folder (written by hvq.codec.training, drawn by hvq.codec.training_plot).
+# The files of a run folder (written by hvq.codec.train.loop, drawn by hvq.codec.train.plot).
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "train_config.json"
 METRICS = "metrics.jsonl"
@@ -24,7 +24,7 @@ MS_SSIM_MIN_CROP = 33  # five MS-SSIM scales need a side > (window - 1) * 16 wit
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Per-level weights of the objective's terms (see ``hvq.codec.objective``)."""
+    """Per-level weights of the objective's terms (see ``hvq.codec.train.objective``)."""
 
     mse: float = 1.0
     l1: float = 0.0
@@ -45,7 +45,7 @@ class TrainConfig:
     lr: float = 1.5e-3
     warmup_steps: int = 200
     final_lr_fraction: float = 0.02  # cosine decay ends at lr * this
-    # Loss weights, per level (see hvq.codec.objective).
+    # Loss weights, per level (see hvq.codec.train.objective).
     mse_weight: float = 1.0
     l1_weight: float = 0.0
     ms_ssim_weight: float = 0.0

@@ -24,8 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hvq.codec.config import ModelConfig
-from hvq.codec.layers import DOWNSAMPLERS, ResidualBlock, conv1x1, conv3x3
+from hvq.codec.model.config import ModelConfig
+from hvq.codec.model.layers import DOWNSAMPLERS, ResidualBlock, conv1x1, conv3x3
 
 
 class Encoder(nn.Module):

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hvq.codec.imageio import to_pixels
+from hvq.codec.runtime.imageio import to_pixels
 
 DEFAULT_TILE = 1024  # interior side in pixels; see benchmarks/large_image.py for memory and time
 DECODER_HALO_CELLS = 8

@@ -9,10 +9,10 @@ product) each level quantises with a codebook of its own, ``codebooks[f]``,
 fitted to that level's latents alone; ``codebook_of(f)`` hides the difference.
 
 ``forward`` serves training (every level's reconstruction and VQ terms; the
-distortion part of the objective lives in ``hvq.codec.objective``);
+distortion part of the objective lives in ``hvq.codec.train.objective``);
 ``encode`` and ``decode`` are what the codec runs, in eval mode and without
 gradients.  Images are float tensors in [0, 1] whose sides are multiples of
-``config.max_factor``; padding is the codec's job (``hvq.codec.imageio``).
+``config.max_factor``; padding is the codec's job (``hvq.codec.runtime.imageio``).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hvq.codec.codebook import SharedCodebook
-from hvq.codec.config import ModelConfig
-from hvq.codec.decoder import LevelDecoder
-from hvq.codec.encoder import Encoder
+from hvq.codec.model.codebook import SharedCodebook
+from hvq.codec.model.config import ModelConfig
+from hvq.codec.model.decoder import LevelDecoder
+from hvq.codec.model.encoder import Encoder
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import io
 import math
 
-from hvq.codec.evaluation.anchors import PublishedCurve
-from hvq.codec.evaluation.records import SettingMean
+from hvq.evaluation.anchors import PublishedCurve
+from hvq.evaluation.records import SettingMean
 
 METRICS = {"psnr": "PSNR (dB, RGB)", "ms_ssim_db": "MS-SSIM (dB), -10 log10(1 - MS-SSIM)"}
 

@@ -37,7 +37,7 @@ class HvqImageFile(ImageFile.ImageFile):
 
     def load(self):
         if not self._decoded:
-            from hvq.codec.pipeline import Codec
+            from hvq.codec.runtime.pipeline import Codec
 
             self.fp.seek(0)
             data = self.fp.read(MAX_FILE_BYTES + 1)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hvq.codec.evaluation.classical import CLASSICAL
-from hvq.codec.evaluation.records import Measurement, measure
+from hvq.evaluation.classical import CLASSICAL
+from hvq.evaluation.records import Measurement, measure
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class BenchImage:
 
 def find_images(folder: Path) -> list[BenchImage]:
     """The image files under ``folder`` (any depth), sorted; FileNotFoundError when there are none."""
-    from hvq.codec.data import list_images
+    from hvq.codec.train.data import list_images
 
     return [BenchImage(path, path.relative_to(folder).as_posix()) for path in list_images([str(folder)])]
 
@@ -39,7 +39,7 @@ def load_original(image: BenchImage) -> np.ndarray:
 
     An unreadable file raises ``HvqImageError`` naming it.
     """
-    from hvq.codec.data import read_image
+    from hvq.codec.train.data import read_image
 
     return np.asarray(read_image(image.path))
 
@@ -116,7 +116,7 @@ def run_classical(images: list[BenchImage], sweeps: dict[str, tuple[float, ...]]
 
 def run_hvq(images: list[BenchImage], codec, progress: bool = True) -> list[Measurement]:
     """Every image through hvq (every level alone, every subset), in this process; ``codec`` is a Codec."""
-    from hvq.codec.evaluation.hvq_runs import measure_hvq
+    from hvq.evaluation.hvq_runs import measure_hvq
 
     per_image = []
     with _bar(len(images), "hvq", progress) as bar:

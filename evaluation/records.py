@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hvq.codec.evaluation.metrics import msssim, msssim_db, psnr
+from hvq.evaluation.metrics import msssim, msssim_db, psnr
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hvq.codec.config import ModelConfig
-from hvq.codec.data import CropSampler, list_images, step_batches
-from hvq.codec.distributed import Placement, check_in_sync, join, leave
-from hvq.codec.model import HierarchicalVQVAE
-from hvq.codec.objective import objective
-from hvq.codec.train_config import CHECKPOINT, CONFIG, METRICS, VALIDATION, TrainConfig, lr_at
-from hvq.codec.validation import load_validation_images, perplexity, validate
+from hvq.codec.model.config import ModelConfig
+from hvq.codec.train.data import CropSampler, list_images, step_batches
+from hvq.codec.train.distributed import Placement, check_in_sync, join, leave
+from hvq.codec.model.vqvae import HierarchicalVQVAE
+from hvq.codec.train.objective import objective
+from hvq.codec.train.config import CHECKPOINT, CONFIG, METRICS, VALIDATION, TrainConfig, lr_at
+from hvq.codec.train.validation import load_validation_images, perplexity, validate
 
 def step_seed(seed: int, step: int, rank: int) -> int:
     """The torch seed of one step on one rank."""
@@ -213,7 +213,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress, placement
                 run.save()
     if placement.is_main:
         metrics.close()
-        from hvq.codec.training_plot import plot_run
+        from hvq.codec.train.plot import plot_run
 
         plot_run(run_dir)
     return model

@@ -12,9 +12,9 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
-from hvq.codec.evaluation.bjontegaard import METHOD, MIN_OVERLAP, BDResult
-from hvq.codec.evaluation.records import Measurement, SettingMean
-from hvq.codec.evaluation.speed import Machine, SpeedResult
+from hvq.evaluation.bjontegaard import METHOD, MIN_OVERLAP, BDResult
+from hvq.evaluation.records import Measurement, SettingMean
+from hvq.evaluation.speed import Machine, SpeedResult
 
 METRIC_NAMES = {"psnr": "PSNR", "ms_ssim_db": "MS-SSIM (dB)"}
 

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from pytorch_msssim import ms_ssim
 
-from hvq.codec.data import list_images, read_image
-from hvq.codec.imageio import pad_to_multiple, to_tensor
-from hvq.codec.model import HierarchicalVQVAE
-from hvq.codec.prior import table_from_counts
+from hvq.codec.train.data import list_images, read_image
+from hvq.codec.runtime.imageio import pad_to_multiple, to_tensor
+from hvq.codec.model.vqvae import HierarchicalVQVAE
+from hvq.codec.model.prior import table_from_counts
 
 MS_SSIM_MIN_SIDE = 161  # five scales of an 11-px window
 

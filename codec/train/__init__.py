@@ -1,0 +1,1 @@
+"""Training a model on a user's images: config, crops, objective, the loop, validation and its plots."""
