@@ -14,7 +14,7 @@ import click
 EXIT_CODES = """\b
 Exit codes:
   0  success
-  1  an input, file, folder, model or setting was refused (one line per fault on stderr)
+  1  an input, file, model or setting was refused (one line per fault on stderr)
   2  the command line was misused
   130  interrupted (Ctrl-C or SIGTERM); no partial file is left"""
 
