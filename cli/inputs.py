@@ -3,24 +3,30 @@
 ``hvq compress`` takes files and folders.  A folder stands for the image
 files under it, at any depth, in sorted order: the files whose suffix Pillow
 knows as an image format (``.hvq`` files and hidden files and folders are
-left out).  Outputs go beside each input, or under ``--output-dir``, where a
-folder's subfolders are mirrored so that two ``a.png`` in different
-subfolders do not collide.
+left out).  Symbolic links to files and folders are followed (a link that
+leads back into a folder already searched is not searched again).
+Outputs go beside each input, or under ``--output-dir``, where a folder's
+subfolders are mirrored so that two ``a.png`` in different subfolders do not
+collide.  ``-`` is standard input: alone, and with ``-o``.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import click
 
+STDIO = Path("-")  # standard input as an input, standard output as an output
+
 
 @dataclass(frozen=True)
 class Job:
     source: Path
     target: Path
+    clash: Path | None = None  # an earlier input of this run with the same target
 
 
 @lru_cache(maxsize=1)
@@ -35,14 +41,67 @@ def _is_hidden(path: Path, root: Path) -> bool:
 
 
 def images_in(folder: Path) -> list[Path]:
+    """Image files under ``folder``, sorted; symbolic links are followed, each real folder searched once."""
     suffixes = image_suffixes()
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes and not _is_hidden(p, folder)
-    )
+    found, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        here = os.stat(root)
+        if (here.st_dev, here.st_ino) in seen:  # a link back up the tree, or a second link to one folder
+            dirs[:] = []
+            continue
+        seen.add((here.st_dev, here.st_ino))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(root, name)
+            if not name.startswith(".") and path.suffix.lower() in suffixes and path.is_file():
+                found.append(path)
+    return sorted(found)
+
+
+MAX_IMAGE_BYTES = 1 << 30  # an image file read from standard input (a path is read by Pillow as it needs)
+
+
+def image_source(path: Path):
+    """What ``Codec.compress`` takes for an input: the path, or for ``-`` the image read from standard input."""
+    if path != STDIO:
+        return path
+    import io
+
+    from hvq.codec.runtime.imageio import load_image
+    from hvq.codec.runtime.pipeline import MAX_TRANSFORM_PIXELS
+
+    return load_image(io.BytesIO(read_stdin(MAX_IMAGE_BYTES)), MAX_TRANSFORM_PIXELS, name="-")
+
+
+def read_stdin(limit: int) -> bytes:
+    """All of standard input, up to ``limit`` bytes; a terminal or a longer stream is refused."""
+    stream = click.get_binary_stream("stdin")
+    if stream.isatty():
+        raise click.UsageError("- reads standard input, which is a terminal: pipe a file in (hvq compress - < a.png)")
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise click.ClickException(f"-: standard input exceeds the {limit}-byte limit")
+    return data
 
 
 def plan(inputs: tuple[Path, ...], output: Path | None, output_dir: Path | None, suffix: str) -> list[Job]:
-    """Pair every input file with its output path; a folder with no image in it is a usage error."""
+    """Pair every input file with its output path; a folder with no image in it is a usage error.
+
+    Two inputs whose outputs would be the same file (``a.png`` and ``a.jpg``
+    into one folder) are both planned; the later one carries the earlier one
+    as its ``clash`` and is refused when its turn comes.
+    """
+    if output == STDIO:
+        from hvq.cli.output import check_stdout
+
+        check_stdout()  # misuse, before any work
+    if STDIO in inputs:
+        if len(inputs) > 1:
+            raise click.BadParameter("- (standard input) must be the only input", param_hint="INPUTS")
+        if output is None:
+            raise click.BadParameter("reading standard input needs -o FILE (or -o - for standard output)",
+                                     param_hint="INPUTS")
+        return [Job(STDIO, output)]
     jobs = []
     for given in inputs:
         if given.is_dir():
@@ -59,4 +118,9 @@ def plan(inputs: tuple[Path, ...], output: Path | None, output_dir: Path | None,
             jobs.append(Job(given, target))
     if output and len(jobs) > 1:
         raise click.BadParameter("-o/--output takes one input; use -d/--output-dir for several")
+    first: dict[Path, Path] = {}
+    for i, job in enumerate(jobs):
+        earlier = first.setdefault(job.target.resolve(), job.source)
+        if earlier != job.source:
+            jobs[i] = Job(job.source, job.target, earlier)
     return jobs

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
 
 model_option = click.option(
@@ -29,3 +32,27 @@ class LevelList(click.ParamType):
         if not factors or any(f < 1 for f in factors):
             self.fail(f"{value!r} names no level", param, ctx)
         return factors
+
+
+class FolderPath(type(Path())):
+    """An ``-o`` given with a trailing slash: the folder to write into (made if missing), not a file name."""
+
+
+class OutputPath(click.ParamType):
+    """``-o``: a file, ``-`` (standard output), or ``FOLDER/`` to write into that folder.
+
+    ``Path("out/")`` drops the slash, so ``-o out/`` would write a file named
+    ``out``; the slash is read here, before it is lost.
+    """
+
+    name = "PATH"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, Path):
+            return value
+        text = os.fsdecode(value)
+        if not text:
+            self.fail("is empty", param, ctx)
+        if text.endswith(("/", os.sep)) and text.strip("/" + os.sep):
+            return FolderPath(text)
+        return Path(text)
