@@ -120,7 +120,7 @@ def plan(inputs: tuple[Path, ...], output: Path | None, output_dir: Path | None,
         raise click.BadParameter("-o/--output takes one input; use -d/--output-dir for several")
     first: dict[Path, Path] = {}
     for i, job in enumerate(jobs):
-        earlier = first.setdefault(job.target.resolve(), job.source)
+        earlier = first.setdefault(Path(os.path.realpath(job.target)), job.source)
         if earlier != job.source:
             jobs[i] = Job(job.source, job.target, earlier)
     return jobs

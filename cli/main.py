@@ -84,7 +84,7 @@ def main() -> None:
 @main.command(epilog=EXIT_CODES)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=OutputPath(),
-              help="Output file (one input); - for standard output; FOLDER/ (a trailing slash) is -d FOLDER.")
+              help="Output file (one input); - for standard output (never a terminal); FOLDER/ (a trailing slash) is -d FOLDER.")
 @click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--levels", type=LevelList(), default=None, help="Levels to store, e.g. 16,8 (default: all).")
 @model_option
@@ -146,7 +146,7 @@ def compress(ctx, inputs, output, output_dir, levels, model_path, force):
 @main.command(epilog=EXIT_CODES)
 @click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=OutputPath(),
-              help="Output image (default: IN.png); - for PNG on standard output; FOLDER/ for FOLDER/IN.png.")
+              help="Output image (default: IN.png); - for PNG on standard output (never a terminal); FOLDER/ for FOLDER/IN.png.")
 @click.option("--level", type=int, default=None, help="Level to decode (default: the finest stored).")
 @click.option("--partial", is_flag=True, help="Decode the finest complete level of a truncated file.")
 @model_option
@@ -162,7 +162,7 @@ def decompress(input, output, level, partial, model_path, force):
     if input == STDIO and output is None:
         raise click.BadParameter("reading standard input needs -o FILE (or -o - for standard output)")
     default = input.with_suffix(".png")
-    output = into_folder(output, default.name) or default
+    output = into_folder(output, input, default.name) or default
     image_format = "PNG" if output == STDIO else writable_format(output.suffix)
     check_target(output, [input], force, stdout_ok=True)
     from hvq.codec.runtime.pipeline import Codec
@@ -241,7 +241,7 @@ def strip(input, keep, output, model_path, force):
     from hvq.bitstream.errors import HvqRecodeNeeded
     from hvq.bitstream.levels import strip as strip_levels
 
-    output = into_folder(output, input.name)
+    output = into_folder(output, input, input.name)
     check_target(output, [input], force, stdout_ok=True)
     with terminate_as_interrupt():
         try:

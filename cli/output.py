@@ -32,18 +32,24 @@ _NOT_REGULAR = (
 )
 
 
-def _refuse_special(output: Path) -> None:
-    """Refuse a target that exists and is not a regular file (lstat: a link, even a dangling one, is itself)."""
+def _refuse_special(output: Path) -> bool:
+    """Refuse a target that exists and is not a regular file (lstat: a link, even a dangling one, is itself).
+
+    Returns whether a regular file is there.
+    """
     try:
         mode = os.lstat(output).st_mode
-    except OSError:  # absent, or under a file: check_writable names the fault
-        return
+    except (FileNotFoundError, NotADirectoryError):  # absent, or under a file: check_writable names the fault
+        return False
+    except OSError as exc:  # a name too long, a loop of links above it
+        raise click.ClickException(f"{output}: cannot write there ({exc.strerror or exc})")
     if stat.S_ISDIR(mode):
         raise click.ClickException(f"{output}: is a folder")
     for test, kind in _NOT_REGULAR:
         if test(mode):
             hint = "; -o - writes to standard output" if str(output).startswith("/dev/") else ""
             raise click.ClickException(f"{output}: is {kind}, not a regular file; hvq writes regular files only{hint}")
+    return True
 
 
 def check_target(output: Path, inputs: list[Path], force: bool, stdout_ok: bool = False) -> None:
@@ -57,13 +63,29 @@ def check_target(output: Path, inputs: list[Path], force: bool, stdout_ok: bool 
                                      param_hint="-o")
         check_stdout()
         return
-    resolved = output.resolve()
-    if any(p != STDIO and resolved == p.resolve() for p in inputs):
+    resolved = os.path.realpath(output)  # realpath, not Path.resolve: a loop of links is a name, not an error
+    if any(p != STDIO and resolved == os.path.realpath(p) for p in inputs):
         raise click.ClickException(f"{output}: refusing to overwrite an input file")
-    _refuse_special(output)
-    if output.exists() and not force:
+    if _refuse_special(output) and not force:
         raise click.ClickException(f"{output}: exists (use --force to overwrite)")
     check_writable(output)
+
+
+def check_run_folder(folder: Path) -> None:
+    """Refuse a run folder (``hvq train -o``) that is a file, device, FIFO or dangling link: one line, not a traceback."""
+    if folder == STDIO:
+        raise click.BadParameter("a run is a folder; - (standard output) cannot hold one", param_hint="-o")
+    try:
+        mode = os.stat(folder).st_mode  # a link to a folder is that folder
+    except FileNotFoundError:
+        if os.path.islink(folder):
+            raise click.ClickException(f"{folder}: is a dangling symbolic link, not a folder")
+        return
+    except OSError as exc:
+        raise click.ClickException(f"{folder}: cannot make a run folder there ({exc.strerror or exc})")
+    if not stat.S_ISDIR(mode):
+        kind = next((k for test, k in _NOT_REGULAR if test(mode)), "a file")
+        raise click.ClickException(f"{folder}: is {kind}, not a folder")
 
 
 def check_stdout() -> None:
@@ -71,11 +93,15 @@ def check_stdout() -> None:
         raise click.UsageError("refusing to write binary data to a terminal: redirect it (-o - > out) or give -o FILE")
 
 
-def into_folder(output: Path | None, name: str) -> Path | None:
-    """``-o`` as given, or, for ``-o FOLDER/`` (a trailing slash), ``FOLDER/name``."""
+def into_folder(output: Path | None, source: Path, name: str) -> Path | None:
+    """``-o`` as given, or, for ``-o FOLDER/`` (a trailing slash), ``FOLDER/name`` (``name``: of ``source``'s output)."""
     from hvq.cli.options import FolderPath
 
-    return Path(output, name) if isinstance(output, FolderPath) else output
+    if not isinstance(output, FolderPath):
+        return output
+    if source == STDIO:
+        raise click.BadParameter("standard input has no name to put in a folder: give -o FILE", param_hint="-o")
+    return Path(output, name)
 
 
 def write_output(output: Path, data: bytes) -> None:
@@ -108,6 +134,8 @@ def writable_format(suffix: str) -> str:
     image_format = Image.registered_extensions().get(suffix.lower())
     if image_format is None:
         raise click.BadParameter(f"{suffix or 'no suffix'} is not an image format Pillow writes", param_hint="-o")
+    if image_format == "HVQ":  # registered by the Pillow plugin in this process
+        raise click.BadParameter(".hvq is what decompress reads; hvq strip makes a smaller .hvq", param_hint="-o")
     if image_format in ("ICO", "ICNS"):
         raise click.BadParameter(f"{suffix} is an icon format, which stores resized copies; write .png",
                                  param_hint="-o")

@@ -181,6 +181,9 @@ def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_s
                 + f" (all levels {100 * record['usage_all']:.0f}%)"
             )
 
+    from hvq.cli.output import check_run_folder
+
+    check_run_folder(run_dir)
     try:
         run_training(config, run_dir, resume=resume, progress=progress)
     except (FileNotFoundError, ValueError, HvqError) as exc:  # a folder, an image or a setting, named in the message

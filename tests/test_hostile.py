@@ -101,6 +101,22 @@ def test_force_never_replaces_a_device_fifo_or_symlink(photo_file, hvq_file, tin
     assert not (tmp_path / "nowhere.hvq").exists()
 
 
+def test_a_run_folder_that_is_a_fifo_or_link_is_one_line(photo, tmp_path):
+    """Second pass: ``hvq train -o FIFO`` (or a dangling link, or /dev/null) was a FileExistsError traceback."""
+    images = tmp_path / "images"
+    images.mkdir()
+    photo.resize((64, 64)).save(images / "a.png")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    tiny = ("--steps", 1, "--crop", 32, "--batch-size", 1, "--codebook-size", 16, "--code-dim", 8)
+    for folder, message in ((tmp_path / "fifo", "is a FIFO, not a folder"),
+                            (tmp_path / "dangling", "is a dangling symbolic link, not a folder"),
+                            ("/dev/null", "is a character device, not a folder")):
+        line = one_error_line(run("train", "--data", images, "-o", folder, *tiny))
+        assert line == f"Error: {folder}: {message}"
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "fifo").st_mode) and not (tmp_path / "nowhere").exists()
+
+
 def test_write_atomic_checks_the_target_again_before_the_rename(tmp_path):
     """A FIFO made at the target while the work ran: refused at the rename, no temporary file left."""
     import click
@@ -149,6 +165,34 @@ def parse_levels(path):
     return parse(path.read_bytes()).header.factors
 
 
+def test_a_name_over_the_limit_is_one_line(photo_file, hvq_file, tiny_model_path, tmp_path):
+    """Second pass: a 256-byte name was a traceback (ENAMETOOLONG from Path.exists)."""
+    name = tmp_path / ("x" * 252 + ".hvq")
+    for args in (
+        ("compress", photo_file, "-o", name, "--model", tiny_model_path),
+        ("strip", hvq_file, "--keep", 16, "-o", name),
+        ("decompress", hvq_file, "-o", name.with_suffix(".png"), "--model", tiny_model_path),
+        ("fit-prior", tiny_model_path, "--data", tmp_path, "-o", name.with_suffix(".safetensors")),
+    ):
+        line = one_error_line(run(*args))
+        assert line.endswith(": cannot write there (File name too long)"), line
+
+
+def test_a_loop_of_symbolic_links_is_one_line(photo_file, hvq_file, tiny_model_path, tmp_path):
+    """Second pass: Path.resolve raised RuntimeError on a link to itself, as an input, an output or a model."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    assert "Too many levels of symbolic links" in one_error_line(run("compress", loop, "-o", tmp_path / "x.hvq",
+                                                                     "--model", tiny_model_path))
+    for args in (("decompress", loop, "-o", tmp_path / "x.png", "--model", tiny_model_path),
+                 ("strip", loop, "--keep", 16, "-o", tmp_path / "y.hvq")):
+        assert one_error_line(run(*args)) == f"Error: {loop}: cannot read: Too many levels of symbolic links"
+    line = one_error_line(run("compress", photo_file, "-o", loop, "--force", "--model", tiny_model_path))
+    assert line == f"Error: {loop}: is a symbolic link, not a regular file; hvq writes regular files only"
+    with pytest.raises(hvq.HvqModelError, match=f"^{loop}: cannot read model: Too many levels of symbolic links"):
+        hvq.decompress(hvq_file, model=loop)
+
+
 # -- standard input and output ------------------------------------------------------------------------------
 
 
@@ -175,6 +219,8 @@ def test_dash_misuse_is_refused(photo_file, tiny_model_path, tmp_path, monkeypat
         assert "reading standard input needs -o" in run(*args).output
     result = run("compress", "-", photo_file, "-o", tmp_path / "x.hvq", "--model", tiny_model_path)
     assert result.exit_code == 2 and "must be the only input" in result.output
+    result = run("strip", "-", "--keep", 16, "-o", f"{tmp_path}/", input=b"")
+    assert result.exit_code == 2 and "standard input has no name" in result.output
     result = run("fit-prior", tiny_model_path, "--data", tmp_path, "-o", "-")
     assert result.exit_code == 2 and "cannot write to standard output" in result.output
     assert not os.path.exists("-")
@@ -215,6 +261,11 @@ def test_decompress_refuses_a_format_it_cannot_write_before_any_work(hvq_file, t
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and "-o" in result.output
     assert not out.exists()
+
+
+def test_decompress_refuses_hvq_as_an_image_format_even_with_the_plugin(plugin, hvq_file, tmp_path):
+    result = run("decompress", hvq_file, "-o", tmp_path / "again.hvq")
+    assert result.exit_code == 2 and "hvq strip makes a smaller .hvq" in result.output
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif", ".bmp", ".ppm", ".tga", ".gif"])
@@ -509,6 +560,21 @@ def test_plugin_errors_are_os_errors_and_hvq_errors(plugin, hvq_file, tmp_path):
     with pytest.raises(OSError, match="was made with model") as caught:
         Image.open(hvq_file).load()
     assert isinstance(caught.value, hvq.HvqModelError)
+
+
+def test_the_plugin_saves_hvq_files(plugin, photo, tiny_codec, tmp_path):
+    """Second pass: ``image.save("x.hvq")`` was Pillow's KeyError 'HVQ'; now it compresses with the registered model."""
+    photo.save(tmp_path / "x.hvq")
+    assert (tmp_path / "x.hvq").read_bytes() == tiny_codec.compress(photo)
+    buffer = io.BytesIO()
+    photo.save(buffer, format="HVQ", levels=(16,))
+    assert buffer.getvalue() == tiny_codec.compress(photo, (16,))
+    assert Image.open(io.BytesIO(buffer.getvalue())).size == photo.size
+    seen = photo.convert("RGBA")
+    seen.putpixel((0, 0), (0, 0, 0, 0))
+    with pytest.raises(OSError, match="transparency") as caught:
+        seen.save(io.BytesIO(), format="HVQ")
+    assert isinstance(caught.value, hvq.HvqImageError)
 
 
 @pytest.mark.parametrize("level", ["abc", "16", 0, -4, 8.5, True])

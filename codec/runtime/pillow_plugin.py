@@ -4,7 +4,8 @@ Registration is explicit (as in pillow-heif), because decoding needs torch
 and a model.  ``Image.open`` reads only the signature and HEAD, so size and
 mode are known at once; the transforms run on ``load()`` (as Pillow's WebP
 plugin defers decoding).  The decoded level is the finest stored unless the
-registration names one.
+registration names one.  ``image.save("x.hvq")`` (or ``format="HVQ"``)
+compresses with the same model, all levels or ``levels=(16, 8)``.
 
 It behaves as Pillow's own plugins do where their callers rely on it:
 
@@ -87,6 +88,15 @@ class HvqImageFile(ImageFile.ImageFile):
         self._decoded = True
 
 
+def _save(im: Image.Image, fp, filename) -> None:
+    """Pillow's save handler: the image compressed with the registered model (``levels=`` as for compress)."""
+    from hvq.codec.runtime.pipeline import Codec
+
+    with _as_os_errors():
+        data = Codec.for_model(_options["model"]).compress(im, im.encoderinfo.get("levels"))
+    fp.write(data)
+
+
 def _check_options(model, level) -> None:
     if level is not None and (isinstance(level, bool) or not isinstance(level, numbers.Integral) or level < 1):
         raise ValueError(f"level must be a level factor such as 16, 8 or 4, or None; got {level!r}")
@@ -107,4 +117,5 @@ def register_hvq_opener(model=None, level: int | None = None) -> None:
     _check_options(model, level)
     _options.update(model=model, level=None if level is None else int(level))
     Image.register_open(HvqImageFile.format, HvqImageFile, _accept)
+    Image.register_save(HvqImageFile.format, _save)
     Image.register_extension(HvqImageFile.format, ".hvq")

@@ -185,16 +185,17 @@ def load_model(path: str | Path | None = None) -> LoadedModel:
     Every fault is an ``HvqModelError`` whose message starts with the path as
     given (or the shipped model's file name), once.
     """
-    resolved = (Path(path) if path is not None else DEFAULT_MODEL).resolve()
+    resolved = os.path.realpath(path if path is not None else DEFAULT_MODEL)  # a loop of links: named by stat
     try:
-        stat_ = resolved.stat()
+        stat_ = os.stat(resolved)
         version = (stat_.st_mtime_ns, stat_.st_size)  # a file rewritten in place is loaded again
     except OSError:
         version = None  # _load_cached reports it
     try:
-        return _load_cached(str(resolved), version)
+        return _load_cached(resolved, version)
     except HvqModelError as exc:
-        raise HvqModelError(f"{path if path is not None else DEFAULT_MODEL.name}: {exc}") from None
+        name = DEFAULT_MODEL.name if path is None else (str(path) or repr(str(path)))
+        raise HvqModelError(f"{name}: {exc}") from None
 
 
 @lru_cache(maxsize=4)
