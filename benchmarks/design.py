@@ -55,7 +55,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hvq.benchmarks.ablation import SHARED, centre_crop, hardware, synthetic_image
+from hvq.benchmarks import ablation
+from hvq.benchmarks.ablation import centre_crop, hardware, synthetic_image, training_folder
 from hvq.cli.output import write_atomic
 from hvq.codec.fit.context_prior import ContextFitConfig
 from hvq.codec.fit.export import export_checkpoint
@@ -505,7 +506,50 @@ def sharing_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def render(preset_name: str, results: dict, pending: list[str], machine: dict, out: Path, seed: int) -> str:
+def training_progress(runs: Path, pending: list[str], window: int = 10) -> list[dict]:
+    """Where each unscored candidate's training stands: step, CPU so far, and its last ``window`` logged
+    records' mean training-batch PSNR and index perplexity per level (not Kodak: a progress report only)."""
+    rows = []
+    for name in pending:
+        run_dir = runs / name
+        metrics, plan_path = run_dir / "metrics.jsonl", run_dir / "plan.json"
+        if not metrics.exists() or not plan_path.exists():
+            continue
+        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        if not records:
+            continue
+        ledger_path = run_dir / "ledger.json"
+        ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
+        last = records[-window:]
+        factors = sorted(int(k.split("_")[1]) for k in records[-1] if k.startswith("psnr_"))
+        rows.append({
+            "candidate": name,
+            "step": records[-1]["step"],
+            "steps": json.loads(plan_path.read_text())["steps"],
+            "train_cpu_s": ledger.get("train_cpu_s"),
+            "train_wall_s": ledger.get("train_wall_s"),
+            "running": (run_dir / "lock").exists(),
+            "psnr": {str(f): float(np.mean([r[f"psnr_{f}"] for r in last])) for f in factors},
+            "perplexity": {str(f): float(np.mean([r[f"perplexity_{f}"] for r in last])) for f in factors},
+            "dead_codes": records[-1].get("dead_codes"),
+        })
+    return rows
+
+
+def progress_table(rows: list[dict]) -> str:
+    lines = ["| candidate | step / steps | train CPU (s) | wall (s) | training-batch PSNR 1/16, 1/8, 1/4 (dB) | "
+             "index perplexity 1/16, 1/8, 1/4 | dead codes | runner |", "|---" * 8 + "|"]
+    for r in rows:
+        psnr = ", ".join(_cell(r["psnr"].get(str(f)), 2) for f in (16, 8, 4))
+        perplexity = ", ".join(_cell(r["perplexity"].get(str(f)), 0) for f in (16, 8, 4))
+        lines.append(f"| {r['candidate']} | {r['step']} / {r['steps']} | {_cell(r['train_cpu_s'], 0)} | "
+                     f"{_cell(r['train_wall_s'], 0)} | {psnr} | {perplexity} | {r['dead_codes']} | "
+                     f"{'running' if r['running'] else 'stopped'} |")
+    return "\n".join(lines)
+
+
+def render(preset_name: str, results: dict, pending: list[str], machine: dict, out: Path, seed: int,
+           progress: list[dict] = ()) -> str:
     preset = PRESETS[preset_name]
     model = preset.model
     lines = [
@@ -545,32 +589,14 @@ def render(preset_name: str, results: dict, pending: list[str], machine: dict, o
     if pending:
         lines += ["## Not scored yet", "",
                   *[f"- `{c.name}`: {c.label}" for c in CANDIDATES if c.name in pending], ""]
+    if progress:
+        lines += ["## Training in progress (training batches, not Kodak; mean of the last 10 logged steps)", "",
+                  progress_table(list(progress)), ""]
     lines += ["## Candidates", "", *[f"- `{c.name}`: {c.label}. {c.question}" for c in CANDIDATES], ""]
     discussion = out / "discussion.md"
     if discussion.exists():  # the hand-written reading of the numbers
         lines += [discussion.read_text().strip(), ""]
     return "\n".join(lines)
-
-
-def training_folder(preset: Preset, data: Path | None, runs: Path) -> Path:
-    """``data`` as is, or (small presets) a few centre crops of it, or synthetic images without ``data``."""
-    if preset.train_images == 0:
-        if data is None:
-            raise click.UsageError("this preset trains on real images: pass --train-data (or provide ../shared)")
-        return data
-    folder = runs / "train-images"
-    if folder.is_dir():
-        return folder
-    folder.mkdir(parents=True)
-    if data is not None:
-        for i, path in enumerate(list_images([str(data)])[: preset.train_images]):
-            Image.fromarray(np.ascontiguousarray(centre_crop(np.asarray(read_image(path)), preset.train_side))).save(
-                folder / f"{i:03d}.png")
-    else:
-        rng = np.random.default_rng(0)
-        for i in range(preset.train_images):
-            Image.fromarray(synthetic_image(rng, preset.train_side)).save(folder / f"{i:03d}.png")
-    return folder
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -595,8 +621,9 @@ def main(preset_name, out, runs, train_data, eval_data, jobs, seed, only, render
     """Train and score the candidates not scored yet (resuming interrupted ones), then render the tables."""
     preset = PRESETS[preset_name]
     out, runs = out.resolve(), runs.resolve()
-    train_data = train_data or _existing(SHARED / "datasets" / "train")
-    eval_data = eval_data or _existing(SHARED / "datasets" / "kodak")
+    shared = ablation.SHARED  # looked up at run time: tests point it elsewhere
+    train_data = train_data or _existing(shared / "datasets" / "train")
+    eval_data = eval_data or _existing(shared / "datasets" / "kodak")
     if preset.train_images == 0 and eval_data is None:
         raise click.UsageError("this preset scores on Kodak: pass --eval-data (or provide ../shared)")
     out.mkdir(parents=True, exist_ok=True)
@@ -630,6 +657,7 @@ def main(preset_name, out, runs, train_data, eval_data, jobs, seed, only, render
         if path.exists():
             results[candidate.name] = json.loads(path.read_text())
     pending = [c.name for c in CANDIDATES if c.name not in results]
+    progress = training_progress(runs, pending)
     summary = {
         "preset": preset_name,
         "seed": seed,
@@ -640,9 +668,10 @@ def main(preset_name, out, runs, train_data, eval_data, jobs, seed, only, render
         "candidates": {name: {k: v for k, v in r.items() if k != "per_image"} for name, r in results.items()},
         "rate_matched_psnr_delta": {name: rate_matched(results, name) for name in results},
         "pending": pending,
+        "progress": progress,
     }
     write_atomic(out / "design.json", json.dumps(summary, indent=1).encode())
-    text = render(preset_name, results, pending, machine, out, seed)
+    text = render(preset_name, results, pending, machine, out, seed, progress)
     write_atomic(out / "design.md", text.encode())
     click.echo(text)
     if failed:
