@@ -341,25 +341,40 @@ class Busy(Exception):
     """Another live runner holds the candidate's lock."""
 
 
+def _process_identity(pid: int) -> str | None:
+    """``pid`` and its start time (so a pid reused after a reboot is not taken for the runner), or None if gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    stat = Path(f"/proc/{pid}/stat")
+    started = stat.read_text().rsplit(")", 1)[1].split()[19] if stat.exists() else "?"
+    return f"{pid} {started}"
+
+
 def _take_lock(run_dir: Path) -> Path:
-    """Create ``run_dir/lock`` with this pid; a lock whose process is gone is taken over."""
+    """Create ``run_dir/lock`` naming this process; a lock whose process is gone is taken over."""
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / "lock"
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
+            holder = lock.read_text().strip()
             try:
-                pid = int(lock.read_text() or 0)
-                os.kill(pid, 0)
-            except (ValueError, ProcessLookupError):
+                identity = _process_identity(int(holder.split()[0]))
+            except (ValueError, IndexError):
+                identity = None
+            # a lock of only a pid (the first runners wrote those) is alive while that pid is
+            alive = identity is not None and (identity == holder or " " not in holder)
+            if not alive:
                 lock.unlink(missing_ok=True)  # stale: its runner died
                 continue
-            except PermissionError:
-                pass
-            raise Busy(f"{run_dir.name} is being run by process {lock.read_text()}") from None
+            raise Busy(f"{run_dir.name} is being run by process {holder.split()[0]}") from None
         with os.fdopen(fd, "w") as handle:
-            handle.write(str(os.getpid()))
+            handle.write(_process_identity(os.getpid()))
         return lock
     raise Busy(f"{run_dir.name}: could not take its lock")
 

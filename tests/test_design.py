@@ -51,12 +51,17 @@ def test_quick_study_scores_candidates_through_the_product_and_resumes(tmp_path,
 def test_a_candidate_held_by_a_live_runner_is_skipped_and_a_dead_runners_lock_is_taken(tmp_path):
     run_dir = tmp_path / "runs" / "baseline"
     run_dir.mkdir(parents=True)
-    (run_dir / "lock").write_text(str(os.getppid()))  # a live process
+    parent = design._process_identity(os.getppid())
+    (run_dir / "lock").write_text(parent)  # a live process
     with pytest.raises(design.Busy, match="being run by process"):
         design._take_lock(run_dir)
-    (run_dir / "lock").write_text("999999999")  # no such process
-    lock = design._take_lock(run_dir)
-    assert lock.read_text() == str(os.getpid())
+    (run_dir / "lock").write_text(str(os.getppid()))  # a pid alone: alive while that pid is
+    with pytest.raises(design.Busy, match="being run by process"):
+        design._take_lock(run_dir)
+    (run_dir / "lock").write_text(f"{os.getppid()} 1")  # the same pid, another start time: reused after a reboot
+    assert design._take_lock(run_dir).read_text() == design._process_identity(os.getpid())
+    (run_dir / "lock").write_text("999999999 5")  # no such process
+    assert design._take_lock(run_dir).read_text().split()[0] == str(os.getpid())
 
 
 def test_every_candidate_is_a_valid_run_of_the_full_preset(tmp_path):
