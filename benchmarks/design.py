@@ -44,6 +44,7 @@ import io
 import json
 import math
 import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -62,7 +63,7 @@ from hvq.codec.fit.context_prior import ContextFitConfig
 from hvq.codec.fit.export import export_checkpoint
 from hvq.codec.model.config import ModelConfig
 from hvq.codec.model.vqvae import HierarchicalVQVAE
-from hvq.codec.train.config import CHECKPOINT, TrainConfig
+from hvq.codec.train.config import CHECKPOINT, CONFIG, METRICS, TrainConfig
 from hvq.codec.train.data import CropSampler, list_images, read_image
 from hvq.codec.train.loop import load_training_state, step_seed, train
 from hvq.codec.train.objective import objective
@@ -454,6 +455,10 @@ def _run_candidate(candidate: Candidate, preset: Preset, data: Path, eval_folder
         "usage_any_level": usage.all_levels,
         **scores,
     }
+    logs = out / "logs" / name  # the run's record beside its scores (the checkpoint stays in RUNS)
+    logs.mkdir(parents=True, exist_ok=True)
+    for kept in (METRICS, CONFIG, "plan.json", "ledger.json"):
+        shutil.copyfile(run_dir / kept, logs / kept)
     write_atomic(out / "candidates" / f"{name}.json", json.dumps(result, indent=1).encode())
     print(f"{name}: scored, " + ", ".join(
         f"L{f} {lv['bpp']:.4f} bpp {lv['psnr']:.2f} dB" for f, lv in result["levels"].items()), flush=True)

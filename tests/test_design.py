@@ -36,6 +36,7 @@ def test_quick_study_scores_candidates_through_the_product_and_resumes(tmp_path,
         assert "ssimulacra2" in level and "static_bits_per_index" in level
     assert baseline["steps"] == baseline["plan"]["steps"] >= design.PRESETS["quick"].min_steps
     assert baseline["prior"] == "static + context" and baseline["usage_every_level"] is not None
+    assert (out / "logs" / "baseline" / "metrics.jsonl").exists() and (out / "logs" / "baseline" / "plan.json").exists()
     assert summary["candidates"]["single-8-4096"]["prior"] == "static"  # K > MAX_CONTEXT_CODEBOOK
     # A top-down level's file holds its coarser levels too, and its rate counts them.
     assert summary["candidates"]["topdown"]["levels"]["4"]["stored_levels"] == [4, 8, 16]
@@ -46,6 +47,13 @@ def test_quick_study_scores_candidates_through_the_product_and_resumes(tmp_path,
     before = (out / "candidates" / "baseline.json").stat().st_mtime_ns
     _run(tmp_path, "--only", "baseline")
     assert (out / "candidates" / "baseline.json").stat().st_mtime_ns == before
+    # Scores lost, checkpoint kept: the candidate is re-scored from its finished run, not retrained.
+    (out / "candidates" / "baseline.json").unlink()
+    ledger = (tmp_path / "runs" / "baseline" / "ledger.json").read_text()
+    _run(tmp_path, "--only", "baseline")
+    again = json.loads((out / "candidates" / "baseline.json").read_text())
+    assert again["levels"] == baseline["levels"] and again["steps"] == baseline["steps"]
+    assert (tmp_path / "runs" / "baseline" / "ledger.json").read_text() == ledger
 
 
 def test_a_candidate_held_by_a_live_runner_is_skipped_and_a_dead_runners_lock_is_taken(tmp_path):
