@@ -552,19 +552,33 @@ def training_progress(runs: Path, pending: list[str], window: int = 10) -> list[
             "psnr": {str(f): float(np.mean([r[f"psnr_{f}"] for r in last])) for f in factors},
             "perplexity": {str(f): float(np.mean([r[f"perplexity_{f}"] for r in last])) for f in factors},
             "dead_codes": records[-1].get("dead_codes"),
+            "records": records,
         })
+    # The same steps see the same crops (one seed), so at a step every candidate has reached
+    # their training-batch scores compare like with like, whatever CPU share each got.
+    common = min((r["step"] for r in rows), default=0)
+    for r in rows:
+        records = r.pop("records")
+        near = [x for x in records if common - window * 50 < x["step"] <= common] or records[-1:]
+        r["common_step"] = common
+        r["psnr_at_common_step"] = {f: float(np.mean([x[f"psnr_{f}"] for x in near])) for f in r["psnr"]}
+        r["perplexity_at_common_step"] = {f: float(np.mean([x[f"perplexity_{f}"] for x in near])) for f in r["psnr"]}
     return rows
 
 
 def progress_table(rows: list[dict]) -> str:
+    common = rows[0]["common_step"] if rows else 0
     lines = ["| candidate | step / steps | train CPU (s) | wall (s) | training-batch PSNR 1/16, 1/8, 1/4 (dB) | "
-             "index perplexity 1/16, 1/8, 1/4 | dead codes | runner |", "|---" * 8 + "|"]
+             "index perplexity 1/16, 1/8, 1/4 | dead codes | runner | "
+             f"PSNR 1/16, 1/8, 1/4 up to step {common} | perplexity up to step {common} |", "|---" * 10 + "|"]
     for r in rows:
         psnr = ", ".join(_cell(r["psnr"].get(str(f)), 2) for f in (16, 8, 4))
         perplexity = ", ".join(_cell(r["perplexity"].get(str(f)), 0) for f in (16, 8, 4))
+        psnr_common = ", ".join(_cell(r["psnr_at_common_step"].get(str(f)), 2) for f in (16, 8, 4))
+        perplexity_common = ", ".join(_cell(r["perplexity_at_common_step"].get(str(f)), 0) for f in (16, 8, 4))
         lines.append(f"| {r['candidate']} | {r['step']} / {r['steps']} | {_cell(r['train_cpu_s'], 0)} | "
                      f"{_cell(r['train_wall_s'], 0)} | {psnr} | {perplexity} | {r['dead_codes']} | "
-                     f"{'running' if r['running'] else 'stopped'} |")
+                     f"{'running' if r['running'] else 'stopped'} | {psnr_common} | {perplexity_common} |")
     return "\n".join(lines)
 
 
@@ -610,7 +624,8 @@ def render(preset_name: str, results: dict, pending: list[str], machine: dict, o
         lines += ["## Not scored yet", "",
                   *[f"- `{c.name}`: {c.label}" for c in CANDIDATES if c.name in pending], ""]
     if progress:
-        lines += ["## Training in progress (training batches, not Kodak; mean of the last 10 logged steps)", "",
+        lines += ["## Training in progress (training batches, not Kodak; means of 10 logged steps: the last ones, "
+                  "and those up to the last step all have reached, where the candidates saw the same crops, crop128 excepted)", "",
                   progress_table(list(progress)), ""]
     lines += ["## Candidates", "", *[f"- `{c.name}`: {c.label}. {c.question}" for c in CANDIDATES], ""]
     discussion = out / "discussion.md"
