@@ -18,7 +18,8 @@ import click
 
 from hvq import __version__
 from hvq.bitstream.errors import HvqError, HvqModelError
-from hvq.cli.options import LevelList, force_option, model_option
+from hvq.cli.batch import ThreadPlan, in_order
+from hvq.cli.options import LevelList, force_option, model_option, threads_option
 from hvq.cli.inputs import plan
 from hvq.cli.output import check_target, signals_held, terminate_as_interrupt, write_atomic
 from hvq.cli.bench import bench
@@ -36,15 +37,6 @@ EXIT_INTERRUPTED = 130
 
 def _fail(path, exc: Exception) -> click.ClickException:
     return click.ClickException(f"{path}: {exc}")
-
-
-def _progress(items, label):
-    """A progress bar for more than one item; silent for one."""
-    if len(items) <= 1:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=label, unit="file", file=sys.stderr)
 
 
 def _report(line: str) -> None:
@@ -81,15 +73,18 @@ def main() -> None:
 @click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--levels", type=LevelList(), default=None, help="Levels to store, e.g. 16,8 (default: all).")
 @model_option
+@threads_option
 @force_option
 @click.pass_context
-def compress(ctx, inputs, output, output_dir, levels, model_path, force):
+def compress(ctx, inputs, output, output_dir, levels, model_path, threads, force):
     """Compress images to .hvq files (default: beside each input, suffix .hvq).
 
     INPUTS are image files or folders; a folder means every image file under
     it, and -d mirrors its subfolders.  A file that fails is reported and the
     rest go on; the exit code is then 1.  Outputs are written whole or not at
     all, never over an input, and never over an existing file without --force.
+    Several files share one loaded model and are coded side by side, one per
+    thread (--threads).
     """
     if output and output_dir:
         raise click.BadParameter("give -o/--output or -d/--output-dir, not both")
@@ -102,27 +97,61 @@ def compress(ctx, inputs, output, output_dir, levels, model_path, force):
     except HvqError as exc:
         raise _fail(model_path or "model", exc)
     sources = [job.source for job in jobs]
-    written: set[Path] = set()
+    threads_plan = ThreadPlan.for_files(threads, len(jobs))
+    threads_plan.apply()
+
+    def work(job):
+        if job in repeated:
+            raise click.ClickException(f"{job.target}: written from another input in this run")
+        check_target(job.target, sources, force)
+        return codec.compress(job.source, chosen)
+
+    repeated = _repeated_targets(jobs)
+    _run_batch(ctx, jobs, work, threads_plan, "compress")
+
+
+def _repeated_targets(jobs) -> set:
+    """Jobs whose target an earlier job already writes: the first input wins, the others fail."""
+    seen, repeated = set(), set()
+    for job in jobs:
+        key = job.target.resolve()
+        if key in seen:
+            repeated.add(job)
+        seen.add(key)
+    return repeated
+
+
+def _run_batch(ctx, jobs, work, threads_plan: ThreadPlan, label: str) -> None:
+    """Run ``work(job) -> bytes`` over the jobs, writing each result atomically in input order.
+
+    A job that fails is reported on one line and the rest go on (exit 1 at
+    the end); Ctrl-C or SIGTERM stops the run with whole files only.
+    """
+
+    def guarded(job):
+        try:
+            return work(job)
+        except click.ClickException as exc:
+            raise _JobFailed(exc.message) from None
+        except HvqError as exc:
+            raise _JobFailed(f"{getattr(job, 'source', job)}: {exc}") from None
+
+    written = 0
     failures = 0
     with terminate_as_interrupt():
+        results = in_order(guarded, jobs, threads_plan.workers)
         try:
-            for job in _progress(jobs, "compress"):
-                try:
-                    if job.target.resolve() in written:
-                        raise click.ClickException(f"{job.target}: written from another input in this run")
-                    check_target(job.target, sources, force)
-                    data = codec.compress(job.source, chosen)
-                    with signals_held():  # the count in the interrupt message includes this file
-                        write_atomic(job.target, data)
-                        written.add(job.target.resolve())
-                except click.ClickException as exc:
+            for job, data, error in _progress_over(results, len(jobs), label):
+                if error is not None:
                     failures += 1
-                    _report(f"Error: {exc.message}")
-                except HvqError as exc:
-                    failures += 1
-                    _report(f"Error: {job.source}: {exc}")
+                    _report(f"Error: {error}")
+                    continue
+                with signals_held():  # the count in the interrupt message includes this file
+                    write_atomic(job.target, data)
+                    written += 1
         except KeyboardInterrupt:
-            _report(f"Interrupted: {len(written)} of {len(jobs)} files written, no partial file left")
+            results.close()
+            _report(f"Interrupted: {written} of {len(jobs)} files written, no partial file left")
             ctx.exit(EXIT_INTERRUPTED)
     if failures:
         if len(jobs) > 1:
@@ -130,36 +159,72 @@ def compress(ctx, inputs, output, output_dir, levels, model_path, force):
         ctx.exit(1)
 
 
+class _JobFailed(HvqError):
+    """One file's failure, its message already naming the file."""
+
+
+def _progress_over(results, total: int, label: str):
+    """A progress bar over a result stream of ``total`` items; silent for one."""
+    if total <= 1:
+        return results
+    from tqdm import tqdm
+
+    return tqdm(results, total=total, desc=label, unit="file", file=sys.stderr)
+
+
 @main.command(epilog=EXIT_CODES)
-@click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Output image (default: IN.png).")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Output image (one input; default: IN.png).")
+@click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder (IN's name, suffix .png).")
 @click.option("--level", type=int, default=None, help="Level to decode (default: the finest stored).")
 @click.option("--partial", is_flag=True, help="Decode the finest complete level of a truncated file.")
 @model_option
+@threads_option
 @force_option
-def decompress(input, output, level, partial, model_path, force):
-    """Decode a .hvq file to an image; the format follows the output's suffix."""
+@click.pass_context
+def decompress(ctx, inputs, output, output_dir, level, partial, model_path, threads, force):
+    """Decode .hvq files to images; the format follows the output's suffix.
+
+    Several files share one loaded model and are decoded side by side, one
+    per thread (--threads); a file that fails is reported and the rest go on.
+    """
     from PIL import Image
 
-    output = output or input.with_suffix(".png")
-    image_format = Image.registered_extensions().get(output.suffix.lower())
+    from hvq.cli.inputs import Job
+
+    if output and output_dir:
+        raise click.BadParameter("give -o/--output or -d/--output-dir, not both")
+    if output and len(inputs) > 1:
+        raise click.BadParameter("-o/--output takes one input; use -d/--output-dir for several")
+    jobs = [
+        Job(path, output or (output_dir / (path.stem + ".png") if output_dir else path.with_suffix(".png")))
+        for path in inputs
+    ]
+    image_format = Image.registered_extensions().get(jobs[0].target.suffix.lower())
     if image_format is None:
-        raise click.BadParameter(f"{output.suffix or 'no suffix'} is not an image format Pillow writes", param_hint="-o")
-    check_target(output, [input], force)
+        raise click.BadParameter(f"{jobs[0].target.suffix or 'no suffix'} is not an image format Pillow writes", param_hint="-o")
+    if len(jobs) == 1:
+        check_target(jobs[0].target, list(inputs), force)  # before the model loads
     from hvq.codec.runtime.pipeline import Codec
 
     try:
         codec = Codec.for_model(model_path)
     except HvqError as exc:
         raise _fail(model_path or "model", exc)
-    with terminate_as_interrupt():
-        try:
-            image = codec.decompress(input, level, partial=partial)
-        except HvqError as exc:
-            raise _fail(input, exc)
+    threads_plan = ThreadPlan.for_files(threads, len(jobs))
+    threads_plan.apply()
+
+    def work(job):
+        if job in repeated:
+            raise click.ClickException(f"{job.target}: written from another input in this run")
+        check_target(job.target, list(inputs), force)
+        image = codec.decompress(job.source, level, partial=partial)
         buffer = io.BytesIO()
         image.save(buffer, format=image_format)
-        write_atomic(output, buffer.getvalue())
+        return buffer.getvalue()
+
+    repeated = _repeated_targets(jobs)
+    _run_batch(ctx, jobs, work, threads_plan, "decompress")
 
 
 @main.command(epilog=EXIT_CODES)

@@ -29,3 +29,9 @@ class LevelList(click.ParamType):
         if not factors or any(f < 1 for f in factors):
             self.fail(f"{value!r} names no level", param, ctx)
         return factors
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads in all (default: every core this process may use); several files are coded side by side.",
+)
