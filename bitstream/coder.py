@@ -110,8 +110,41 @@ def check_level(grid: np.ndarray, index_crc: int, factor: int) -> np.ndarray:
 # anchors, so the decoder knows all of its context after the first pass.
 
 
+# Cells per coder call in a pass with a table per cell.  The tables of one
+# call are (cells, K) float32 (32 MB at K = 512), so memory stays bounded
+# whatever the grid (a whole 4096x4096 image's level 4 took 2 GB at once).
+# A range coder's stream is the same however its symbols are split into
+# calls, so this bound cannot change a file.
+CODING_CELLS = 1 << 14
+
+
 def _row_family():
     return constriction.stream.model.Categorical(perfect=False)
+
+
+def _blocks(count: int):
+    return (slice(start, start + CODING_CELLS) for start in range(0, count, CODING_CELLS))
+
+
+def _encode_pass(encoder, symbols: np.ndarray, coder_model, rows) -> None:
+    """Encode one pass; ``rows`` (terms, contexts, bias) makes the per-cell tables block by block."""
+    if rows is None:
+        encoder.encode(symbols, coder_model)
+        return
+    terms, contexts, bias = rows
+    for part in _blocks(len(symbols)):
+        encoder.encode(symbols[part], coder_model, frequencies_of(terms, [c[part] for c in contexts], bias))
+
+
+def _decode_pass(decoder, count: int, coder_model, rows) -> np.ndarray:
+    """Inverse of ``_encode_pass``: ``count`` symbols of one pass."""
+    if rows is None:
+        return decoder.decode(coder_model, count)
+    terms, contexts, bias = rows
+    symbols = np.empty(count, dtype=np.int32)
+    for part in _blocks(count):
+        symbols[part] = decoder.decode(coder_model, frequencies_of(terms, [c[part] for c in contexts], bias))
+    return symbols
 
 
 class _Passes:
@@ -130,19 +163,19 @@ class _Passes:
         return [] if self.parent_context is None else [c[mask] for c in self.parent_context]
 
     def first(self):
-        """(coder model, extra args) for the anchors: the static table, or a table per anchor from its parent."""
+        """(coder model, rows) for the anchors: the static table (rows None), or a table per anchor from its parent."""
         if self.parent_context is None:
-            return _model(self.model.static), ()
+            return _model(self.model.static), None
         terms = score_terms(self.model, parent_terms=True, spatial_terms=False)
-        return _row_family(), (frequencies_of(terms, self._parent_terms(self.anchors)),)
+        return _row_family(), (terms, self._parent_terms(self.anchors), None)
 
     def second(self, grid: np.ndarray):
-        """(coder model, extra args) for the non-anchors, from the anchors in ``grid`` (other cells unread)."""
+        """(coder model, rows) for the non-anchors, from the anchors in ``grid`` (other cells unread)."""
         spatial = [n[self.others] for n in neighbours(grid, outside=self.model.codebook_size)]
         with_parent = self.parent_context is not None
         terms = score_terms(self.model, parent_terms=with_parent, spatial_terms=True)
         contexts = self._parent_terms(self.others) + spatial
-        return _row_family(), (frequencies_of(terms, contexts, None if with_parent else self.model.bias),)
+        return _row_family(), (terms, contexts, None if with_parent else self.model.bias)
 
 
 def encode_indices_in_context(grid: np.ndarray, model: LevelContextModel, parent: np.ndarray | None) -> bytes:
@@ -151,11 +184,9 @@ def encode_indices_in_context(grid: np.ndarray, model: LevelContextModel, parent
     _check_symbols(grid, model.codebook_size)
     passes = _Passes(model, grid.shape, parent)
     encoder = constriction.stream.queue.RangeEncoder()
-    coder_model, rows = passes.first()
-    encoder.encode(grid[passes.anchors].astype(np.int32), coder_model, *rows)
+    _encode_pass(encoder, grid[passes.anchors].astype(np.int32), *passes.first())
     if passes.others.any():
-        coder_model, rows = passes.second(grid)
-        encoder.encode(grid[passes.others].astype(np.int32), coder_model, *rows)
+        _encode_pass(encoder, grid[passes.others].astype(np.int32), *passes.second(grid))
     return payload_of(encoder)
 
 
@@ -168,11 +199,9 @@ def decode_indices_in_context(
     grid = np.zeros(shape, dtype=np.intp)
     decoder = constriction.stream.queue.RangeDecoder(words)
     try:
-        coder_model, rows = passes.first()
-        grid[passes.anchors] = decoder.decode(coder_model, *(rows or (int(passes.anchors.sum()),)))
+        grid[passes.anchors] = _decode_pass(decoder, int(passes.anchors.sum()), *passes.first())
         if passes.others.any():
-            coder_model, rows = passes.second(grid)
-            grid[passes.others] = decoder.decode(coder_model, *rows)
+            grid[passes.others] = _decode_pass(decoder, int(passes.others.sum()), *passes.second(grid))
     except Exception as exc:  # constriction reports a corrupt stream with a bare error
         raise HvqFormatError(f"payload does not decode: {exc}") from None
     return grid.astype(np.uint16)
