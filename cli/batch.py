@@ -12,10 +12,10 @@ up in memory.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -23,14 +23,6 @@ from hvq.bitstream.errors import HvqError
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask, as ``taskset`` or a container sets it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -42,14 +34,24 @@ class ThreadPlan:
 
     @classmethod
     def for_files(cls, threads: int | None, files: int) -> "ThreadPlan":
-        total = threads or available_cores()
+        """Split ``threads`` (default: torch's own count, the physical cores or ``OMP_NUM_THREADS``) over ``files``."""
+        import torch
+
+        total = threads or torch.get_num_threads()
         workers = max(1, min(total, files))
         return cls(workers, max(1, total // workers))
 
-    def apply(self) -> None:
+    @contextmanager
+    def applied(self):
+        """torch's intra-op thread count set for the block, and restored after it (the CLI may run in a library)."""
         import torch
 
+        before = torch.get_num_threads()
         torch.set_num_threads(self.torch_threads)
+        try:
+            yield self
+        finally:
+            torch.set_num_threads(before)
 
 
 def in_order(

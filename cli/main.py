@@ -98,7 +98,6 @@ def compress(ctx, inputs, output, output_dir, levels, model_path, threads, force
         raise _fail(model_path or "model", exc)
     sources = [job.source for job in jobs]
     threads_plan = ThreadPlan.for_files(threads, len(jobs))
-    threads_plan.apply()
 
     def work(job):
         if job in repeated:
@@ -138,7 +137,7 @@ def _run_batch(ctx, jobs, work, threads_plan: ThreadPlan, label: str) -> None:
 
     written = 0
     failures = 0
-    with terminate_as_interrupt():
+    with terminate_as_interrupt(), threads_plan.applied():
         results = in_order(guarded, jobs, threads_plan.workers)
         try:
             for job, data, error in _progress_over(results, len(jobs), label):
@@ -212,7 +211,6 @@ def decompress(ctx, inputs, output, output_dir, level, partial, model_path, thre
     except HvqError as exc:
         raise _fail(model_path or "model", exc)
     threads_plan = ThreadPlan.for_files(threads, len(jobs))
-    threads_plan.apply()
 
     def work(job):
         if job in repeated:

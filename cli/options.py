@@ -33,5 +33,5 @@ threads_option = click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=None,
-    help="CPU threads in all (default: every core this process may use); several files are coded side by side.",
+    help="CPU threads in all (default: torch's, the physical cores or OMP_NUM_THREADS); several files run side by side.",
 )
