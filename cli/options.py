@@ -91,3 +91,9 @@ class OutputPath(click.ParamType):
         if text.endswith(("/", os.sep)) and text.strip("/" + os.sep):
             return FolderPath(text)
         return Path(text)
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads in all (default: torch's, the physical cores or OMP_NUM_THREADS); several files run side by side.",
+)

@@ -81,6 +81,7 @@ def check_tile(tile: int, multiple: int) -> int:
     return tile
 
 
+@torch.inference_mode()  # no autograd bookkeeping at all (the nets' no_grad still records versions)
 def encode_tiled(net, padded: np.ndarray, tile: int = DEFAULT_TILE) -> dict[int, np.ndarray]:
     """Index grids of every level for a padded uint8 (H, W, 3) image, one window at a time."""
     m = net.config.max_factor
@@ -113,6 +114,7 @@ def decoder_halo_cells(net, factor: int, parents) -> int:
     return cells
 
 
+@torch.inference_mode()
 def decode_tiled(net, grid: np.ndarray, factor: int, width: int, height: int, tile: int = DEFAULT_TILE,
                  parents: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """The (height, width, 3) uint8 image of one level's index grid, one window at a time.
