@@ -31,3 +31,11 @@ class HvqImageError(HvqError):
 
 class HvqRecodeNeeded(HvqModelError):
     """Dropping a level means re-coding another that was coded given it: that needs the model's prior."""
+
+
+class HvqUsageError(HvqError, ValueError):
+    """A Python API argument has the wrong type or value (``levels="x"``, ``level=8.5``, ``decompress(123)``).
+
+    A ``ValueError`` too, as Python's own argument errors are; the command
+    line checks its arguments itself, so this reaches users of the library.
+    """

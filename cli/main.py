@@ -1,4 +1,4 @@
-"""The ``hvq`` command line: compress, decompress, info, strip, train, export.
+"""The ``hvq`` command line: compress, decompress, info, strip, tokens, detokenize, train, export.
 
 Library errors (``HvqError``) become one-line messages naming the file and
 exit 1; misuse of the command line exits 2.  Torch and the model are imported
@@ -17,12 +17,13 @@ from pathlib import Path
 import click
 
 from hvq import __version__
-from hvq.bitstream.errors import HvqError, HvqModelError
+from hvq.bitstream.errors import HvqError
 from hvq.cli.options import LevelList, force_option, model_option
 from hvq.cli.inputs import plan
 from hvq.cli.output import check_target, signals_held, terminate_as_interrupt, write_atomic
 from hvq.cli.bench import bench
 from hvq.cli.train import export, fit_prior, train
+from hvq.cli.tokens import detokenize, tokens
 
 EXIT_CODES = """\b
 Exit codes:
@@ -146,15 +147,15 @@ def decompress(input, output, level, partial, model_path, force):
     if image_format is None:
         raise click.BadParameter(f"{output.suffix or 'no suffix'} is not an image format Pillow writes", param_hint="-o")
     check_target(output, [input], force)
-    from hvq.codec.runtime.pipeline import Codec
+    from hvq.codec.runtime.pipeline import Codec, decompress as decompress_file
 
     try:
-        codec = Codec.for_model(model_path)
+        codec = Codec.for_model(model_path) if model_path else None  # else the installed model the file names
     except HvqError as exc:
-        raise _fail(model_path or "model", exc)
+        raise _fail(model_path, exc)
     with terminate_as_interrupt():
         try:
-            image = codec.decompress(input, level, partial=partial)
+            image = decompress_file(input, level, codec.model if codec else None, partial=partial)
         except HvqError as exc:
             raise _fail(input, exc)
         buffer = io.BytesIO()
@@ -214,45 +215,27 @@ def strip(input, keep, output, model_path, force):
     """Drop levels from a .hvq file without running the transforms.
 
     Chunks are copied as they are.  A level coded given a level that is
-    dropped is re-coded from its indices with the model's prior (the only
-    case that loads the model; the transforms never run).
+    dropped is re-coded from its indices with the prior of the model the
+    file names (installed, or --model); only its tables are read, and the
+    transforms never run.
     """
-    from hvq.bitstream.container import read_bytes
-    from hvq.bitstream.errors import HvqRecodeNeeded
-    from hvq.bitstream.levels import strip as strip_levels
+    from hvq.codec.runtime.tokens import strip_file
 
     check_target(output, [input], force)
     with terminate_as_interrupt():
         try:
-            data = read_bytes(input)
-            try:
-                stripped = strip_levels(data, keep)
-            except HvqRecodeNeeded:
-                stripped = strip_levels(data, keep, _prior_for(data, model_path))
+            stripped = strip_file(input, keep, model_path)
         except HvqError as exc:
             raise _fail(input, exc)
         write_atomic(output, stripped)
-
-
-def _prior_for(data: bytes, model_path):
-    """The prior tables of the model a file was made with (default: the shipped model)."""
-    from hvq.bitstream.container import parse
-    from hvq.codec.runtime.weights import load_model
-
-    model = load_model(model_path)
-    header = parse(data).header
-    if header.model_fingerprint != model.fingerprint:
-        raise HvqModelError(
-            f"re-coding needs the file's model {header.model_fingerprint.hex()}, "
-            f"but the loaded model is {model.fingerprint_hex} (give it with --model)"
-        )
-    return model.prior
 
 
 main.add_command(train)
 main.add_command(bench)
 main.add_command(export)
 main.add_command(fit_prior)
+main.add_command(tokens)
+main.add_command(detokenize)
 
 
 if __name__ == "__main__":  # pragma: no cover

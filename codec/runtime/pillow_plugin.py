@@ -37,13 +37,13 @@ class HvqImageFile(ImageFile.ImageFile):
 
     def load(self):
         if not self._decoded:
-            from hvq.codec.runtime.pipeline import Codec
+            from hvq.codec.runtime.pipeline import decompress
 
             self.fp.seek(0)
             data = self.fp.read(MAX_FILE_BYTES + 1)
             if len(data) > MAX_FILE_BYTES:
                 raise HvqFormatError(f"file exceeds the {MAX_FILE_BYTES}-byte limit")
-            image = Codec.for_model(_options["model"]).decompress(data, _options["level"])
+            image = decompress(data, _options["level"], _options["model"])  # the model the file names, unless registered
             if self.fp and self._exclusive_fp:
                 self.fp.close()
             self.fp = BytesIO(image.tobytes())
@@ -53,7 +53,7 @@ class HvqImageFile(ImageFile.ImageFile):
 
 
 def register_hvq_opener(model=None, level: int | None = None) -> None:
-    """Let ``PIL.Image.open`` read .hvq files, decoded with ``model`` (default: shipped) at ``level``."""
+    """Let ``PIL.Image.open`` read .hvq files, decoded with ``model`` (default: the installed model each file names) at ``level``."""
     _options.update(model=model, level=level)
     Image.register_open(HvqImageFile.format, HvqImageFile, _accept)
     Image.register_extension(HvqImageFile.format, ".hvq")
