@@ -111,6 +111,11 @@ def detokenize(ctx, tokens_dir, output_dir, level, model_path, force):
         codec = Codec.for_fingerprint(fingerprint, model=model_path)
     except (HvqError, KeyError, ValueError) as exc:
         raise click.ClickException(f"{tokens_dir}: {exc}")
+    held = dataset.manifest.get("levels") or []
+    if level not in held:
+        raise click.ClickException(
+            f"{tokens_dir}: level {level} is not in these tokens (levels: {','.join(map(str, held))})"
+        )
     names = dataset.names
     failures = 0
     with terminate_as_interrupt():
