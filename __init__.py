@@ -29,7 +29,6 @@ from hvq.bitstream.errors import (
     HvqTruncatedError,
     HvqUsageError,
 )
-from hvq.bitstream.tokens import Tokens
 
 __version__ = "0.2.0"
 
@@ -50,6 +49,14 @@ __all__ = [
     "HvqTruncatedError",
     "HvqUsageError",
 ]
+
+
+def __getattr__(name):
+    if name == "Tokens":  # imported on first use, so that ``import hvq`` stays light
+        from hvq.bitstream.levels import Tokens
+
+        return Tokens
+    raise AttributeError(f"module 'hvq' has no attribute {name!r}")
 
 
 def compress(image, levels=None, model=None) -> bytes:
@@ -76,28 +83,28 @@ def decompress(data, level=None, model=None):
     return decompress_file(data, level, model)
 
 
-def tokenize(image, levels=None, model=None) -> Tokens:
+def tokenize(image, levels=None, model=None) -> "Tokens":
     """The image's codebook indices: a ``Tokens`` with a uint16 grid per chosen level (default: all)."""
     from hvq.codec.runtime.pipeline import Codec
 
     return Codec.for_model(model).tokenize(image, levels)
 
 
-def detokenize(tokens: Tokens, level=None, model=None):
+def detokenize(tokens: "Tokens", level=None, model=None):
     """One level of ``tokens`` (default: their finest) as a PIL RGB image, with the model they name."""
     from hvq.codec.runtime.pipeline import detokenize as detokenize_tokens
 
     return detokenize_tokens(tokens, level, model)
 
 
-def encode_tokens(tokens: Tokens, model=None, prior=None) -> bytes:
+def encode_tokens(tokens: "Tokens", model=None, prior=None) -> bytes:
     """Entropy-code ``tokens`` into a .hvq file with their model's prior; torch-free and deterministic."""
     from hvq.codec.runtime.tokens import encode_tokens as encode
 
     return encode(tokens, model, prior)
 
 
-def decode_tokens(data, levels=None, model=None, prior=None) -> Tokens:
+def decode_tokens(data, levels=None, model=None, prior=None) -> "Tokens":
     """The ``Tokens`` a .hvq file stores (default: every level), without running the transforms; torch-free."""
     from hvq.codec.runtime.tokens import decode_tokens as decode
 

@@ -3,30 +3,32 @@
 ::
 
     compress:    image -> tokenize (load_image, encode_tiled: pad, net.encode per tile) -> Tokens
-                       -> encode_tokens (write_tokens: each level given its stored parent, HEAD) -> bytes
-    decompress:  bytes -> read_file -> decode_tokens (read_tokens: prior checked once; parents first; index CRCs)
+                       -> write_tokens (each level given its stored parent; HEAD) -> bytes
+    decompress:  bytes -> read_file -> read_tokens (prior checked once; parents first; index CRCs) -> Tokens
                        -> detokenize (decode_tiled: net.decode per tile, crop, round) -> image
 
-Tokens (``hvq.bitstream.tokens``) are the middle: what the transforms
+``write_tokens`` and ``read_tokens`` are what ``hvq.encode_tokens`` and
+``hvq.decode_tokens`` run once they have found the prior.
+
+Tokens (``hvq.bitstream.levels``) are the middle: what the transforms
 produce and the entropy coder codes.  Which model decodes a file is the one
 it names by fingerprint (``registry``), unless one is given.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from hvq.bitstream.container import Header, ParsedFile, read_file
-from hvq.bitstream.errors import HvqFormatError, HvqModelError
-from hvq.bitstream.tokens import Tokens
-from hvq.codec.runtime.arguments import as_level, as_levels, image_source
+from hvq.bitstream.errors import HvqFormatError, HvqImageError, HvqModelError, HvqUsageError
+from hvq.bitstream.levels import Tokens, as_level, as_levels, read_tokens, stored_levels, write_tokens
 from hvq.codec.runtime.imageio import load_image
 from hvq.codec.runtime.registry import default_model, find_model
 from hvq.codec.runtime.tiling import DEFAULT_TILE, check_tile, decode_tiled, encode_tiled
-from hvq.codec.runtime.tokens import decode_tokens, encode_tokens, stored_levels
 from hvq.codec.runtime.weights import LoadedModel, load_model
 
 # The transforms run tile by tile (codec/runtime/tiling.py), so their memory is set
@@ -83,7 +85,7 @@ class Codec:
 
     def compress(self, image, levels=None) -> bytes:
         """Compress an image (PIL, path, file bytes, file object, HxWx3 uint8 array) to .hvq bytes."""
-        return encode_tokens(self.tokenize(image, levels), self.model)
+        return write_tokens(self.tokenize(image, levels), self.model.prior)  # hvq.encode_tokens with this model
 
     def decompress(self, data, level: int | None = None, partial: bool = False) -> Image.Image:
         """Decode one level (default: the finest stored) to an RGB image of the original size.
@@ -95,7 +97,7 @@ class Codec:
         parsed = read_file(data)
         self.check_header(parsed.header)
         factor = choose_level(parsed, as_level(level), partial)
-        return self.detokenize(decode_tokens(parsed, (factor,), self.model), factor)
+        return self.detokenize(read_tokens(parsed, (factor,), self.model.prior), factor)  # hvq.decode_tokens
 
     # -- the transforms: image <-> tokens ----------------------------------------------
 
@@ -170,3 +172,27 @@ def detokenize(tokens: Tokens, level=None, model=None) -> Image.Image:
     if not isinstance(tokens, Tokens):
         raise HvqModelError(f"detokenize takes hvq.Tokens, not {type(tokens).__name__}")
     return Codec.for_fingerprint(tokens.model_fingerprint, model=model).detokenize(tokens, level)
+
+
+IMAGE_KINDS = "a PIL image, a path, image file bytes, a binary file object or an HxWx3 uint8 array"
+
+
+def image_source(image):
+    """What ``load_image`` opens: a PIL image, a path or a binary file; bytes and arrays are wrapped."""
+    if isinstance(image, (Image.Image, str, Path)) or hasattr(image, "read"):
+        return image
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(image))  # the bytes of an image file, not a path
+    if isinstance(image, np.ndarray):
+        return _array_image(image)
+    raise HvqUsageError(f"an image is {IMAGE_KINDS}, not {type(image).__name__}")
+
+
+def _array_image(array: np.ndarray) -> Image.Image:
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+        raise HvqImageError(
+            f"an array image must be HxWx3 (RGB) or HxW (gray) uint8, not shape {array.shape} {array.dtype}"
+        )
+    if not array.size:
+        raise HvqImageError("image is empty")
+    return Image.fromarray(np.ascontiguousarray(array), "RGB" if array.ndim == 3 else "L")

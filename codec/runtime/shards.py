@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save
 
 from hvq.bitstream.errors import HvqFormatError
-from hvq.bitstream.tokens import Tokens
+from hvq.bitstream.levels import Tokens
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "hvq-tokens"

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hvq.bitstream.container import ParsedFile, read_file
-from hvq.bitstream.errors import HvqModelError, HvqTruncatedError
-from hvq.bitstream.levels import needs_prior, read_tokens, strip, write_tokens
+from hvq.bitstream.container import read_file
+from hvq.bitstream.errors import HvqModelError
+from hvq.bitstream.levels import Tokens, as_levels, needs_prior, read_tokens, stored_levels, strip, write_tokens
 from hvq.bitstream.prior_tables import PriorTables
-from hvq.bitstream.tokens import Tokens
-from hvq.codec.runtime.arguments import as_levels
 from hvq.codec.runtime.registry import find_model, read_prior
 
 
@@ -58,20 +56,6 @@ def strip_file(data, keep, model=None) -> bytes:
         except HvqModelError as exc:
             raise HvqModelError(f"re-coding needs the file's model: {exc}") from None
     return strip(parsed, keep, prior)
-
-
-def stored_levels(parsed: ParsedFile, levels: tuple[int, ...] | None, partial: bool) -> tuple[int, ...]:
-    """The levels to decode: ``levels``, or every complete one (a truncated file only with ``partial``)."""
-    if levels is not None:
-        for factor in levels:
-            parsed.level(factor)  # names a level that is missing or not stored
-        return tuple(sorted(set(levels), reverse=True))
-    if not parsed.complete and not partial:
-        held = ",".join(str(c.factor) for c in parsed.levels) or "none"
-        raise HvqTruncatedError(f"file is truncated ({parsed.truncated_reason}); complete levels: {held}")
-    if not parsed.levels:
-        raise HvqTruncatedError(f"no complete level: {parsed.truncated_reason}")
-    return tuple(c.factor for c in parsed.levels)
 
 
 def resolve_prior(model_fingerprint: bytes, file_prior: bytes, model=None, prior: PriorTables | None = None) -> PriorTables:
