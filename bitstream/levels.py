@@ -6,9 +6,9 @@
     image <--detokenize-- Tokens <--read_tokens-- .hvq bytes
 
 Every level draws on the one shared codebook, so the vocabulary is
-``range(codebook_size)`` at every level.
-
-Which prior codes each stored level, and coding, decoding and re-coding levels with it.
+``range(codebook_size)`` at every level.  The writer builds HEAD from the
+tokens and the prior, so nothing above the bitstream assembles a header; the
+reader checks the file's prior once and returns grids.
 
 A model's prior, as the bitstream sees it, is integer tables only
 (``PriorTables``): a static frequency table per level and, optionally, a

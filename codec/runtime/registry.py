@@ -28,6 +28,7 @@ from hvq.codec.runtime.fingerprints import fingerprint, prior_fingerprint
 
 MODELS_DIR = Path(__file__).parents[1] / "models"  # tests point this at a folder of tiny models
 DEFAULT_FILE = "hvq-default.safetensors"  # the model new files are written with
+MODEL_FILE_VERSION = 1  # the one weights.py writes and reads
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,8 @@ def _read_prior(path: str, *stamp) -> ModelPrior:
             meta = f.metadata() or {}
             if meta.get("format") != "hvq-model":
                 raise HvqModelError(f"{name}: not an hvq model file")
+            if meta.get("model_file_version") != str(MODEL_FILE_VERSION):
+                raise HvqModelError(f"{name}: model file version {meta.get('model_file_version')} is not {MODEL_FILE_VERSION}")
             tensors = {key: f.get_tensor(key) for key in f.keys()}
         config = ModelConfig.from_json(meta["config"])
     except (OSError, SafetensorError, KeyError, ValueError, TypeError) as exc:
