@@ -19,6 +19,7 @@ they are widened to float32 on load, so inference is float32 everywhere.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
