@@ -22,6 +22,8 @@ coding and ``strip`` stay light.
 from __future__ import annotations
 
 from hvq.bitstream.errors import (
+    HvqConfigError,
+    HvqDataError,
     HvqError,
     HvqFormatError,
     HvqImageError,
@@ -43,6 +45,8 @@ __all__ = [
     "inspect",
     "Tokens",
     "HvqError",
+    "HvqConfigError",
+    "HvqDataError",
     "HvqFormatError",
     "HvqImageError",
     "HvqModelError",

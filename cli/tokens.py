@@ -15,7 +15,7 @@ import click
 
 from hvq.bitstream.errors import HvqError
 from hvq.cli.inputs import images_in
-from hvq.cli.options import LevelList, force_option, model_option
+from hvq.cli.options import EXIT_CODES, LevelList, force_option, model_option, output_option
 from hvq.cli.output import check_target, terminate_as_interrupt, write_atomic
 
 
@@ -36,10 +36,9 @@ def _sources(inputs: tuple[Path, ...]) -> list[tuple[Path, str]]:
     return found
 
 
-@click.command(epilog="Exit codes: 0 success, 1 a file failed (the rest are written), 2 misuse, 130 interrupted.")
+@click.command(epilog=EXIT_CODES)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output folder: manifest.json and tokens-NNNNN.safetensors shards.")
+@output_option("Output folder: manifest.json and tokens-NNNNN.safetensors shards.", folder=True, required=True)
 @click.option("--levels", type=LevelList(), default=None, help="Levels to keep, e.g. 16,8 (default: all).")
 @click.option("--shard-size", type=click.IntRange(min=1), default=1024, show_default=True, help="Images per shard.")
 @model_option
@@ -85,10 +84,9 @@ def tokens(ctx, inputs, output, levels, shard_size, model_path, force):
         ctx.exit(1)
 
 
-@click.command(epilog="Exit codes: 0 success, 1 an image failed (the rest are written), 2 misuse, 130 interrupted.")
+@click.command(epilog=EXIT_CODES)
 @click.argument("tokens_dir", metavar="TOKENS", type=click.Path(exists=True, path_type=Path))
-@click.option("-o", "--output-dir", "output_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for the images (PNG, named as in the manifest).")
+@output_option("Folder for the images (PNG, named as in the manifest).", folder=True, dest="output_dir", required=True)
 @click.option("--level", type=int, required=True, help="Level to decode, e.g. 16.")
 @model_option
 @force_option
@@ -107,9 +105,8 @@ def detokenize(ctx, tokens_dir, output_dir, level, model_path, force):
 
     try:
         dataset = TokenDataset.open(tokens_dir)
-        fingerprint = bytes.fromhex(dataset.manifest["model_fingerprint"])
-        codec = Codec.for_fingerprint(fingerprint, model=model_path)
-    except (HvqError, KeyError, ValueError) as exc:
+        codec = Codec.for_fingerprint(dataset.model_fingerprint, model=model_path)
+    except HvqError as exc:
         raise click.ClickException(f"{tokens_dir}: {exc}")
     held = dataset.manifest.get("levels") or []
     if level not in held:

@@ -147,6 +147,16 @@ class TokenDataset:
         return cls(folder, manifest)
 
     @property
+    def model_fingerprint(self) -> bytes:
+        try:
+            fingerprint = bytes.fromhex(self.manifest["model_fingerprint"])
+        except (KeyError, TypeError, ValueError):
+            fingerprint = b""
+        if len(fingerprint) != 16:
+            raise HvqFormatError(f"{MANIFEST} names no valid model fingerprint")
+        return fingerprint
+
+    @property
     def names(self) -> list[str]:
         return [e["name"] for e in self.manifest["images"]]
 
