@@ -1,13 +1,22 @@
 """hvq: a neural image codec with progressive, level-by-level files.
 
-Public API::
+Public API, tokens in the middle::
 
-    data = hvq.compress("photo.png")            # bytes of a .hvq file, all levels
-    image = hvq.decompress(data, level=8)      # PIL.Image at the 1/8 level
-    info = hvq.inspect(data)                   # header and chunks, no weights needed
+    data = hvq.compress("photo.png")             # bytes of a .hvq file, all levels
+    image = hvq.decompress(data, level=8)        # PIL.Image at the 1/8 level
+    info = hvq.inspect(data)                     # header and chunks, no weights needed
 
-Torch and the model load on first use of ``compress``/``decompress``, so
-``inspect`` and the format tools stay light.
+    tokens = hvq.tokenize("photo.png")           # Tokens: a uint16 index grid per level
+    image = hvq.detokenize(tokens, level=16)     # PIL.Image from one level's grid
+    data = hvq.encode_tokens(tokens)             # == hvq.compress("photo.png"); torch-free
+    tokens = hvq.decode_tokens(data)             # the grids back, exactly; torch-free
+
+``compress`` is ``encode_tokens(tokenize(...))`` and ``decompress`` is
+``detokenize(decode_tokens(...))``.  A file names its model by fingerprint,
+and reading picks the installed model that matches (``model=`` overrides).
+Torch and the network load on first use of the transforms (``compress``,
+``decompress``, ``tokenize``, ``detokenize``), so ``inspect``, the token
+coding and ``strip`` stay light.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from hvq.bitstream.errors import (
     HvqImageError,
     HvqModelError,
     HvqTruncatedError,
+    HvqUsageError,
 )
 
 __version__ = "0.2.0"
@@ -27,7 +37,13 @@ __version__ = "0.2.0"
 __all__ = [
     "compress",
     "decompress",
+    "tokenize",
+    "detokenize",
+    "encode_tokens",
+    "decode_tokens",
+    "strip",
     "inspect",
+    "Tokens",
     "HvqError",
     "HvqConfigError",
     "HvqDataError",
@@ -35,21 +51,75 @@ __all__ = [
     "HvqImageError",
     "HvqModelError",
     "HvqTruncatedError",
+    "HvqUsageError",
 ]
 
 
+def __getattr__(name):
+    if name == "Tokens":  # imported on first use, so that ``import hvq`` stays light
+        from hvq.bitstream.levels import Tokens
+
+        return Tokens
+    raise AttributeError(f"module 'hvq' has no attribute {name!r}")
+
+
 def compress(image, levels=None, model=None) -> bytes:
-    """Compress a PIL image or image path to .hvq bytes; ``levels`` are factors (default: all)."""
+    """Compress an image to .hvq bytes: ``encode_tokens(tokenize(image, levels, model))``.
+
+    ``image``: a PIL image, a path, an image file's bytes, a binary file
+    object or an HxWx3 uint8 array.  ``levels``: factors, e.g. ``(16, 8)``,
+    ``16`` or ``"16,8"`` (default: all).  ``model``: a model file or None
+    for the default model.
+    """
     from hvq.codec.runtime.pipeline import Codec
 
     return Codec.for_model(model).compress(image, levels)
 
 
 def decompress(data, level=None, model=None):
-    """Decode .hvq bytes (or a path) to a PIL RGB image at ``level`` (default: the finest stored)."""
+    """Decode .hvq bytes, a path or a binary file object to a PIL RGB image at ``level`` (default: the finest stored).
+
+    ``detokenize(decode_tokens(data, (level,)), level)`` with the model the
+    file names (or ``model``).
+    """
+    from hvq.codec.runtime.pipeline import decompress as decompress_file
+
+    return decompress_file(data, level, model)
+
+
+def tokenize(image, levels=None, model=None) -> "Tokens":
+    """The image's codebook indices: a ``Tokens`` with a uint16 grid per chosen level (default: all)."""
     from hvq.codec.runtime.pipeline import Codec
 
-    return Codec.for_model(model).decompress(data, level)
+    return Codec.for_model(model).tokenize(image, levels)
+
+
+def detokenize(tokens: "Tokens", level=None, model=None):
+    """One level of ``tokens`` (default: their finest) as a PIL RGB image, with the model they name."""
+    from hvq.codec.runtime.pipeline import detokenize as detokenize_tokens
+
+    return detokenize_tokens(tokens, level, model)
+
+
+def encode_tokens(tokens: "Tokens", model=None, prior=None) -> bytes:
+    """Entropy-code ``tokens`` into a .hvq file with their model's prior; torch-free and deterministic."""
+    from hvq.codec.runtime.tokens import encode_tokens as encode
+
+    return encode(tokens, model, prior)
+
+
+def decode_tokens(data, levels=None, model=None, prior=None) -> "Tokens":
+    """The ``Tokens`` a .hvq file stores (default: every level), without running the transforms; torch-free."""
+    from hvq.codec.runtime.tokens import decode_tokens as decode
+
+    return decode(data, levels, model, prior)
+
+
+def strip(data, keep, model=None) -> bytes:
+    """The file with only the levels in ``keep``; chunks are copied, a level whose parent is dropped re-coded."""
+    from hvq.codec.runtime.tokens import strip_file
+
+    return strip_file(data, keep, model)
 
 
 def inspect(data):

@@ -21,7 +21,7 @@ import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hvq.bitstream.errors import HvqFormatError, HvqRecodeNeeded, HvqTruncatedError
+from hvq.bitstream.errors import HvqFormatError, HvqRecodeNeeded, HvqTruncatedError, HvqUsageError
 
 SIGNATURE = b"\x89HVQ\r\n\x1a\n"
 FORMAT_VERSION = 2  # written; versions 1 and 2 are read (FORMAT.md, section 13)
@@ -190,25 +190,45 @@ def write_file(header: Header, levels: list[LevelChunk] | tuple[LevelChunk, ...]
     return b"".join(parts)
 
 
-def strip_levels(data: bytes, keep: tuple[int, ...] | list[int]) -> bytes:
+def kept_levels(parsed: ParsedFile, keep) -> tuple[int, ...]:
+    """The factors of ``keep`` (any order, repeats allowed) that a strip keeps, coarse first; all must be stored."""
+    if not parsed.complete:
+        raise HvqTruncatedError(f"cannot strip a truncated file: {parsed.truncated_reason}")
+    kept = tuple(sorted(set(int(f) for f in keep), reverse=True))
+    for factor in kept:
+        parsed.level(factor)  # names a level that is not stored
+    return kept
+
+
+def orphaned_levels(parsed: ParsedFile, kept: tuple[int, ...]) -> tuple[int, ...]:
+    """The kept levels coded given a parent level that is dropped: they cannot be copied, only re-coded."""
+    return tuple(
+        f for f in kept if parsed.level(f).coder == CODER_CONTEXT_PARENT and 2 * f not in kept
+    )
+
+
+def recode_needed(orphans: tuple[int, ...]) -> HvqRecodeNeeded:
+    """The error of a strip that must re-code ``orphans`` but was given no prior."""
+    return HvqRecodeNeeded(
+        f"level {orphans[0]} is coded given level {2 * orphans[0]}: dropping that level "
+        "re-codes it, which needs the model's prior"
+    )
+
+
+def strip_levels(data: bytes | ParsedFile, keep: tuple[int, ...] | list[int]) -> bytes:
     """Keep only the levels in ``keep``, their chunks copied verbatim (nothing re-coded).
 
     A level coded given a parent level that is dropped cannot be copied:
-    that raises ``HvqRecodeNeeded``, and ``hvq.bitstream.levels.strip``
-    re-codes it with the model's prior tables instead.
+    that raises ``HvqRecodeNeeded``; ``hvq.bitstream.levels.strip`` asks
+    ``orphaned_levels`` first and re-codes such a level with the model's
+    prior tables instead.
     """
-    parsed = parse(data)
-    if not parsed.complete:
-        raise HvqTruncatedError(f"cannot strip a truncated file: {parsed.truncated_reason}")
-    kept = [parsed.level(f) for f in sorted(set(keep), reverse=True)]
-    factors = {c.factor for c in kept}
-    orphans = [c.factor for c in kept if c.coder == CODER_CONTEXT_PARENT and 2 * c.factor not in factors]
+    parsed = data if isinstance(data, ParsedFile) else parse(data)
+    kept = kept_levels(parsed, keep)
+    orphans = orphaned_levels(parsed, kept)
     if orphans:
-        raise HvqRecodeNeeded(
-            f"level {orphans[0]} is coded given level {2 * orphans[0]}: dropping that level "
-            "re-codes it, which needs the model's prior"
-        )
-    return write_file(parsed.header, kept)
+        raise recode_needed(orphans)
+    return write_file(parsed.header, [parsed.level(f) for f in kept])
 
 
 # -- reading ----------------------------------------------------------------
@@ -379,10 +399,26 @@ def _truncated(header: Header, levels: list[LevelChunk], size: int, reason: str)
     return ParsedFile(header, tuple(levels), False, size, missing, reason)
 
 
-def read_bytes(source: bytes | bytearray | memoryview | str | Path) -> bytes:
-    """The bytes of a file given as bytes or a path, bounded by the file-size limit."""
+def read_file(source) -> ParsedFile:
+    """Parse a file given as bytes, a path or a binary file object (a ``ParsedFile`` passes through)."""
+    return source if isinstance(source, ParsedFile) else parse(read_bytes(source))
+
+
+def read_bytes(source) -> bytes:
+    """The bytes of a file given as bytes, a path or a binary file object, bounded by the file-size limit."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
+    if hasattr(source, "read"):  # an open binary file, BytesIO: read from where it stands
+        data = source.read(MAX_FILE_BYTES + 1)
+        if not isinstance(data, (bytes, bytearray)):
+            raise HvqUsageError("a file object given to hvq must be opened in binary mode")
+        if len(data) > MAX_FILE_BYTES:
+            raise HvqFormatError(f"file exceeds the {MAX_FILE_BYTES}-byte limit")
+        return bytes(data)
+    if not isinstance(source, (str, Path)):
+        raise HvqUsageError(
+            f"expected .hvq bytes, a path or a binary file object, not {type(source).__name__}"
+        )
     path = Path(source)
     try:
         size = path.stat().st_size

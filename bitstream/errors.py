@@ -37,6 +37,14 @@ class HvqRecodeNeeded(HvqModelError):
     """Dropping a level means re-coding another that was coded given it: that needs the model's prior."""
 
 
+class HvqUsageError(HvqError, ValueError):
+    """A Python API argument has the wrong type or value (``levels="x"``, ``level=8.5``, ``decompress(123)``).
+
+    A ``ValueError`` too, as Python's own argument errors are; the command
+    line checks its arguments itself, so this reaches users of the library.
+    """
+
+
 class HvqConfigError(HvqError, ValueError):
     """A setting is refused: a model or training config (its file or its options), a device, a tile size.
 

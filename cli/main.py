@@ -1,4 +1,4 @@
-"""The ``hvq`` command line: compress, decompress, info, strip, train, export.
+"""The ``hvq`` command line: compress, decompress, info, strip, tokens, detokenize, train, export.
 
 Library errors (``HvqError``) become one-line messages naming the file and
 exit 1; misuse of the command line exits 2.  Torch and the model are imported
@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from hvq import __version__
-from hvq.bitstream.errors import HvqError, HvqModelError
+from hvq.bitstream.errors import HvqError
 from hvq.cli.batch import ThreadPlan, in_order
 from hvq.cli.options import EXIT_CODES, FolderPath, LevelList, force_option, model_option, output_option, threads_option
 from hvq.cli.inputs import STDIO, image_source, plan, read_stdin
@@ -27,6 +27,7 @@ from hvq.cli.output import (
 )
 from hvq.cli.bench import bench
 from hvq.cli.train import export, fit_prior, train
+from hvq.cli.tokens import detokenize, tokens
 
 EXIT_INTERRUPTED = 130
 
@@ -167,6 +168,11 @@ class _JobFailed(HvqError):
     """One file's failure, its message already naming the file."""
 
 
+def _progress(items, label: str):
+    """A progress bar over a list of items (``hvq tokens``, ``hvq detokenize``); silent for one."""
+    return _progress_over(items, len(items), label)
+
+
 def _progress_over(results, total: int, label: str):
     """A progress bar over a result stream of ``total`` items; silent for one."""
     if total <= 1:
@@ -218,10 +224,10 @@ def decompress(ctx, inputs, output, output_dir, level, partial, model_path, thre
     image_format = "PNG" if jobs[0].target == STDIO else writable_format(jobs[0].target.suffix)
     if len(jobs) == 1:
         check_target(jobs[0].target, list(inputs), force, stdout_ok=True)  # before the model loads
-    from hvq.codec.runtime.pipeline import Codec
+    from hvq.codec.runtime.pipeline import Codec, decompress as decompress_file
 
     try:
-        codec = Codec.for_model(model_path)
+        codec = Codec.for_model(model_path) if model_path else None  # else the installed model each file names
     except HvqError as exc:  # its message names the model file
         raise click.ClickException(str(exc))
     threads_plan = ThreadPlan.for_files(threads, len(jobs))
@@ -231,7 +237,7 @@ def decompress(ctx, inputs, output, output_dir, level, partial, model_path, thre
             raise click.ClickException(f"{job.target}: written from another input in this run")
         check_target(job.target, list(inputs), force, stdout_ok=True)
         source = read_stdin(MAX_FILE_BYTES) if job.source == STDIO else job.source
-        image = codec.decompress(source, level, partial=partial)
+        image = decompress_file(source, level, codec.model if codec else None, partial=partial)
         buffer = io.BytesIO()
         image.save(buffer, format=image_format)
         return buffer.getvalue()
@@ -293,46 +299,30 @@ def strip(input, keep, output, model_path, force):
     """Drop levels from a .hvq file without running the transforms.
 
     Chunks are copied as they are.  A level coded given a level that is
-    dropped is re-coded from its indices with the model's prior (the only
-    case that loads the model; the transforms never run).
+    dropped is re-coded from its indices with the prior of the model the
+    file names (installed, or --model); only its tables are read, and the
+    transforms never run.
     """
     from hvq.bitstream.container import MAX_FILE_BYTES, read_bytes
-    from hvq.bitstream.errors import HvqRecodeNeeded
-    from hvq.bitstream.levels import strip as strip_levels
+    from hvq.codec.runtime.tokens import strip_file
 
     output = into_folder(output, input, input.name)
     check_target(output, [input], force, stdout_ok=True)
     with terminate_as_interrupt():
         try:
             data = read_stdin(MAX_FILE_BYTES) if input == STDIO else read_bytes(input)
-            try:
-                stripped = strip_levels(data, keep)
-            except HvqRecodeNeeded:
-                stripped = strip_levels(data, keep, _prior_for(data, model_path))
+            stripped = strip_file(data, keep, model_path)
         except HvqError as exc:
             raise _fail(input, exc)
         write_output(output, stripped)
-
-
-def _prior_for(data: bytes, model_path):
-    """The prior tables of the model a file was made with (default: the shipped model)."""
-    from hvq.bitstream.container import parse
-    from hvq.codec.runtime.weights import load_model
-
-    model = load_model(model_path)
-    header = parse(data).header
-    if header.model_fingerprint != model.fingerprint:
-        raise HvqModelError(
-            f"re-coding needs the file's model {header.model_fingerprint.hex()}, "
-            f"but the loaded model is {model.fingerprint_hex} (give it with --model)"
-        )
-    return model.prior
 
 
 main.add_command(train)
 main.add_command(bench)
 main.add_command(export)
 main.add_command(fit_prior)
+main.add_command(tokens)
+main.add_command(detokenize)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,7 +24,7 @@ model_option = click.option(
     "model_path",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Model file (.safetensors). Default: the model shipped with hvq.",
+    help="Model file (.safetensors). Default: compress uses the default model; reading uses the installed model the file names.",
 )
 force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
 

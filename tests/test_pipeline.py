@@ -248,3 +248,78 @@ def test_pillow_opens_hvq_files_after_registration(tiny_codec, tiny_model_path, 
         assert im.info["hvq_levels"] == (16, 8)
         pixels = np.asarray(im)
     assert np.array_equal(pixels, np.asarray(tiny_codec.decompress(path.read_bytes(), 8)))
+
+
+# -- the Python API's inputs (issue 17) -------------------------------------------------------
+
+
+def test_an_hxwx3_uint8_array_is_an_image(tiny_codec, photo):
+    array = np.asarray(photo)
+    assert tiny_codec.compress(array) == tiny_codec.compress(photo)
+    assert tiny_codec.compress(np.asarray(photo.convert("L"))) == tiny_codec.compress(photo.convert("L"))
+
+
+@pytest.mark.parametrize(
+    "image, error, match",
+    [
+        (None, hvq.HvqUsageError, "an image is a PIL image, a path, .* not NoneType"),
+        (torch.zeros(3, 8, 8), hvq.HvqUsageError, "not Tensor"),
+        (123, hvq.HvqUsageError, "not int"),
+        (np.zeros((8, 8, 4), np.uint8), hvq.HvqImageError, r"HxWx3 \(RGB\) or HxW \(gray\) uint8, not shape \(8, 8, 4\)"),
+        (np.zeros((8, 8, 3), np.float32), hvq.HvqImageError, "not shape .* float32"),
+        (np.zeros((0, 8, 3), np.uint8), hvq.HvqImageError, "image is empty"),
+    ],
+)
+def test_what_is_not_an_image_is_refused_clearly(tiny_codec, image, error, match):
+    with pytest.raises(error, match=match):
+        tiny_codec.compress(image)
+
+
+def test_image_file_bytes_are_an_image_not_a_path(tiny_codec, photo):
+    import io
+
+    buffer = io.BytesIO()
+    photo.save(buffer, format="PNG")
+    assert tiny_codec.compress(buffer.getvalue()) == tiny_codec.compress(photo)
+    assert tiny_codec.compress(io.BytesIO(buffer.getvalue())) == tiny_codec.compress(photo)
+    with pytest.raises(hvq.HvqImageError, match="not an image Pillow can read"):
+        tiny_codec.compress(b"photo.png")
+
+
+@pytest.mark.parametrize("levels, stored", [(16, [16]), ("16", [16]), ("16,8", [16, 8]), ([4, 16], [16, 4]), (np.int64(8), [8])])
+def test_levels_as_int_string_or_list(tiny_codec, photo, levels, stored):
+    assert [lv.factor for lv in hvq.inspect(tiny_codec.compress(photo, levels)).levels] == stored
+
+
+@pytest.mark.parametrize("levels, match", [("x", "a level is a factor .* not 'x'"), (8.5, "not 8.5"), ("", "names no level"),
+                                           (True, "not True"), ([16, 8.5], "not 8.5")])
+def test_levels_that_cannot_be_meant_are_refused(tiny_codec, photo, levels, match):
+    with pytest.raises(hvq.HvqUsageError, match=match):
+        tiny_codec.compress(photo, levels)
+
+
+def test_decompress_reads_file_objects_and_refuses_other_things(tiny_codec, photo):
+    import io
+
+    data = tiny_codec.compress(photo)
+    expected = np.asarray(tiny_codec.decompress(data))
+    assert np.array_equal(np.asarray(tiny_codec.decompress(io.BytesIO(data))), expected)
+    assert np.array_equal(np.asarray(tiny_codec.decompress(bytearray(data))), expected)
+    with pytest.raises(hvq.HvqUsageError, match="expected .hvq bytes, a path or a binary file object, not int"):
+        tiny_codec.decompress(123)
+    with pytest.raises(hvq.HvqUsageError, match="not NoneType"):
+        hvq.decompress(None)
+    with pytest.raises(hvq.HvqUsageError, match="opened in binary mode"):
+        tiny_codec.decompress(io.StringIO("text"))
+
+
+@pytest.mark.parametrize("level", [8.5, 8.0, "eight", True])
+def test_a_level_that_is_not_a_factor_is_refused(tiny_codec, photo, level):
+    data = tiny_codec.compress(photo)
+    with pytest.raises(hvq.HvqUsageError, match="a level is a factor such as 16, 8 or 4"):
+        tiny_codec.decompress(data, level)
+    assert tiny_codec.decompress(data, "8").size == photo.size  # a string of digits is a factor
+
+
+def test_usage_errors_are_value_errors_and_hvq_errors():
+    assert issubclass(hvq.HvqUsageError, ValueError) and issubclass(hvq.HvqUsageError, hvq.HvqError)

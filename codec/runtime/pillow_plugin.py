@@ -73,14 +73,15 @@ class HvqImageFile(ImageFile.ImageFile):
         return super().load()
 
     def _decode(self) -> None:
-        from hvq.codec.runtime.pipeline import Codec
+        from hvq.codec.runtime.pipeline import decompress
 
         self.fp.seek(0)
         data = self.fp.read(MAX_FILE_BYTES + 1)
         if len(data) > MAX_FILE_BYTES:
             raise HvqFormatError(f"file exceeds the {MAX_FILE_BYTES}-byte limit")
         partial = bool(ImageFile.LOAD_TRUNCATED_IMAGES)  # read at load time, as Pillow's plugins do
-        image = Codec.for_model(_options["model"]).decompress(data, _options["level"], partial=partial)
+        # the model the file names, unless one was registered
+        image = decompress(data, _options["level"], _options["model"], partial=partial)
         if self.fp and self._exclusive_fp:
             self.fp.close()
         self.fp = BytesIO(image.tobytes())
@@ -109,7 +110,7 @@ def _check_options(model, level) -> None:
 
 
 def register_hvq_opener(model=None, level: int | None = None) -> None:
-    """Let ``PIL.Image.open`` read .hvq files, decoded with ``model`` (default: shipped) at ``level``.
+    """Let ``PIL.Image.open`` read .hvq files, decoded with ``model`` (default: the installed model each file names) at ``level``.
 
     ``level`` is a factor (16, 8, 4) or None for the finest stored; a bad
     value is refused here, not at the first ``load()``.

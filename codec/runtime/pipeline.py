@@ -1,24 +1,33 @@
-"""The codec: image -> .hvq bytes and back, one call per arrow.
+"""The codec: image -> tokens -> .hvq bytes and back, one call per arrow.
 
 ::
 
-    compress:    image -> load_image -> pad -> encode_tiled (net.encode per tile) -> indices[f]
-                       -> encode_levels (prior: each level given its stored parent) -> write_file -> bytes
-    decompress:  bytes -> parse -> decode_grid (the level's parents first; index checksums)
-                       -> decode_tiled (net.decode per tile, crop, round) -> image
+    compress:    image -> tokenize (load_image, encode_tiled: pad, net.encode per tile) -> Tokens
+                       -> write_tokens (each level given its stored parent; HEAD) -> bytes
+    decompress:  bytes -> read_file -> read_tokens (prior checked once; parents first; index CRCs) -> Tokens
+                       -> detokenize (decode_tiled: net.decode per tile, crop, round) -> image
+
+``write_tokens`` and ``read_tokens`` are what ``hvq.encode_tokens`` and
+``hvq.decode_tokens`` run once they have found the prior.
+
+Tokens (``hvq.bitstream.levels``) are the middle: what the transforms
+produce and the entropy coder codes.  Which model decodes a file is the one
+it names by fingerprint (``registry``), unless one is given.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from hvq.bitstream.container import Header, ParsedFile, parse, read_bytes, write_file
-from hvq.bitstream.levels import decode_grid, encode_levels, header_prior_fields
-from hvq.bitstream.errors import HvqFormatError, HvqModelError, HvqTruncatedError
-from hvq.codec.runtime.imageio import load_image, pad_to_multiple
+from hvq.bitstream.container import Header, ParsedFile, read_file
+from hvq.bitstream.errors import HvqFormatError, HvqImageError, HvqModelError, HvqUsageError
+from hvq.bitstream.levels import Tokens, as_level, as_levels, read_tokens, stored_levels, write_tokens
+from hvq.codec.runtime.imageio import load_image
+from hvq.codec.runtime.registry import default_model, find_model
 from hvq.codec.runtime.tiling import DEFAULT_TILE, check_tile, decode_tiled, encode_tiled
 from hvq.codec.runtime.weights import LoadedModel, load_model
 
@@ -32,7 +41,7 @@ MAX_TRANSFORM_PIXELS = 1 << 26
 
 
 class Codec:
-    """A loaded model with the two directions of the codec side by side."""
+    """A loaded model with the two directions of the codec side by side, tokens in the middle."""
 
     def __init__(self, model: LoadedModel, tile: int = DEFAULT_TILE):
         self.model = model
@@ -40,20 +49,30 @@ class Codec:
 
     @classmethod
     def for_model(cls, model: LoadedModel | str | Path | None = None, tile: int = DEFAULT_TILE) -> "Codec":
-        """A codec for a loaded model, a model file path, or (None) the shipped default.
+        """A codec for a loaded model, a model file path, or (None) the default model for new files.
 
         ``tile`` is the side, in pixels, of the tiles the transforms run on
         (a multiple of the coarsest factor); it bounds memory and does not
         change the file.
         """
-        return cls(model if isinstance(model, LoadedModel) else load_model(model), tile)
+        if isinstance(model, LoadedModel):
+            return cls(model, tile)
+        return cls(load_model(model if model is not None else default_model()), tile)
+
+    @classmethod
+    def for_fingerprint(cls, model_fingerprint: bytes, prior_fingerprint: bytes = bytes(16), model=None) -> "Codec":
+        """``model`` if given, else the installed model with this fingerprint (``registry.find_model``)."""
+        if model is not None:
+            return cls.for_model(model)
+        return cls.for_model(find_model(model_fingerprint, prior_fingerprint))
 
     def check_levels(self, levels) -> tuple[int, ...]:
-        """Normalise a level selection (factors) against the model; None means all."""
+        """Normalise a level selection (factors: 16, "16,8", (16, 8)) against the model; None means all."""
         factors = self.model.config.factors
+        levels = as_levels(levels)
         if levels is None:
             return tuple(sorted(factors, reverse=True))
-        chosen = tuple(sorted({int(f) for f in levels}, reverse=True))
+        chosen = tuple(sorted(set(levels), reverse=True))
         unknown = [f for f in chosen if f not in factors]
         if unknown or not chosen:
             raise HvqModelError(
@@ -62,54 +81,63 @@ class Codec:
             )
         return chosen
 
-    def compress(self, image: Image.Image | str | Path, levels=None) -> bytes:
-        """Compress an image (PIL or path) to .hvq bytes holding the chosen levels (factors)."""
-        chosen = self.check_levels(levels)
-        rgb = load_image(image, MAX_TRANSFORM_PIXELS)
-        width, height = rgb.size
-        padded = pad_to_multiple(np.asarray(rgb), self.model.config.max_factor)  # (H', W', 3) uint8
-        del rgb  # hold the pixels once: large images are tiled to bound memory
-        grids = encode_tiled(self.model.net, padded, self.tile)  # {factor: (H'/f, W'/f) uint16}
-        del padded
-        chunks = encode_levels(grids, chosen, self.model.prior)
-        header = Header(
-            width=width,
-            height=height,
-            grid_multiple=self.model.config.max_factor,
-            codebook_size=self.model.config.codebook_size,
-            model_fingerprint=self.model.fingerprint,
-            factors=chosen,
-            **header_prior_fields(self.model.prior, chunks),
-        )
-        return write_file(header, chunks)
+    # -- the two directions ---------------------------------------------------------
 
-    def decompress(self, data: bytes | str | Path, level: int | None = None, partial: bool = False) -> Image.Image:
+    def compress(self, image, levels=None) -> bytes:
+        """Compress an image (PIL, path, file bytes, file object, HxWx3 uint8 array) to .hvq bytes."""
+        return write_tokens(self.tokenize(image, levels), self.model.prior)  # hvq.encode_tokens with this model
+
+    def decompress(self, data, level: int | None = None, partial: bool = False) -> Image.Image:
         """Decode one level (default: the finest stored) to an RGB image of the original size.
 
         A truncated file decodes any level it holds completely when that level
         is asked for; with ``level=None`` it raises, unless ``partial`` asks for
         the finest complete level (a preview from the first bytes).
         """
-        parsed = parse(read_bytes(data))
-        self.check_file(parsed)
-        factor = self._choose_level(parsed, level, partial)
-        decoded: dict = {}
-        grid = decode_grid(parsed, factor, self.model.prior, decoded)
-        parents = {g: self._parent_grid(parsed, factor, g, decoded) for g in self.model.net.parents_needed(factor)}
-        header = parsed.header
-        pixels = decode_tiled(self.model.net, grid, factor, header.width, header.height, self.tile, parents)
+        parsed = read_file(data)
+        self.check_header(parsed.header)
+        factor = choose_level(parsed, as_level(level), partial)
+        needed = self._parents_needed(factor, [chunk.factor for chunk in parsed.levels])
+        return self.detokenize(read_tokens(parsed, (factor, *needed), self.model.prior), factor)  # hvq.decode_tokens
+
+    # -- the transforms: image <-> tokens ----------------------------------------------
+
+    def tokenize(self, image, levels=None) -> Tokens:
+        """The image's index grids at the chosen levels (factors; default all): what compress codes."""
+        chosen = self.check_levels(levels)
+        rgb = load_image(image_source(image), MAX_TRANSFORM_PIXELS)
+        width, height = rgb.size
+        pixels = np.asarray(rgb)  # (H, W, 3) uint8, a copy
+        del rgb  # hold the pixels once: large images are tiled to bound memory
+        grids = encode_tiled(self.model.net, pixels, self.tile)  # {factor: (H'/f, W'/f) uint16}, nearest codewords
+        del pixels
+        # Rate control (choosing indices for rate as well as distortion) goes here, one call.
+        chosen_grids = {f: grids[f] for f in chosen}
+        config = self.model.config
+        return Tokens(chosen_grids, width, height, self.model.fingerprint, config.max_factor, config.codebook_size)
+
+    def detokenize(self, tokens: Tokens, level: int | None = None) -> Image.Image:
+        """One level of the tokens (default: their finest) as an RGB image of the original size."""
+        if not isinstance(tokens, Tokens):
+            raise HvqModelError(f"detokenize takes hvq.Tokens, not {type(tokens).__name__}")
+        self.check_header(tokens)
+        factor = as_level(level) if level is not None else tokens.levels[-1]
+        grid = tokens.grid(factor)
+        parents = {g: tokens.grid(g) for g in self._parents_needed(factor, tokens.levels)}
+        pixels = decode_tiled(self.model.net, grid, factor, tokens.width, tokens.height, self.tile, parents)  # crops
         return Image.fromarray(pixels, "RGB")
 
-    def _parent_grid(self, parsed: ParsedFile, factor: int, parent: int, decoded: dict) -> np.ndarray:
-        """A coarser level that a top-down model's decoder of ``factor`` reads (``net.parents_needed``)."""
-        if all(chunk.factor != parent for chunk in parsed.levels):
-            raise HvqModelError(f"level {factor} of this model decodes only with level {parent}, "
-                                "which the file does not hold")
-        return decode_grid(parsed, parent, self.model.prior, decoded)
+    def _parents_needed(self, factor: int, held) -> tuple[int, ...]:
+        """The coarser levels a top-down model's decoder of ``factor`` reads (none for the product's model)."""
+        needed = tuple(self.model.net.parents_needed(factor))
+        for parent in needed:
+            if parent not in held:
+                raise HvqModelError(f"level {factor} of this model decodes only with level {parent}, "
+                                    "which the file does not hold")
+        return needed
 
-    def check_file(self, parsed: ParsedFile) -> None:
-        """Refuse a file made with another model before decoding anything."""
-        header = parsed.header
+    def check_header(self, header: Header | Tokens) -> None:
+        """Refuse a file (its HEAD) or tokens made with another model before decoding anything."""
         if header.model_fingerprint != self.model.fingerprint:
             raise HvqModelError(
                 f"file was made with model {header.model_fingerprint.hex()}, "
@@ -125,20 +153,58 @@ class Codec:
             raise HvqModelError(
                 f"file's codebook size {header.codebook_size} does not match the model's {self.model.config.codebook_size}"
             )
-        foreign = [f for f in header.factors if f not in self.model.config.factors]
+        stored = header.factors if isinstance(header, Header) else header.levels
+        foreign = [f for f in stored if f not in self.model.config.factors]
         if foreign:
             raise HvqModelError(f"file holds level {foreign[0]}, which the model does not have")
-        self.model.prior.check_file(header)
 
-    @staticmethod
-    def _choose_level(parsed: ParsedFile, level: int | None, partial: bool) -> int:
-        if level is not None:
-            return int(level)
-        if not parsed.complete and not partial:
-            held = ",".join(str(c.factor) for c in parsed.levels) or "none"
-            raise HvqTruncatedError(
-                f"file is truncated ({parsed.truncated_reason}); complete levels: {held}"
-            )
-        if not parsed.levels:
-            raise HvqTruncatedError(f"no complete level: {parsed.truncated_reason}")
-        return parsed.levels[-1].factor  # coarse first, so the last is the finest
+    def check_file(self, parsed: ParsedFile) -> None:
+        """``check_header`` of a parsed file (the prior is checked where levels are read)."""
+        self.check_header(parsed.header)
+
+
+def choose_level(parsed: ParsedFile, level: int | None, partial: bool) -> int:
+    """The level to decode: ``level``, else the finest stored (the finest complete one with ``partial``)."""
+    if level is not None:
+        return level
+    return stored_levels(parsed, None, partial)[-1]  # coarse first, so the last is the finest
+
+
+def decompress(data, level=None, model=None, partial: bool = False) -> Image.Image:
+    """Decode a file with ``model``, or the installed model the file names: the file is parsed once."""
+    given = Codec.for_model(model) if model is not None else None  # a given model is checked before the file
+    parsed = read_file(data)
+    header = parsed.header
+    codec = given or Codec.for_fingerprint(header.model_fingerprint, header.prior_fingerprint)
+    return codec.decompress(parsed, level, partial)
+
+
+def detokenize(tokens: Tokens, level=None, model=None) -> Image.Image:
+    """Tokens to an image with ``model``, or the installed model the tokens name."""
+    if not isinstance(tokens, Tokens):
+        raise HvqModelError(f"detokenize takes hvq.Tokens, not {type(tokens).__name__}")
+    return Codec.for_fingerprint(tokens.model_fingerprint, model=model).detokenize(tokens, level)
+
+
+IMAGE_KINDS = "a PIL image, a path, image file bytes, a binary file object or an HxWx3 uint8 array"
+
+
+def image_source(image):
+    """What ``load_image`` opens: a PIL image, a path or a binary file; bytes and arrays are wrapped."""
+    if isinstance(image, (Image.Image, str, Path)) or hasattr(image, "read"):
+        return image
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(image))  # the bytes of an image file, not a path
+    if isinstance(image, np.ndarray):
+        return _array_image(image)
+    raise HvqUsageError(f"an image is {IMAGE_KINDS}, not {type(image).__name__}")
+
+
+def _array_image(array: np.ndarray) -> Image.Image:
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+        raise HvqImageError(
+            f"an array image must be HxWx3 (RGB) or HxW (gray) uint8, not shape {array.shape} {array.dtype}"
+        )
+    if not array.size:
+        raise HvqImageError("image is empty")
+    return Image.fromarray(np.ascontiguousarray(array), "RGB" if array.ndim == 3 else "L")

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from hvq.bitstream.errors import HvqConfigError
-from hvq.codec.runtime.imageio import to_pixels, to_tensor
+from hvq.codec.runtime.imageio import pad_to_multiple, to_pixels, to_tensor
 
 DEFAULT_TILE = 1024  # interior side in pixels; see benchmarks/large_image.py for memory and time
 DECODER_HALO_CELLS = 8
@@ -82,10 +82,15 @@ def check_tile(tile: int, multiple: int) -> int:
 
 
 @torch.inference_mode()  # no autograd bookkeeping at all (the nets' no_grad still records versions)
-def encode_tiled(net, padded: np.ndarray, tile: int = DEFAULT_TILE) -> dict[int, np.ndarray]:
-    """Index grids of every level for a padded uint8 (H, W, 3) image, one window at a time."""
+def encode_tiled(net, image: np.ndarray, tile: int = DEFAULT_TILE) -> dict[int, np.ndarray]:
+    """Index grids of every level for a uint8 (H, W, 3) image, one window at a time.
+
+    The image is padded here to the coarsest grid (``pad_to_multiple``), as
+    ``decode_tiled`` crops it back: pad and crop sit side by side.
+    """
     m = net.config.max_factor
     check_tile(tile, m)
+    padded = pad_to_multiple(image, m)  # (H', W', 3): edge rows and columns repeated
     height, width = padded.shape[:2]
     grids = {f: np.empty((height // f, width // f), dtype=np.uint16) for f in net.config.factors}
     for w in windows(height, width, tile, encoder_halo(m)):

@@ -38,10 +38,10 @@ from hvq.bitstream.prior_tables import CONTEXT_PREFIX, STATIC_PREFIX, PriorTable
 from hvq.codec.model.config import ModelConfig
 from hvq.codec.model.vqvae import HierarchicalVQVAE
 from hvq.codec.model.prior import FrequencyPrior
+from hvq.codec.runtime.fingerprints import CONTEXT_PRIOR_NAME, fingerprint, prior_fingerprint  # noqa: F401 (re-exported)
 
 MODEL_FILE_VERSION = 1
 DEFAULT_MODEL = Path(__file__).parents[1] / "models" / "hvq-default.safetensors"
-CONTEXT_PRIOR_NAME = "checkerboard-parent-v1"
 MAX_MODEL_BYTES = 1 << 30
 # Buffers only training needs; a deployable file leaves them out.
 _TRAINING_ONLY = ("cluster_size", "embed_sum", "initialised")  # of the codebook(s): codebook.*, codebooks.<f>.*
@@ -70,21 +70,6 @@ class LoadedModel:
         return self.fingerprint.hex()
 
 
-def fingerprint(tensors: dict[str, np.ndarray], config_json: str) -> bytes:
-    """SHA-256 (first 16 bytes) over the config and sorted (name, dtype, shape, bytes): identifies a model.
-
-    Arrays are hashed in little-endian order whatever the machine, so the
-    fingerprint is the same everywhere.
-    """
-    digest = hashlib.sha256(config_json.encode())
-    for name in sorted(tensors):
-        array = np.ascontiguousarray(tensors[name])
-        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
-        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
-        digest.update(array.tobytes())
-    return digest.digest()[:16]
-
-
 def model_tensors(net: HierarchicalVQVAE, prior: FrequencyPrior) -> dict[str, np.ndarray]:
     """The tensors of a deployable file: half-precision convs, float32 codebook, int32 tables."""
     tensors: dict[str, np.ndarray] = {}
@@ -99,11 +84,6 @@ def model_tensors(net: HierarchicalVQVAE, prior: FrequencyPrior) -> dict[str, np
     for factor, table in prior.tables.items():
         tensors[f"{STATIC_PREFIX}{factor}"] = np.asarray(table, dtype=np.int32)
     return tensors
-
-
-def prior_fingerprint(tensors: dict[str, np.ndarray]) -> bytes:
-    """Fingerprint of the context prior's tables (zeros when there are none)."""
-    return fingerprint(tensors, CONTEXT_PRIOR_NAME) if tensors else bytes(16)
 
 
 def save_model(

@@ -1,0 +1,74 @@
+"""Tokens to .hvq bytes and back, and strip: the entropy coding and the container, torch-free.
+
+::
+
+    encode_tokens:  Tokens --prior of tokens.model_fingerprint--> write_tokens --> bytes
+    decode_tokens:  bytes --read_file--> HEAD names the model --prior--> read_tokens --> Tokens
+    strip_file:     bytes --read_file--> needs_prior? --(prior)--> strip --> bytes
+
+Which prior: ``prior=`` if given; else the tables of ``model=`` (a model
+file or a loaded model), which must be the model the tokens or the file
+name; else the installed model with that fingerprint (``registry``).  Only
+the prior's integer tables are read, never the network, so nothing here
+imports torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hvq.bitstream.container import read_file
+from hvq.bitstream.errors import HvqModelError
+from hvq.bitstream.levels import Tokens, as_levels, needs_prior, read_tokens, stored_levels, strip, write_tokens
+from hvq.bitstream.prior_tables import PriorTables
+from hvq.codec.runtime.registry import find_model, read_prior
+
+
+def encode_tokens(tokens: Tokens, model=None, prior: PriorTables | None = None) -> bytes:
+    """A .hvq file holding every level of ``tokens``: deterministic, the same bytes for the same tokens."""
+    if not isinstance(tokens, Tokens):
+        raise HvqModelError(f"encode_tokens takes hvq.Tokens, not {type(tokens).__name__}")
+    return write_tokens(tokens, resolve_prior(tokens.model_fingerprint, bytes(16), model, prior))
+
+
+def decode_tokens(data, levels=None, model=None, prior: PriorTables | None = None, partial: bool = False) -> Tokens:
+    """The tokens a .hvq file (bytes, path, file object) stores; no transform runs.
+
+    ``levels`` (default: every level stored) must be stored and complete.  A
+    truncated file raises unless ``levels`` names complete levels or
+    ``partial`` asks for the complete ones.
+    """
+    parsed = read_file(data)
+    factors = stored_levels(parsed, as_levels(levels), partial)
+    header = parsed.header
+    return read_tokens(parsed, factors, resolve_prior(header.model_fingerprint, header.prior_fingerprint, model, prior))
+
+
+def strip_file(data, keep, model=None) -> bytes:
+    """Keep only the levels in ``keep``: parsed once, the prior read only if a level must be re-coded."""
+    parsed = read_file(data)
+    keep = as_levels(keep) or ()
+    header = parsed.header
+    prior = None
+    if needs_prior(parsed, keep):
+        try:
+            prior = resolve_prior(header.model_fingerprint, header.prior_fingerprint, model, None)
+        except HvqModelError as exc:
+            raise HvqModelError(f"re-coding needs the file's model: {exc}") from None
+    return strip(parsed, keep, prior)
+
+
+def resolve_prior(model_fingerprint: bytes, file_prior: bytes, model=None, prior: PriorTables | None = None) -> PriorTables:
+    """The prior tables for a model fingerprint: ``prior``, ``model``'s, or the installed model's."""
+    if prior is not None:
+        return prior
+    if model is None:
+        return read_prior(find_model(model_fingerprint, file_prior)).prior
+    if isinstance(model, (str, Path)):
+        loaded = read_prior(model)
+        given, tables, name = loaded.fingerprint, loaded.prior, Path(model).name
+    else:  # a loaded model (weights.LoadedModel): its tables are already in memory
+        given, tables, name = model.fingerprint, model.prior, Path(model.path).name
+    if given != model_fingerprint:
+        raise HvqModelError(f"made with model {model_fingerprint.hex()}, but {name} is model {given.hex()}")
+    return tables
