@@ -34,11 +34,16 @@ __all__ = [
 ]
 
 
-def compress(image, levels=None, model=None) -> bytes:
-    """Compress a PIL image or image path to .hvq bytes; ``levels`` are factors (default: all)."""
+def compress(image, levels=None, model=None, quality=None, target_bpp=None, target_psnr=None) -> bytes:
+    """Compress a PIL image or image path to .hvq bytes; ``levels`` are factors (default: all).
+
+    ``quality`` (0..100), ``target_bpp`` or ``target_psnr`` (one at most)
+    trade distortion for size (rate control); without them each index is
+    the nearest codeword.
+    """
     from hvq.codec.runtime.pipeline import Codec
 
-    return Codec.for_model(model).compress(image, levels)
+    return Codec.for_model(model).compress(image, levels, quality, target_bpp, target_psnr)
 
 
 def decompress(data, level=None, model=None):

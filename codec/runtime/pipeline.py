@@ -4,6 +4,8 @@
 
     compress:    image -> load_image -> pad -> encode_tiled (net.encode per tile) -> indices[f]
                        -> encode_levels (prior: each level given its stored parent) -> write_file -> bytes
+    with a quality or a target (rate control), indices[f] are chosen instead:
+                 pad -> candidates_tiled -> rate_control.choose (rdoq per trial) -> indices[f] -> ...
     decompress:  bytes -> parse -> decode_grid (the level's parents first; index checksums)
                        -> decode_tiled (net.decode per tile, crop, round) -> image
 """
@@ -18,8 +20,11 @@ from PIL import Image
 from hvq.bitstream.container import Header, ParsedFile, parse, read_bytes, write_file
 from hvq.bitstream.levels import decode_grid, encode_levels, header_prior_fields
 from hvq.bitstream.errors import HvqFormatError, HvqModelError, HvqTruncatedError
+from hvq.bitstream.settings import CHUNK_TYPE as RATE_CHUNK, RateSetting, encode_setting
+from hvq.codec.runtime import rate_control
 from hvq.codec.runtime.imageio import load_image, pad_to_multiple
-from hvq.codec.runtime.tiling import DEFAULT_TILE, check_tile, decode_tiled, encode_tiled
+from hvq.codec.runtime.rdoq import DEFAULT_CANDIDATES
+from hvq.codec.runtime.tiling import DEFAULT_TILE, candidates_tiled, check_tile, decode_tiled, encode_tiled
 from hvq.codec.runtime.weights import LoadedModel, load_model
 
 # The transforms run tile by tile (codec/runtime/tiling.py), so their memory is set
@@ -62,15 +67,51 @@ class Codec:
             )
         return chosen
 
-    def compress(self, image: Image.Image | str | Path, levels=None) -> bytes:
-        """Compress an image (PIL or path) to .hvq bytes holding the chosen levels (factors)."""
+    def compress(
+        self, image: Image.Image | str | Path, levels=None, quality=None, target_bpp=None, target_psnr=None
+    ) -> bytes:
+        """Compress an image (PIL or path) to .hvq bytes holding the chosen levels (factors).
+
+        At most one of ``quality`` (0..100), ``target_bpp`` (whole file) and
+        ``target_psnr`` (dB, finest stored level) turns on rate control
+        (``hvq.codec.runtime.rate_control``); without them every index is the
+        nearest codeword.  A target search also picks the levels unless
+        ``levels`` names them; a target out of reach raises ``HvqTargetError``.
+        """
+        setting = rate_control.setting_for(quality, target_bpp, target_psnr)
         chosen = self.check_levels(levels)
         rgb = load_image(image, MAX_TRANSFORM_PIXELS)
         width, height = rgb.size
         padded = pad_to_multiple(np.asarray(rgb), self.model.config.max_factor)  # (H', W', 3) uint8
         del rgb  # hold the pixels once: large images are tiled to bound memory
+        if setting is not None:
+            return self._compress_rate_controlled(padded, width, height, chosen, levels is None, setting)
         grids = encode_tiled(self.model.net, padded, self.tile)  # {factor: (H'/f, W'/f) uint16}
         del padded
+        return self._write(grids, chosen, width, height)
+
+    def _compress_rate_controlled(self, padded, width, height, chosen, free_levels: bool, setting: RateSetting):
+        """Rate control's choice of indices between the encoder and the entropy coder."""
+        candidates = candidates_tiled(self.model.net, padded, DEFAULT_CANDIDATES, self.tile)
+        original = padded[:height, :width] if setting.mode == "target-psnr" else None
+        del padded
+        # a free target search tries the coarsest level alone, then down to each finer one
+        level_sets = [chosen[: i + 1] for i in range(len(chosen))] if free_levels else [chosen]
+
+        def file_bpp(grids, factors, s):
+            return 8 * len(self._write(grids, factors, width, height, s)) / (width * height)
+
+        def finest_psnr(grids, factors):
+            f = factors[-1]
+            pixels = decode_tiled(self.model.net, grids[f], f, width, height, self.tile)
+            mse = np.mean((pixels.astype(np.float64) - original) ** 2)
+            return 10 * np.log10(255.0**2 / mse) if mse > 0 else 100.0
+
+        choice = rate_control.choose(setting, candidates, level_sets, self.model.prior, file_bpp, finest_psnr)
+        return self._write(choice.grids, choice.factors, width, height, choice.setting)
+
+    def _write(self, grids, chosen, width, height, setting: RateSetting | None = None) -> bytes:
+        """Entropy-code the chosen levels' grids into a file (with a ``rate`` chunk under rate control)."""
         chunks = encode_levels(grids, chosen, self.model.prior)
         header = Header(
             width=width,
@@ -81,7 +122,8 @@ class Codec:
             factors=chosen,
             **header_prior_fields(self.model.prior, chunks),
         )
-        return write_file(header, chunks)
+        ancillary = () if setting is None else ((RATE_CHUNK, encode_setting(setting)),)
+        return write_file(header, chunks, ancillary)
 
     def decompress(self, data: bytes | str | Path, level: int | None = None, partial: bool = False) -> Image.Image:
         """Decode one level (default: the finest stored) to an RGB image of the original size.
