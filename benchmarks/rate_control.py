@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -245,7 +246,9 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--anchors", type=Path, default=None)
     parser.add_argument("--images", type=int, default=None, help="the first N images only")
-    parser.add_argument("--targets-every", type=int, default=4, help="targets and timing on every Nth image")
+    parser.add_argument("--targets-every", type=int, default=6, help="targets and timing on every Nth image")
+    parser.add_argument("--reverse", action="store_true", help="walk the shard's images from the end")
+    parser.add_argument("--shard", default="0/1", help="I/N: measure images I, I+N, ... (run N at once; same --out)")
     args = parser.parse_args(argv)
     import torch
 
@@ -256,21 +259,30 @@ def main(argv=None) -> None:
     codec = Codec.for_model(None)
     paths = sorted(args.kodak.glob("*.png"))[: args.images]
     log = args.out / "images.jsonl"
-    done = {}
-    if log.exists():
-        for line in log.read_text().splitlines():
-            rec = json.loads(line)
-            done[rec["image"]] = rec
+    done: dict[str, dict] = {}
+
+    def read_log():  # every shard's images so far
+        if log.exists():
+            for line in log.read_text().splitlines():
+                rec = json.loads(line)
+                done.setdefault(rec["image"], rec)
+    shard, shards = (int(x) for x in args.shard.split("/"))
+    mine = paths[shard::shards]
     with log.open("a") as f:
-        for path in paths:
+        for path in reversed(mine) if args.reverse else mine:
+            read_log()
             if path.name in done:
                 continue
             start = time.perf_counter()
             rec = measure_image(codec, path, targets=paths.index(path) % args.targets_every == 0)
             done[path.name] = rec
-            f.write(json.dumps(rec) + "\n")
-            f.flush()
+            os.write(f.fileno(), (json.dumps(rec) + "\n").encode())  # one write: shards append to one log
             print(f"{path.name}: {time.perf_counter() - start:.0f} s", flush=True)
+    read_log()
+    missing = [p.name for p in paths if p.name not in done]
+    if missing:
+        print(f"{len(missing)} images not measured yet (other shards?); no summary")
+        return
     records = [done[p.name] for p in paths]
     summary = summarise(records, args.anchors)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))

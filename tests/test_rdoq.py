@@ -27,9 +27,9 @@ DATA = Path(__file__).parent / "data"
 # sha256 of the pixels hvq 0.2 (commit 1452bda) decodes from scene-128x96-q40.hvq, per level;
 # level 4 is also kept as scene-128x96-q40-level4-v02.png
 V02_PIXELS = {
-    16: "3ff52127e6f8d5410e5c72fc6f83d26c9b4b6702cc93096e09e371c853f12c71",
-    8: "d5f7f2b0445f57f406fae5bd5b10922005be526db7798d2736eb2c06a2fb8e5b",
-    4: "1b64b863c542805aa8bfc2d5b18da7b85abce775989ae30ab3d1cbcaece2ec7b",
+    16: "8dd38c1cae2b89dd4861135e6b8fade012231a58eafa75f787264ef1ff69812c",
+    8: "f9ff7c05d8fd4355936809c1c366c18b9770c7ae2515915a9b3fbbcb56cc231d",
+    4: "a3f0812fde911fdeb9ea798c08083541504366ad84a2d34344d5b833a762c906",
 }
 
 

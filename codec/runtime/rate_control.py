@@ -11,9 +11,10 @@ lower Q spends fewer bits on each level's indices at some distortion.
 lambda grows geometrically as Q falls, so equal steps of Q are roughly equal
 steps of log lambda, which is what a bisection wants; one scale serves every
 level because the latent distances of all levels live in the one codebook's
-space.  The scale was set on training images (not Kodak): at Q = 0 the finest
-level saves about a fifth of its bytes at a loss near 2 dB, beyond which
-the loss grows fast for little gain (benchmarks/results/rate_control).
+space.  The scale was set on a training image (not Kodak): at Q = 0 the
+finest level saves about a sixth of its bytes at a loss near 1 dB; beyond
+that the loss grows fast for little gain (on Kodak, lambda 0.5 cost up to
+3 dB for 9% of the bytes; benchmarks/results/rate_control).
 
 A target names the file, not a level: bits per pixel of the whole file
 (HEAD and chunks included), PSNR of the finest level it stores.  Without
@@ -35,7 +36,7 @@ from hvq.bitstream.errors import HvqError
 from hvq.bitstream.settings import RateSetting
 from hvq.codec.runtime import rdoq
 
-LAMBDA_AT_ZERO = 0.5  # squared latent distance per bit at Q = 0
+LAMBDA_AT_ZERO = 0.15  # squared latent distance per bit at Q = 0
 _OCTAVES = 4  # lambda doubles every 100 / _OCTAVES steps of Q below 100
 BPP_TOLERANCE = 0.05  # relative
 PSNR_TOLERANCE = 0.1  # dB
