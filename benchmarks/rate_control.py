@@ -185,7 +185,7 @@ def plot(summary: dict, anchors_dir: Path | None, out: Path) -> None:
         col = colours.get(f)
         ax.plot([p[1] for p in c["rdoq"]], [p[2] for p in c["rdoq"]], "-^", color=col, label=f"hvq RDOQ level {f} (Q 100..0)")
         ax.plot([p[1] for p in c["downscale"]], [p[2] for p in c["downscale"]], ":s", color=col, alpha=0.7,
-                label=f"hvq nearest level {f}, downscaled 1..0.6")
+                label=f"hvq nearest level {f}, downscaled by {', '.join(str(p[0]) for p in c['downscale'])}")
     if anchors_dir is not None:
         for name, style in (("kodak_classic_measured.json", "--"), ("kodak_lowrate_measured.json", "-.")):
             path = anchors_dir / name
