@@ -40,10 +40,10 @@ from hvq.bitstream.context import (
 )
 from hvq.bitstream.prior_tables import PriorTables
 
-DEFAULT_CANDIDATES = 6  # nearest codewords considered per cell; more gain little (benchmarks/rate_control.py)
+DEFAULT_CANDIDATES = 6  # nearest codewords per cell; 12 only moved points along the same RD curve (a training image)
 # Re-choices of the anchors counting their non-anchor neighbours' rates.  Off by default: on a
-# training image it saved 3% of level 4's bytes at equal PSNR, but took 15 times as long as the
-# greedy pass and doubled the encode time (benchmarks/results/rate_control/rate_control.md).
+# training image it saved 3% of level 4's bytes at equal PSNR, but took 16 times as long as the
+# greedy pass and 1.4-2.1x the whole encode (README, "The quality knob").
 ANCHOR_PASSES = 0
 
 
