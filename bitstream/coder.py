@@ -25,6 +25,7 @@ import constriction
 import numpy as np
 
 from hvq.bitstream.context import (
+    FREQUENCY_TOTAL,
     LevelContextModel,
     anchor_mask,
     frequencies_of,
@@ -34,7 +35,7 @@ from hvq.bitstream.context import (
 )
 from hvq.bitstream.errors import HvqFormatError, HvqModelError
 
-MAX_TABLE_TOTAL = 1 << 16  # exact in float32; bounds the cost of any index near 16 bits
+MAX_TABLE_TOTAL = FREQUENCY_TOTAL  # the tables the coder accepts are those the priors make
 
 
 def check_freqs(freqs: np.ndarray) -> np.ndarray:

@@ -38,7 +38,10 @@ import numpy as np
 from hvq.bitstream.errors import HvqModelError
 
 SCORE_UNITS_PER_BIT = 8
-FREQUENCY_TOTAL = 1 << 16  # each row sums to at most this; exact in float32
+# The one bound on a frequency table's total, for every table hvq codes with (the static
+# tables of hvq.codec.model.prior, these rows, the coder's check): exact in float32, and no
+# index costs much more than 16 bits.
+FREQUENCY_TOTAL = 1 << 16
 MAX_CONTEXT_CODEBOOK = 4096
 MAX_BIAS = 1 << 14  # |bias| + four int8 entries stays inside int16
 _DEFICIT_CAP = 127  # 16 bits below the best score: weight 1 of 2**15, the floor frequency

@@ -18,18 +18,14 @@ import click
 
 from hvq import __version__
 from hvq.bitstream.errors import HvqError, HvqModelError
-from hvq.cli.options import LevelList, force_option, model_option
-from hvq.cli.inputs import plan
-from hvq.cli.output import check_target, signals_held, terminate_as_interrupt, write_atomic
+from hvq.cli.options import EXIT_CODES, FolderPath, LevelList, force_option, model_option, output_option
+from hvq.cli.inputs import STDIO, image_source, plan, read_stdin
+from hvq.cli.output import (
+    check_target, into_folder, show_warnings_as_lines, signals_held, terminate_as_interrupt, writable_format,
+    write_output,
+)
 from hvq.cli.bench import bench
 from hvq.cli.train import export, fit_prior, train
-
-EXIT_CODES = """\b
-Exit codes:
-  0  success
-  1  an input, file or model was refused (one line per fault on stderr)
-  2  the command line was misused
-  130  interrupted (Ctrl-C or SIGTERM); no partial output is left"""
 
 EXIT_INTERRUPTED = 130
 
@@ -71,13 +67,17 @@ def main() -> None:
     """hvq: a neural image codec with progressive, level-by-level .hvq files.
 
     Levels are named by their downsampling factor: 16 (coarsest, smallest),
-    8, and 4 (finest).
+    8, and 4 (finest).  A file name of - is standard input or output
+    (compress, decompress, info, strip); binary data is never written to a
+    terminal.
     """
+    show_warnings_as_lines()
 
 
 @main.command(epilog=EXIT_CODES)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Output file (one input).")
+@output_option("Output file (one input); - for standard output (never a terminal); FOLDER/ (a trailing slash) is -d FOLDER.",
+               stdio=True)
 @click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--levels", type=LevelList(), default=None, help="Levels to store, e.g. 16,8 (default: all).")
 @click.option("-q", "--quality", type=float, default=None,
@@ -96,18 +96,24 @@ def compress(ctx, inputs, output, output_dir, levels, quality, target_bpp, targe
     it, and -d mirrors its subfolders.  A file that fails is reported and the
     rest go on; the exit code is then 1.  Outputs are written whole or not at
     all, never over an input, and never over an existing file without --force.
+    An input of - reads one image from standard input (give -o).
     """
     if output and output_dir:
         raise click.BadParameter("give -o/--output or -d/--output-dir, not both")
     rate = _rate_options(quality, target_bpp, target_psnr)
+    if isinstance(output, FolderPath):
+        output, output_dir = None, Path(output)
     jobs = plan(inputs, output, output_dir, ".hvq")
     from hvq.codec.runtime.pipeline import Codec
 
     try:
         codec = Codec.for_model(model_path)
+    except HvqError as exc:  # its message names the model file
+        raise click.ClickException(str(exc))
+    try:
         chosen = codec.check_levels(levels)
     except HvqError as exc:
-        raise _fail(model_path or "model", exc)
+        raise click.BadParameter(str(exc), param_hint="--levels")
     sources = [job.source for job in jobs]
     written: set[Path] = set()
     failures = 0
@@ -115,12 +121,12 @@ def compress(ctx, inputs, output, output_dir, levels, quality, target_bpp, targe
         try:
             for job in _progress(jobs, "compress"):
                 try:
-                    if job.target.resolve() in written:
-                        raise click.ClickException(f"{job.target}: written from another input in this run")
-                    check_target(job.target, sources, force)
-                    data = codec.compress(job.source, chosen if levels else None, **rate)
+                    if job.clash:
+                        raise click.ClickException(f"{job.target}: also the output of {job.clash}, an earlier input")
+                    check_target(job.target, sources, force, stdout_ok=True)
+                    data = codec.compress(image_source(job.source), chosen if levels else None, **rate)
                     with signals_held():  # the count in the interrupt message includes this file
-                        write_atomic(job.target, data)
+                        write_output(job.target, data)
                         written.add(job.target.resolve())
                 except click.ClickException as exc:
                     failures += 1
@@ -153,34 +159,40 @@ def _rate_options(quality, target_bpp, target_psnr) -> dict:
 
 @main.command(epilog=EXIT_CODES)
 @click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Output image (default: IN.png).")
+@output_option("Output image (default: IN.png); - for PNG on standard output (never a terminal); FOLDER/ for FOLDER/IN.png.",
+               stdio=True)
 @click.option("--level", type=int, default=None, help="Level to decode (default: the finest stored).")
 @click.option("--partial", is_flag=True, help="Decode the finest complete level of a truncated file.")
 @model_option
 @force_option
 def decompress(input, output, level, partial, model_path, force):
-    """Decode a .hvq file to an image; the format follows the output's suffix."""
-    from PIL import Image
+    """Decode a .hvq file to an image; the format follows the output's suffix.
 
-    output = output or input.with_suffix(".png")
-    image_format = Image.registered_extensions().get(output.suffix.lower())
-    if image_format is None:
-        raise click.BadParameter(f"{output.suffix or 'no suffix'} is not an image format Pillow writes", param_hint="-o")
-    check_target(output, [input], force)
+    Only formats Pillow writes RGB images in are accepted, checked before
+    decoding.  An input of - reads standard input (give -o).
+    """
+    from hvq.bitstream.container import MAX_FILE_BYTES
+
+    if input == STDIO and output is None:
+        raise click.BadParameter("reading standard input needs -o FILE (or -o - for standard output)")
+    default = input.with_suffix(".png")
+    output = into_folder(output, input, default.name) or default
+    image_format = "PNG" if output == STDIO else writable_format(output.suffix)
+    check_target(output, [input], force, stdout_ok=True)
     from hvq.codec.runtime.pipeline import Codec
 
     try:
         codec = Codec.for_model(model_path)
-    except HvqError as exc:
-        raise _fail(model_path or "model", exc)
+    except HvqError as exc:  # its message names the model file
+        raise click.ClickException(str(exc))
     with terminate_as_interrupt():
         try:
-            image = codec.decompress(input, level, partial=partial)
+            image = codec.decompress(read_stdin(MAX_FILE_BYTES) if input == STDIO else input, level, partial=partial)
         except HvqError as exc:
             raise _fail(input, exc)
         buffer = io.BytesIO()
         image.save(buffer, format=image_format)
-        write_atomic(output, buffer.getvalue())
+        write_output(output, buffer.getvalue())
 
 
 @main.command(epilog=EXIT_CODES)
@@ -188,13 +200,14 @@ def decompress(input, output, level, partial, model_path, force):
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object per file (a list for several).")
 @click.pass_context
 def info(ctx, files, as_json):
-    """Show a file's size, model fingerprint and levels; no model needed."""
+    """Show a file's size, model fingerprint and levels; no model needed (- reads standard input)."""
+    from hvq.bitstream.container import MAX_FILE_BYTES
     from hvq.bitstream.info import inspect_file
 
     records, failures = [], 0
     for path in files:
         try:
-            summary = inspect_file(path)
+            summary = inspect_file(read_stdin(MAX_FILE_BYTES) if path == STDIO else path)
         except HvqError as exc:
             failures += 1
             click.echo(f"Error: {path}: {exc}", err=True)
@@ -229,7 +242,7 @@ def _describe(path, s) -> str:
 @main.command(epilog=EXIT_CODES)
 @click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--keep", type=LevelList(), required=True, help="Levels to keep, e.g. 16,8.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@output_option("The stripped file; - for standard output; FOLDER/.", required=True, stdio=True)
 @model_option
 @force_option
 def strip(input, keep, output, model_path, force):
@@ -239,21 +252,22 @@ def strip(input, keep, output, model_path, force):
     dropped is re-coded from its indices with the model's prior (the only
     case that loads the model; the transforms never run).
     """
-    from hvq.bitstream.container import read_bytes
+    from hvq.bitstream.container import MAX_FILE_BYTES, read_bytes
     from hvq.bitstream.errors import HvqRecodeNeeded
     from hvq.bitstream.levels import strip as strip_levels
 
-    check_target(output, [input], force)
+    output = into_folder(output, input, input.name)
+    check_target(output, [input], force, stdout_ok=True)
     with terminate_as_interrupt():
         try:
-            data = read_bytes(input)
+            data = read_stdin(MAX_FILE_BYTES) if input == STDIO else read_bytes(input)
             try:
                 stripped = strip_levels(data, keep)
             except HvqRecodeNeeded:
                 stripped = strip_levels(data, keep, _prior_for(data, model_path))
         except HvqError as exc:
             raise _fail(input, exc)
-        write_atomic(output, stripped)
+        write_output(output, stripped)
 
 
 def _prior_for(data: bytes, model_path):

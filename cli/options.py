@@ -1,8 +1,23 @@
-"""Options and parameter types that several commands share, declared once."""
+"""Options, parameter types and help text that several commands share, declared once.
+
+As in pip-tools' ``scripts/options.py``: a command names what it shares
+(``@output_option(...)``, ``@data_option(...)``, ``epilog=EXIT_CODES``), so
+that ``-o/--output`` is spelt, typed and checked alike everywhere.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
+
+EXIT_CODES = """\b
+Exit codes:
+  0  success
+  1  an input, file, model or setting was refused (one line per fault on stderr)
+  2  the command line was misused
+  130  interrupted (Ctrl-C or SIGTERM); no partial file is left"""
 
 model_option = click.option(
     "--model",
@@ -12,6 +27,29 @@ model_option = click.option(
     help="Model file (.safetensors). Default: the model shipped with hvq.",
 )
 force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
+
+
+def output_option(help: str | None = None, *, folder: bool = False, stdio: bool = False, dest: str = "output",
+                  **settings):
+    """``-o/--output``: a file (a folder with ``folder``), passed to the command as ``dest``.
+
+    With ``stdio`` the file may also be ``-`` (standard output) or ``FOLDER/``
+    (``OutputPath``).  ``settings`` are click's (``required``, ``default``,
+    ``show_default``, ``metavar``).
+    """
+    if stdio:
+        kind = OutputPath()
+    elif folder:
+        kind = click.Path(file_okay=False, path_type=Path)
+    else:
+        kind = click.Path(dir_okay=False, path_type=Path)
+    return click.option("-o", "--output", dest, type=kind, help=help, **settings)
+
+
+def data_option(help: str, required: bool = False):
+    """``--data``, repeatable: folders of images (found by ``hvq.codec.runtime.image_files``), as ``data_dirs``."""
+    return click.option("--data", "data_dirs", multiple=True, required=required,
+                        type=click.Path(file_okay=False, exists=True), help=help)
 
 
 class LevelList(click.ParamType):
@@ -29,3 +67,27 @@ class LevelList(click.ParamType):
         if not factors or any(f < 1 for f in factors):
             self.fail(f"{value!r} names no level", param, ctx)
         return factors
+
+
+class FolderPath(type(Path())):
+    """An ``-o`` given with a trailing slash: the folder to write into (made if missing), not a file name."""
+
+
+class OutputPath(click.ParamType):
+    """``-o``: a file, ``-`` (standard output), or ``FOLDER/`` to write into that folder.
+
+    ``Path("out/")`` drops the slash, so ``-o out/`` would write a file named
+    ``out``; the slash is read here, before it is lost.
+    """
+
+    name = "PATH"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, Path):
+            return value
+        text = os.fsdecode(value)
+        if not text:
+            self.fail("is empty", param, ctx)
+        if text.endswith(("/", os.sep)) and text.strip("/" + os.sep):
+            return FolderPath(text)
+        return Path(text)
