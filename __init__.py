@@ -63,17 +63,19 @@ def __getattr__(name):
     raise AttributeError(f"module 'hvq' has no attribute {name!r}")
 
 
-def compress(image, levels=None, model=None) -> bytes:
+def compress(image, levels=None, model=None, quality=None, target_bpp=None, target_psnr=None) -> bytes:
     """Compress an image to .hvq bytes: ``encode_tokens(tokenize(image, levels, model))``.
 
     ``image``: a PIL image, a path, an image file's bytes, a binary file
     object or an HxWx3 uint8 array.  ``levels``: factors, e.g. ``(16, 8)``,
     ``16`` or ``"16,8"`` (default: all).  ``model``: a model file or None
-    for the default model.
+    for the default model.  ``quality`` (0..100), ``target_bpp`` or
+    ``target_psnr`` (one at most) trade distortion for size (rate control);
+    without them each index is the nearest codeword.
     """
     from hvq.codec.runtime.pipeline import Codec
 
-    return Codec.for_model(model).compress(image, levels)
+    return Codec.for_model(model).compress(image, levels, quality, target_bpp, target_psnr)
 
 
 def decompress(data, level=None, model=None):

@@ -106,6 +106,7 @@ class ParsedFile:
     total_bytes: int
     missing: tuple[int, ...] = ()  # factors declared in HEAD but absent (truncated file)
     truncated_reason: str = ""
+    ancillary: tuple[tuple[bytes, bytes], ...] = ()  # (type, data) of the ancillary chunks read, in file order
 
     def level(self, factor: int) -> LevelChunk:
         for chunk in self.levels:
@@ -165,8 +166,11 @@ def _check_coder(header: Header, factor: int, coder: int) -> None:
         raise HvqFormatError(f"chunk {name} is coded given level {2 * factor}, which the file does not store")
 
 
-def write_file(header: Header, levels: list[LevelChunk] | tuple[LevelChunk, ...]) -> bytes:
-    """Serialise a header and level chunks (any subset of the model's levels) to .hvq bytes."""
+def write_file(header: Header, levels: list[LevelChunk] | tuple[LevelChunk, ...], ancillary=()) -> bytes:
+    """Serialise a header and level chunks (any subset of the model's levels) to .hvq bytes.
+
+    ``ancillary`` is (type, data) pairs, written after HEAD (``rate``: hvq.bitstream.settings).
+    """
     ordered = sorted(levels, key=lambda c: -c.factor)  # coarse first: a prefix must decode
     header = replace(header, factors=tuple(c.factor for c in ordered), version=FORMAT_VERSION)
     if not header.factors:
@@ -180,6 +184,10 @@ def write_file(header: Header, levels: list[LevelChunk] | tuple[LevelChunk, ...]
         header.prior_kind, 0, header.prior_fingerprint,
     )
     parts = [SIGNATURE, _chunk(b"HEAD", head)]
+    for kind, data in ancillary:
+        if not (len(kind) == 4 and kind[:1].isalpha() and kind[:1].islower()):
+            raise ValueError(f"{kind!r} is not an ancillary chunk type")
+        parts.append(_chunk(kind, data))
     for c in ordered:
         if (c.grid_height, c.grid_width) != header.grid_shape(c.factor):
             raise ValueError(f"level {c.factor} grid does not match the image size")
@@ -313,6 +321,7 @@ def parse(data: bytes) -> ParsedFile:
     pos = len(SIGNATURE)
     header: Header | None = None
     levels: list[LevelChunk] = []
+    ancillary: list[tuple[bytes, bytes]] = []
     while True:
         if pos == size:
             if header is None:
@@ -348,9 +357,11 @@ def parse(data: bytes) -> ParsedFile:
             stored = tuple(c.factor for c in levels)
             if stored != header.factors:
                 raise HvqFormatError(f"HEAD declares levels {_names(header.factors)} but the file holds {_names(stored)}")
-            return ParsedFile(header, tuple(levels), True, size)
+            return ParsedFile(header, tuple(levels), True, size, ancillary=tuple(ancillary))
         elif not (kind[:1].isalpha() and kind[:1].islower()):  # lowercase first letter: ancillary, skipped
             raise HvqFormatError(f"unknown critical chunk {name} at byte {pos}")
+        else:
+            ancillary.append((bytes(kind), bytes(body)))
         pos = end
 
 

@@ -185,3 +185,25 @@ def frequencies_of(terms: list[np.ndarray], contexts: list[np.ndarray], bias: np
             scores += bias
         rows[part] = frequencies(scores)
     return rows
+
+
+def candidate_code_lengths(
+    terms: list[np.ndarray], contexts: list[np.ndarray], candidates: np.ndarray, bias: np.ndarray | None = None
+) -> np.ndarray:
+    """Bits each candidate index would cost under the row the coder builds for its cell: (N, c) float64.
+
+    The rows are ``frequencies_of``'s, the integer tables the coder hands to
+    constriction, and a candidate ``x`` costs ``log2(row sum / row[x])``: the
+    code length of that table (constriction's fixed-point copy of it differs
+    by far less than a bit per index).  Works in blocks like
+    ``frequencies_of``, so only (N, c) is held, never (N, K).  Rate control
+    (``hvq.codec.runtime.rdoq``) weighs these against distortion.
+    """
+    n = len(contexts[0])
+    bits = np.empty(candidates.shape, dtype=np.float64)
+    for start in range(0, n, _BLOCK_ROWS):
+        part = slice(start, start + _BLOCK_ROWS)
+        rows = frequencies_of(terms, [c[part] for c in contexts], bias)
+        chosen = np.take_along_axis(rows, candidates[part].astype(np.intp), axis=1)
+        bits[part] = np.log2(rows.sum(axis=1, dtype=np.float64))[:, None] - np.log2(chosen)
+    return bits

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hvq.bitstream.container import CODER_NAMES, PRIOR_NAMES, parse, read_bytes
+from hvq.bitstream.settings import CHUNK_TYPE as RATE_CHUNK, decode_setting
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class FileInfo:
     complete: bool  # False: truncated, ``missing`` lists the absent levels
     missing: tuple[int, ...]
     levels: tuple[LevelInfo, ...]  # coarse first, as stored
+    rate_control: str | None = None  # the setting in a ``rate`` chunk (e.g. "quality 75"); None: nearest codewords
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,4 +76,13 @@ def inspect_file(source: bytes | str | Path) -> FileInfo:
         complete=parsed.complete,
         missing=parsed.missing,
         levels=levels,
+        rate_control=_rate_setting(parsed.ancillary),
     )
+
+
+def _rate_setting(ancillary) -> str | None:
+    for kind, data in ancillary:
+        if kind == RATE_CHUNK:
+            setting = decode_setting(data)
+            return "unreadable rate chunk" if setting is None else setting.describe()
+    return None

@@ -182,8 +182,11 @@ def as_levels(levels) -> tuple[int, ...] | None:
 # -- the writer: tokens -> bytes --------------------------------------------------
 
 
-def write_tokens(tokens: Tokens, prior: PriorTables) -> bytes:
-    """A whole .hvq file holding every level of ``tokens``, each coded with ``prior``; builds HEAD."""
+def write_tokens(tokens: Tokens, prior: PriorTables, ancillary=()) -> bytes:
+    """A whole .hvq file holding every level of ``tokens``, each coded with ``prior``; builds HEAD.
+
+    ``ancillary``: (type, data) chunks written after HEAD (``rate``: ``hvq.bitstream.settings``).
+    """
     for factor in tokens.levels:
         table = prior.static.get(factor)
         if table is None or len(table) != tokens.codebook_size:
@@ -200,7 +203,7 @@ def write_tokens(tokens: Tokens, prior: PriorTables) -> bytes:
         factors=tokens.levels,
         **header_prior_fields(prior, chunks),
     )
-    return write_file(header, chunks)
+    return write_file(header, chunks, ancillary)
 
 
 def encode_levels(grids: dict[int, np.ndarray], factors: tuple[int, ...], prior: PriorTables) -> list[LevelChunk]:

@@ -73,11 +73,17 @@ def main() -> None:
                stdio=True)
 @click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--levels", type=LevelList(), default=None, help="Levels to store, e.g. 16,8 (default: all).")
+@click.option("-q", "--quality", type=float, default=None,
+              help="0 (smallest) to 100 (nearest codewords, the default's indices): rate control.")
+@click.option("--target-bpp", type=float, default=None,
+              help="Size of the whole file in bits per pixel (within 5%); picks quality and levels.")
+@click.option("--target-psnr", type=float, default=None,
+              help="PSNR in dB of the finest level (within 0.1 dB); picks quality and levels.")
 @model_option
 @threads_option
 @force_option
 @click.pass_context
-def compress(ctx, inputs, output, output_dir, levels, model_path, threads, force):
+def compress(ctx, inputs, output, output_dir, levels, quality, target_bpp, target_psnr, model_path, threads, force):
     """Compress images to .hvq files (default: beside each input, suffix .hvq).
 
     INPUTS are image files or folders; a folder means every image file under
@@ -90,6 +96,7 @@ def compress(ctx, inputs, output, output_dir, levels, model_path, threads, force
     """
     if output and output_dir:
         raise click.BadParameter("give -o/--output or -d/--output-dir, not both")
+    rate = _rate_options(quality, target_bpp, target_psnr)
     if isinstance(output, FolderPath):
         output, output_dir = None, Path(output)
     jobs = plan(inputs, output, output_dir, ".hvq")
@@ -110,7 +117,8 @@ def compress(ctx, inputs, output, output_dir, levels, model_path, threads, force
         if job.clash:
             raise click.ClickException(f"{job.target}: also the output of {job.clash}, an earlier input")
         check_target(job.target, sources, force, stdout_ok=True)
-        return codec.compress(image_source(job.source), chosen)
+        # a target search picks the levels too, unless --levels names them
+        return codec.compress(image_source(job.source), chosen if levels else None, **rate)
 
     _run_batch(ctx, jobs, work, threads_plan, "compress")
 
@@ -180,6 +188,20 @@ def _progress_over(results, total: int, label: str):
     from tqdm import tqdm
 
     return tqdm(results, total=total, desc=label, unit="file", file=sys.stderr)
+
+
+def _rate_options(quality, target_bpp, target_psnr) -> dict:
+    """The rate-control keywords of Codec.compress, checked: a value or a mix it refuses is misuse (exit 2)."""
+    named = (("--quality", quality), ("--target-bpp", target_bpp), ("--target-psnr", target_psnr))
+    given = [name for name, value in named if value is not None]
+    if len(given) > 1:
+        raise click.BadParameter(f"give one of --quality, --target-bpp and --target-psnr, not {' and '.join(given)}")
+    if quality is not None and not 0 <= quality <= 100:
+        raise click.BadParameter(f"{quality:g} is outside 0..100", param_hint="--quality")
+    for name, value in named[1:]:
+        if value is not None and not 0 < value < float("inf"):
+            raise click.BadParameter(f"{value:g} is not a positive number", param_hint=name)
+    return {"quality": quality, "target_bpp": target_bpp, "target_psnr": target_psnr}
 
 
 @main.command(epilog=EXIT_CODES)
@@ -279,6 +301,7 @@ def _describe(path, s) -> str:
         + ("" if s.complete else f", TRUNCATED (missing levels {','.join(map(str, s.missing))})"),
         f"  model {s.model_fingerprint}, codebook {s.codebook_size}, prior {s.prior}"
         + (f" {s.prior_fingerprint}" if s.prior != "static" else ""),
+        *([f"  rate control: {s.rate_control}"] if s.rate_control else []),
         "  level  grid       bytes   bits/index  bpp     coder",
     ]
     for lv in s.levels:

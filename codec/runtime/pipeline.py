@@ -7,6 +7,11 @@
     decompress:  bytes -> read_file -> read_tokens (prior checked once; parents first; index CRCs) -> Tokens
                        -> detokenize (decode_tiled: net.decode per tile, crop, round) -> image
 
+With a quality or a target (rate control), ``tokenize``'s nearest codewords
+give way to a choice for rate as well as distortion, between the encoder and
+the coder: ``candidates_tiled -> rate_control.choose (rdoq per trial) ->
+write_tokens`` (with a ``rate`` chunk naming the setting).
+
 ``write_tokens`` and ``read_tokens`` are what ``hvq.encode_tokens`` and
 ``hvq.decode_tokens`` run once they have found the prior.
 
@@ -28,7 +33,11 @@ from hvq.bitstream.errors import HvqFormatError, HvqImageError, HvqModelError, H
 from hvq.bitstream.levels import Tokens, as_level, as_levels, read_tokens, stored_levels, write_tokens
 from hvq.codec.runtime.imageio import load_image
 from hvq.codec.runtime.registry import default_model, find_model
-from hvq.codec.runtime.tiling import DEFAULT_TILE, check_tile, decode_tiled, encode_tiled
+from hvq.codec.runtime.tiling import DEFAULT_TILE, candidates_tiled, check_tile, decode_tiled, encode_tiled
+from hvq.bitstream.settings import CHUNK_TYPE as RATE_CHUNK, RateSetting, encode_setting
+from hvq.codec.runtime import rate_control
+from hvq.codec.runtime.imageio import pad_to_multiple
+from hvq.codec.runtime.rdoq import DEFAULT_CANDIDATES
 from hvq.codec.runtime.weights import LoadedModel, load_model
 
 # The transforms run tile by tile (codec/runtime/tiling.py), so their memory is set
@@ -83,9 +92,50 @@ class Codec:
 
     # -- the two directions ---------------------------------------------------------
 
-    def compress(self, image, levels=None) -> bytes:
-        """Compress an image (PIL, path, file bytes, file object, HxWx3 uint8 array) to .hvq bytes."""
-        return write_tokens(self.tokenize(image, levels), self.model.prior)  # hvq.encode_tokens with this model
+    def compress(self, image, levels=None, quality=None, target_bpp=None, target_psnr=None) -> bytes:
+        """Compress an image (PIL, path, file bytes, file object, HxWx3 uint8 array) to .hvq bytes.
+
+        At most one of ``quality`` (0..100), ``target_bpp`` (whole file) and
+        ``target_psnr`` (dB, finest stored level) turns on rate control
+        (``hvq.codec.runtime.rate_control``); without them every index is the
+        nearest codeword.  A target search also picks the levels unless
+        ``levels`` names them; a target out of reach raises ``HvqTargetError``.
+        """
+        setting = rate_control.setting_for(quality, target_bpp, target_psnr)
+        if setting is None:
+            return write_tokens(self.tokenize(image, levels), self.model.prior)  # hvq.encode_tokens with this model
+        return self._compress_rate_controlled(image, levels, setting)
+
+    def _compress_rate_controlled(self, image, levels, setting: RateSetting) -> bytes:
+        """Rate control's choice of indices between the encoder and the entropy coder."""
+        chosen = self.check_levels(levels)
+        rgb = load_image(image_source(image), MAX_TRANSFORM_PIXELS)
+        width, height = rgb.size
+        padded = pad_to_multiple(np.asarray(rgb), self.model.config.max_factor)  # (H', W', 3) uint8
+        del rgb
+        candidates = candidates_tiled(self.model.net, padded, DEFAULT_CANDIDATES, self.tile)
+        original = padded[:height, :width] if setting.mode == "target-psnr" else None
+        del padded
+        # a free target search tries the coarsest level alone, then down to each finer one
+        level_sets = [chosen[: i + 1] for i in range(len(chosen))] if levels is None else [chosen]
+
+        def write(grids, factors, s=None) -> bytes:
+            tokens = Tokens({f: grids[f] for f in factors}, width, height, self.model.fingerprint,
+                            self.model.config.max_factor, self.model.config.codebook_size)
+            ancillary = () if s is None else ((RATE_CHUNK, encode_setting(s)),)
+            return write_tokens(tokens, self.model.prior, ancillary)
+
+        def file_bpp(grids, factors, s):
+            return 8 * len(write(grids, factors, s)) / (width * height)
+
+        def finest_psnr(grids, factors):
+            f = factors[-1]
+            pixels = decode_tiled(self.model.net, grids[f], f, width, height, self.tile)
+            mse = np.mean((pixels.astype(np.float64) - original) ** 2)
+            return 10 * np.log10(255.0**2 / mse) if mse > 0 else 100.0
+
+        choice = rate_control.choose(setting, candidates, level_sets, self.model.prior, file_bpp, finest_psnr)
+        return write(choice.grids, choice.factors, choice.setting)
 
     def decompress(self, data, level: int | None = None, partial: bool = False) -> Image.Image:
         """Decode one level (default: the finest stored) to an RGB image of the original size.

@@ -104,6 +104,45 @@ def encode_tiled(net, image: np.ndarray, tile: int = DEFAULT_TILE) -> dict[int, 
     return grids
 
 
+def candidates_tiled(net, padded: np.ndarray, k: int, tile: int = DEFAULT_TILE) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """The ``k`` nearest codewords of every cell of every level, with their squared latent distances.
+
+    What rate control chooses from (``hvq.codec.runtime.rdoq``): {factor:
+    (indices (H/f, W/f, k) uint16, distances (H/f, W/f, k) float32)},
+    nearest first.  Tiled like ``encode_tiled``, and column 0 is exactly its
+    index (the same distances and argmin, ties included), so choosing column
+    0 everywhere reproduces today's grids.
+    """
+    m = net.config.max_factor
+    check_tile(tile, m)
+    height, width = padded.shape[:2]
+    k = min(int(k), net.config.codebook_size)
+    out = {
+        f: (np.empty((height // f, width // f, k), dtype=np.uint16), np.empty((height // f, width // f, k), dtype=np.float32))
+        for f in net.config.factors
+    }
+    for w in windows(height, width, tile, encoder_halo(m)):
+        pixels = padded[w.win_top : w.win_bottom, w.win_left : w.win_right]
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float().div_(255.0)
+        with torch.no_grad():
+            latents = net.encoder(x - 0.5)
+        for f, z in zip(net.config.factors, latents):
+            b, d, h, wd = z.shape
+            distances = net.codebook_of(f).distances(z.permute(0, 2, 3, 1).reshape(-1, d))  # (h*wd, K), as quantize
+            nearest = distances.argmin(1)
+            top_d, top_i = distances.topk(k, dim=1, largest=False, sorted=True)
+            # topk may order ties differently from argmin: put argmin first, the displaced one in its place
+            displaced = top_i[:, :1].expand_as(top_i)
+            top_i = torch.where(top_i == nearest[:, None], displaced, top_i)
+            top_i[:, 0] = nearest
+            rows = slice((w.top - w.win_top) // f, (w.bottom - w.win_top) // f)
+            cols = slice((w.left - w.win_left) // f, (w.right - w.win_left) // f)
+            indices, dists = out[f]
+            indices[w.top // f : w.bottom // f, w.left // f : w.right // f] = top_i.view(h, wd, k)[rows, cols].numpy()
+            dists[w.top // f : w.bottom // f, w.left // f : w.right // f] = top_d.view(h, wd, k)[rows, cols].numpy()
+    return out
+
+
 def decoder_halo_cells(net, factor: int, parents) -> int:
     """Context in grid cells around a decoder tile.
 

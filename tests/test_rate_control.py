@@ -1,0 +1,214 @@
+"""The quality knob: settings, the rate chunk, target searches, the CLI's options and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import hvq
+from hvq.bitstream.container import parse
+from hvq.bitstream.info import inspect_file
+from hvq.bitstream.settings import RateSetting, decode_setting, encode_setting
+from hvq.cli.main import main
+from hvq.codec.runtime import rate_control
+from hvq.codec.runtime.rate_control import HvqRateError, HvqTargetError, lambdas_for, setting_for
+
+
+def _noise(width=64, height=48, seed=5):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
+
+
+def _psnr(a, b):
+    mse = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)
+    return 10 * np.log10(255.0**2 / mse)
+
+
+def test_lambda_is_zero_at_100_and_grows_as_quality_falls():
+    values = [lambdas_for(q, (4, 8))[4] for q in range(100, -1, -5)]
+    assert values[0] == 0.0 and values[-1] == pytest.approx(rate_control.LAMBDA_AT_ZERO)
+    assert all(a < b for a, b in zip(values, values[1:]))
+    assert lambdas_for(30, (4, 8, 16)).keys() == {4, 8, 16}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"quality": 101}, "quality 101 is outside 0..100"),
+        ({"quality": -1}, "quality -1 is outside 0..100"),
+        ({"quality": float("nan")}, "not a finite number"),
+        ({"quality": "high"}, "is not a number"),
+        ({"target_bpp": 0}, "target bpp 0 is not positive"),
+        ({"target_psnr": -3}, "target psnr -3 is not positive"),
+        ({"target_bpp": 0.1, "target_psnr": 30}, "give one of quality, target_bpp and target_psnr"),
+        ({"quality": 50, "target_bpp": 0.1}, "not quality and target_bpp"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(kwargs, message):
+    with pytest.raises(HvqRateError, match=message):
+        setting_for(**kwargs)
+
+
+def test_no_setting_means_nearest_codewords():
+    assert setting_for() is None
+    assert setting_for(quality=40) == RateSetting("quality", 40.0, 40.0)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [RateSetting("quality", 37.5, 37.5), RateSetting("target-bpp", 0.25, 61.03), RateSetting("target-psnr", 27.5, 0.0)],
+)
+def test_rate_chunk_round_trips(setting):
+    data = encode_setting(setting)
+    assert len(data) == 8
+    assert decode_setting(data) == setting
+
+
+@pytest.mark.parametrize("data", [b"", b"\x02\x01\x00\x10\x00\x00\x00\x00", b"\x01\x09\x00\x10\x00\x00\x00\x00",
+                                  b"\x01\x01\xff\xff\x00\x00\x00\x00", b"\x01\x01\x00\x10\x7f\xc0\x00\x00", b"123"])
+def test_an_unreadable_rate_chunk_is_not_an_error(data):
+    assert decode_setting(data) is None  # ancillary: the file still decodes
+
+
+def test_rate_chunk_is_ancillary_and_shown_by_info(tiny_context_codec, photo):
+    data = tiny_context_codec.compress(photo, quality=25)
+    parsed = parse(data)
+    assert parsed.ancillary == ((b"rate", encode_setting(RateSetting("quality", 25.0, 25.0))),)
+    assert inspect_file(data).rate_control == "quality 25"
+    assert inspect_file(tiny_context_codec.compress(photo)).rate_control is None
+    # a reader that skips it (as every reader of format 2 does) sees the same levels
+    assert [c.payload for c in parsed.levels] == [c.payload for c in parse(_without_rate(data)).levels]
+
+
+def _without_rate(data: bytes) -> bytes:
+    from hvq.bitstream.container import write_file
+
+    parsed = parse(data)
+    return write_file(parsed.header, parsed.levels)
+
+
+def test_quality_is_monotone_in_bytes_and_distortion_under_static_tables(tiny_codec):
+    """With static tables every cell's choice stands alone, so bytes fall and distortion grows as Q falls.
+
+    (Distortion in the latent space RDOQ weighs: a random tiny decoder's PSNR means nothing.)
+    """
+    from hvq.bitstream.levels import encode_levels
+    from hvq.codec.runtime import rdoq
+    from hvq.codec.runtime.imageio import pad_to_multiple
+    from hvq.codec.runtime.tiling import candidates_tiled
+
+    codec = tiny_codec
+    padded = pad_to_multiple(np.asarray(_noise()), codec.model.config.max_factor)
+    candidates = candidates_tiled(codec.model.net, padded, 6)
+    factors = codec.check_levels(None)
+    sizes, distortion = [], []
+    for q in (100, 75, 50, 25, 0):
+        grids = rdoq.choose_indices(candidates, factors, codec.model.prior, lambdas_for(q, factors))
+        sizes.append(sum(len(c.payload) for c in encode_levels(grids, factors, codec.model.prior)))
+        distortion.append(sum(
+            float(np.take_along_axis(d, (i == grids[f][..., None]).argmax(-1)[..., None], -1).sum())
+            for f, (i, d) in candidates.items()
+        ))
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] < sizes[0]
+    assert distortion == sorted(distortion) and distortion[-1] > distortion[0]
+
+
+def test_lower_quality_makes_smaller_files_with_the_context_prior(tiny_context_codec):
+    # Not strictly monotone on a random prior: a coarse level's choice changes its child's
+    # contexts.  The shipped model's monotonicity on Kodak is in benchmarks/results/rate_control.
+    codec = tiny_context_codec
+    image = _noise()
+    low, high = codec.compress(image, quality=0), codec.compress(image, quality=100)
+    assert len(low) < len(high)
+    assert codec.decompress(low).size == image.size
+
+
+def test_target_bpp_is_reached_within_5_percent(tiny_context_codec):
+    codec = tiny_context_codec
+    image = _noise()
+    pixels = image.width * image.height
+    low = 8 * len(codec.compress(image, quality=0)) / pixels
+    high = 8 * len(codec.compress(image, quality=100)) / pixels
+    target = (low + high) / 2
+    data = codec.compress(image, target_bpp=target)
+    assert abs(8 * len(data) / pixels - target) <= 0.05 * target
+    assert inspect_file(data).rate_control.startswith(f"target-bpp {target:g} bpp (reached at quality")
+
+
+def test_target_bpp_can_pick_fewer_levels(tiny_context_codec):
+    codec = tiny_context_codec
+    image = _noise()
+    coarse = codec.compress(image, levels=(16,), quality=100)
+    target = 8 * len(coarse) / (image.width * image.height)
+    data = codec.compress(image, target_bpp=target)
+    assert [lv.factor for lv in inspect_file(data).levels] == [16]
+
+
+def test_target_psnr_is_reached_within_a_tenth_of_a_db(tiny_context_codec):
+    codec = tiny_context_codec
+    image = _noise()
+    low = _psnr(image, codec.decompress(codec.compress(image, quality=0)))
+    high = _psnr(image, codec.decompress(codec.compress(image, quality=100)))
+    target = (low + high) / 2
+    data = codec.compress(image, levels=(16, 8, 4), target_psnr=target)
+    assert abs(_psnr(image, codec.decompress(data)) - target) <= 0.1
+
+
+def test_unreachable_targets_name_the_nearest_value(tiny_context_codec):
+    image = _noise()
+    with pytest.raises(HvqTargetError, match=r"target 50 bpp is out of reach: .* nearest") as exc:
+        tiny_context_codec.compress(image, target_bpp=50)
+    assert 0 < exc.value.nearest < 50
+    with pytest.raises(HvqTargetError, match=r"target 90 dB is out of reach: .*; nearest \d+\.\d\d dB"):
+        tiny_context_codec.compress(image, target_psnr=90)
+
+
+def test_the_public_api_takes_the_same_keywords(tiny_context_model_path, photo):
+    data = hvq.compress(photo, model=tiny_context_model_path, quality=10)
+    assert hvq.inspect(data).rate_control == "quality 10"
+    with pytest.raises(hvq.HvqError, match="outside 0..100"):
+        hvq.compress(photo, model=tiny_context_model_path, quality=200)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--quality", "101"], "Invalid value for --quality: 101 is outside 0..100"),
+        (["--quality", "-0.5"], "Invalid value for --quality: -0.5 is outside 0..100"),
+        (["--target-bpp", "0"], "Invalid value for --target-bpp: 0 is not a positive number"),
+        (["--target-psnr", "-2"], "Invalid value for --target-psnr: -2 is not a positive number"),
+        (["--target-bpp", "inf"], "Invalid value for --target-bpp: inf is not a positive number"),
+        (["--target-bpp", "0.1", "--target-psnr", "30"], "give one of --quality, --target-bpp and --target-psnr"),
+    ],
+)
+def test_cli_misuse_exits_2_with_one_line(tmp_path, photo, tiny_context_model_path, args, message):
+    source = tmp_path / "in.png"
+    photo.save(source)
+    result = CliRunner().invoke(main, ["compress", str(source), "--model", str(tiny_context_model_path), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "in.hvq").exists()
+
+
+def test_cli_quality_writes_a_file_that_info_describes(tmp_path, photo, tiny_context_model_path):
+    source = tmp_path / "in.png"
+    photo.save(source)
+    runner = CliRunner()
+    result = runner.invoke(main, ["compress", str(source), "--model", str(tiny_context_model_path), "-q", "30"])
+    assert result.exit_code == 0, result.output
+    info = runner.invoke(main, ["info", str(tmp_path / "in.hvq")])
+    assert "  rate control: quality 30\n" in info.output
+
+
+def test_cli_unreachable_target_is_one_line_exit_1_and_no_file(tmp_path, photo, tiny_context_model_path):
+    source = tmp_path / "in.png"
+    photo.save(source)
+    result = CliRunner().invoke(
+        main, ["compress", str(source), "--model", str(tiny_context_model_path), "--target-psnr", "99"]
+    )
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {source}: target 99 dB is out of reach")
+    assert not (tmp_path / "in.hvq").exists()
