@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hvq.evaluation.classical import CLASSICAL
+from hvq.evaluation.classical import CODECS
 from hvq.evaluation.records import Measurement, measure
 
 
@@ -57,16 +57,17 @@ class ClassicalTask:
     image: BenchImage
     codec: str
     values: tuple[float, ...]
+    ssimulacra2: bool = True  # score SSIMULACRA 2 too (the slowest score)
 
 
 def run_classical_task(task: ClassicalTask) -> list[Measurement]:
     original = load_original(task.image)
-    codec = CLASSICAL[task.codec]
+    codec = CODECS[task.codec]
     rows = []
     for value in task.values:
         encoded = codec.encode(original, value)
         rows.append(measure(task.image.name, codec.name, codec.setting(value), original, encoded,
-                            codec.decode(encoded)))
+                            codec.decode_to(encoded, original.shape), task.ssimulacra2))
     return rows
 
 
@@ -84,9 +85,9 @@ def _bar(total: int, label: str, progress: bool):
 
 
 def run_classical(images: list[BenchImage], sweeps: dict[str, tuple[float, ...]], jobs: int = 1,
-                  progress: bool = True) -> list[Measurement]:
+                  progress: bool = True, ssimulacra2: bool = True) -> list[Measurement]:
     """Every image through every classical codec's sweep, in ``jobs`` processes (1: in this process)."""
-    tasks = [ClassicalTask(image, name, values) for name, values in sweeps.items() for image in images]
+    tasks = [ClassicalTask(image, name, values, ssimulacra2) for name, values in sweeps.items() for image in images]
     done: dict[tuple[str, str], list[Measurement]] = {}
     if jobs <= 1:
         for name in sweeps:
@@ -114,14 +115,16 @@ def run_classical(images: list[BenchImage], sweeps: dict[str, tuple[float, ...]]
     return rows
 
 
-def run_hvq(images: list[BenchImage], codec, progress: bool = True) -> list[Measurement]:
-    """Every image through hvq (every level alone, every subset), in this process; ``codec`` is a Codec."""
+def run_hvq(images: list[BenchImage], codec, progress: bool = True, qualities=(None,),
+            ssimulacra2: bool = True) -> list[Measurement]:
+    """Every image through hvq (every level alone at each quality, every subset), in this process;
+    ``codec`` is a Codec."""
     from hvq.evaluation.hvq_runs import measure_hvq
 
     per_image = []
     with _bar(len(images), "hvq", progress) as bar:
         for image in images:
-            per_image.append(measure_hvq(codec, image.name, load_original(image)))
+            per_image.append(measure_hvq(codec, image.name, load_original(image), qualities, ssimulacra2))
             bar.update()
     settings = len(per_image[0]) if per_image else 0
     return [rows[index] for index in range(settings) for rows in per_image]  # by setting, then image
