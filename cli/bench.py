@@ -223,10 +223,14 @@ def _rate_distortion(dataset_dir, images, sweep_values, codec, hvq_qualities, pe
     from hvq.evaluation.speed import describe_machine
     from hvq.evaluation.sweep import run_classical, run_hvq
 
-    measurements = []
-    if codec is not None:
-        measurements += run_hvq(images, codec, progress, hvq_qualities, perceptual)
-    measurements += run_classical(images, sweep_values, jobs, progress, perceptual)
+    hvq_rows = []
+
+    def run_hvq_meanwhile():  # in this process, while the workers code the classical codecs
+        hvq_rows.extend(run_hvq(images, codec, progress, hvq_qualities, perceptual))
+
+    classical_rows = run_classical(images, sweep_values, jobs, progress, perceptual,
+                                   meanwhile=run_hvq_meanwhile if codec is not None else None)
+    measurements = hvq_rows + classical_rows
     means = mean_by_setting(measurements)
     hvq_curve = single_level_settings(codec.model.config.factors, hvq_qualities) if codec is not None else []
     comparisons = hvq_against_each(means, hvq_curve, published) if codec is not None else []

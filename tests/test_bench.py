@@ -562,3 +562,16 @@ def test_downscale_baselines_and_ssimulacra2_reach_every_output(bench, dataset, 
                     "--no-progress", "--no-ssimulacra2")
     assert skipped.exit_code == 0 and not (tmp_path / "none" / "rd_ssimulacra2.png").exists()
     assert _rows(tmp_path / "none" / "rd_mean.csv")[0]["ssimulacra2"] == ""
+
+
+def test_hvq_runs_in_the_main_process_while_the_workers_code(dataset):
+    """``meanwhile`` (hvq, in ``hvq bench``) runs once, before any worker result is collected; the rows are
+    those of a run without it."""
+    images = [BenchImage(dataset / "a.png", "a.png")]
+    calls = []
+    rows = run_classical(images, {"webp-down2": (50,)}, jobs=2, progress=False, ssimulacra2=False,
+                         meanwhile=lambda: calls.append("hvq"))
+    assert calls == ["hvq"] and [(m.codec, m.setting) for m in rows] == [("webp-down2", "quality=50")]
+    alone = run_classical(images, {"webp-down2": (50,)}, jobs=1, progress=False, ssimulacra2=False,
+                          meanwhile=lambda: calls.append("again"))
+    assert calls == ["hvq", "again"] and alone[0].file_bytes == rows[0].file_bytes
