@@ -110,7 +110,7 @@ def _check_output_dir(folder: Path, names: list[str], force: bool) -> None:
 @click.option("-o", "--output", "results_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("hvq-bench"), show_default=True, metavar="RESULTS_DIR", help="Folder for the results.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes for the classical codecs (over images); hvq runs in the main process.")
+              help="Worker processes for the classical codecs (over images); hvq runs in the main process meanwhile.")
 @model_option
 @click.option("--anchors", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="compressai_kodak.json: draw published learned-codec curves and add their BD rows (Kodak only).")
