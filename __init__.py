@@ -13,6 +13,8 @@ Torch and the model load on first use of ``compress``/``decompress``, so
 from __future__ import annotations
 
 from hvq.bitstream.errors import (
+    HvqConfigError,
+    HvqDataError,
     HvqError,
     HvqFormatError,
     HvqImageError,
@@ -27,6 +29,8 @@ __all__ = [
     "decompress",
     "inspect",
     "HvqError",
+    "HvqConfigError",
+    "HvqDataError",
     "HvqFormatError",
     "HvqImageError",
     "HvqModelError",

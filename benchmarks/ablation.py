@@ -203,10 +203,10 @@ def run_variant(variant: Variant, preset_name: str, data: Path, eval_folder: Pat
     checkpoint = run_dir / CHECKPOINT
     resumed_from = int(load_training_state(checkpoint)["step"]) if checkpoint.exists() else 0
 
-    def progress(kind: str, record: dict) -> None:
-        psnr = " / ".join(f"{record[f'psnr_{f}']:.2f}" for f in variant.factors)
-        print(f"{variant.name}: step {record['step']}/{config.steps}, {record['time_s']:.0f} s, "
-              f"loss {record['loss']:.4f}, PSNR {psnr} dB (levels {variant.factors})", flush=True)
+    def progress(kind: str, record) -> None:  # a StepRecord: the run validates nothing itself
+        psnr = " / ".join(f"{record.level(f).psnr:.2f}" for f in variant.factors)
+        print(f"{variant.name}: step {record.step}/{config.steps}, {record.time_s:.0f} s, "
+              f"loss {record.loss:.4f}, PSNR {psnr} dB (levels {variant.factors})", flush=True)
 
     started = time.time()
     model = train(config, run_dir, resume=True, progress=progress)
@@ -219,12 +219,12 @@ def run_variant(variant: Variant, preset_name: str, data: Path, eval_folder: Pat
     eval_s = time.time() - started
     levels = {
         str(f): {
-            "l1": scores[f"l1_{f}"],
-            "psnr": scores[f"psnr_{f}"],
-            "ms_ssim": scores[f"ms_ssim_{f}"],
-            "bits_per_index": scores[f"bits_per_index_{f}"],
-            "usage": scores[f"usage_{f}"],
-            "train_usage": scores[f"train_usage_{f}"],
+            "l1": scores.level(f).l1,
+            "psnr": scores.level(f).psnr,
+            "ms_ssim": scores.level(f).ms_ssim,
+            "bits_per_index": scores.level(f).bits_per_index,
+            "usage": scores.level(f).usage,
+            "train_usage": scores.level(f).train_usage,
         }
         for f in variant.factors
     }
@@ -238,8 +238,8 @@ def run_variant(variant: Variant, preset_name: str, data: Path, eval_folder: Pat
         "eval_s": round(eval_s, 1),
         "levels": levels,
         # Across levels, usage means something only when the levels share one codebook.
-        "usage_every_level": scores["usage_every"] if shared else None,
-        "usage_any_level": scores["usage_all"] if shared else None,
+        "usage_every_level": scores.usage_every if shared else None,
+        "usage_any_level": scores.usage_all if shared else None,
     }
     write_atomic(out / "variants" / f"{variant.name}.json", json.dumps(result, indent=1).encode())
     logs = out / "logs" / variant.name

@@ -12,14 +12,15 @@ it validated).
 
 from __future__ import annotations
 
-import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from hvq.codec.train.config import METRICS, VALIDATION
-from hvq.codec.train.plot import plot_run, read_records
+from hvq.codec.train.plot import plot_run
+from hvq.codec.train.records import StepRecord, ValidationRecord, read_log
 
 
 @click.command()
@@ -32,11 +33,11 @@ def main(stages, output):
             Path(joined, name).touch()
         for stage in stages:
             last = 0
-            for name in (METRICS, VALIDATION):
+            for name, kind in ((METRICS, StepRecord), (VALIDATION, ValidationRecord)):
                 with Path(joined, name).open("a") as out:
-                    for record in read_records(stage / name):
-                        last = max(last, record["step"])
-                        out.write(json.dumps({**record, "step": record["step"] + offset}) + "\n")
+                    for record in read_log(stage / name, kind):
+                        last = max(last, record.step)
+                        out.write(replace(record, step=record.step + offset).to_json() + "\n")
             offset += last
         plot_run(joined, output, title=" + ".join(stage.name for stage in stages))
     click.echo(f"{output}: {len(stages)} stages, {offset} steps")

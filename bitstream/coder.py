@@ -11,7 +11,10 @@ will change.
 
 The coder's 32-bit words are serialised big-endian here, never in native
 order.  The payload carries no length of its own: the grid size comes from
-the container.
+the container.  A payload must be exactly the sealed stream of the indices it
+decodes to (FORMAT.md, section 8.3): constriction's decoder reads past its
+seal without noticing, so the decoders re-encode what they decoded and
+compare, which refuses appended, cut or altered words.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import constriction
 import numpy as np
 
 from hvq.bitstream.context import (
+    FREQUENCY_TOTAL,
     LevelContextModel,
     anchor_mask,
     frequencies_of,
@@ -31,7 +35,7 @@ from hvq.bitstream.context import (
 )
 from hvq.bitstream.errors import HvqFormatError, HvqModelError
 
-MAX_TABLE_TOTAL = 1 << 16  # exact in float32; bounds the cost of any index near 16 bits
+MAX_TABLE_TOTAL = FREQUENCY_TOTAL  # the tables the coder accepts are those the priors make
 
 
 def check_freqs(freqs: np.ndarray) -> np.ndarray:
@@ -74,6 +78,39 @@ def words_of(payload: bytes) -> np.ndarray:
     return np.frombuffer(payload, dtype=">u4").astype(np.uint32)
 
 
+def _level_name(level: int | None) -> str:
+    return "payload" if level is None else f"level {level} payload"
+
+
+def _decoded(decoder, level: int | None, *args) -> np.ndarray:
+    """One constriction decode call; only its own refusal is the file's fault.
+
+    constriction 0.5 reports a stream that leaves its model's range with an
+    ``AssertionError``; anything else (a bad table from hvq's own frequency
+    computation, say) is a bug and propagates as itself.
+    """
+    try:
+        return decoder.decode(*args)
+    except AssertionError as exc:
+        raise HvqFormatError(f"{_level_name(level)} does not decode: {exc}") from None
+
+
+def _check_end(words: np.ndarray, sealed: np.ndarray, level: int | None) -> None:
+    """Refuse a payload that is not exactly the sealed stream of its decoded indices.
+
+    Appended words would otherwise decode to the same indices (two files, one
+    image, room for hidden data), and a cut one reads as zeros.
+    """
+    ending = f"{_level_name(level)} does not end where its indices end"
+    if len(sealed) != len(words):
+        raise HvqFormatError(
+            f"{ending}: {len(words)} words, the sealed code of its indices has {len(sealed)} (words appended or cut)"
+        )
+    differ = np.flatnonzero(sealed != words)
+    if differ.size:
+        raise HvqFormatError(f"{ending}: word {int(differ[0])} of {len(words)} differs from the sealed code of its indices")
+
+
 def encode_indices(indices: np.ndarray, freqs: np.ndarray) -> bytes:
     """Range-code a grid of indices (raster order) with a frequency table; returns the payload."""
     symbols = np.ascontiguousarray(indices, dtype=np.int64).reshape(-1)
@@ -83,16 +120,17 @@ def encode_indices(indices: np.ndarray, freqs: np.ndarray) -> bytes:
     return payload_of(encoder)
 
 
-def decode_indices(payload: bytes, freqs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Inverse of ``encode_indices``: payload -> (H, W) uint16 grid."""
+def decode_indices(
+    payload: bytes, freqs: np.ndarray, shape: tuple[int, int], level: int | None = None
+) -> np.ndarray:
+    """Inverse of ``encode_indices``: payload -> (H, W) uint16 grid; ``level`` names it in errors."""
     words = words_of(payload)
     model = _model(freqs)  # a bad table is the model's fault, not the file's
     decoder = constriction.stream.queue.RangeDecoder(words)
-    count = int(shape[0]) * int(shape[1])
-    try:
-        symbols = decoder.decode(model, count)
-    except Exception as exc:  # constriction reports a corrupt stream with a bare error
-        raise HvqFormatError(f"payload does not decode: {exc}") from None
+    symbols = _decoded(decoder, level, model, int(shape[0]) * int(shape[1]))
+    encoder = constriction.stream.queue.RangeEncoder()
+    encoder.encode(symbols.astype(np.int32), model)
+    _check_end(words, encoder.get_compressed(), level)
     return np.asarray(symbols, dtype=np.uint16).reshape(shape)
 
 
@@ -160,19 +198,24 @@ def encode_indices_in_context(grid: np.ndarray, model: LevelContextModel, parent
 
 
 def decode_indices_in_context(
-    payload: bytes, model: LevelContextModel, parent: np.ndarray | None, shape: tuple[int, int]
+    payload: bytes,
+    model: LevelContextModel,
+    parent: np.ndarray | None,
+    shape: tuple[int, int],
+    level: int | None = None,
 ) -> np.ndarray:
-    """Inverse of ``encode_indices_in_context``: payload -> (H, W) uint16 grid."""
+    """Inverse of ``encode_indices_in_context``: payload -> (H, W) uint16 grid; ``level`` names it in errors."""
     words = words_of(payload)
     passes = _Passes(model, shape, parent)
     grid = np.zeros(shape, dtype=np.intp)
     decoder = constriction.stream.queue.RangeDecoder(words)
-    try:
-        coder_model, rows = passes.first()
-        grid[passes.anchors] = decoder.decode(coder_model, *(rows or (int(passes.anchors.sum()),)))
-        if passes.others.any():
-            coder_model, rows = passes.second(grid)
-            grid[passes.others] = decoder.decode(coder_model, *rows)
-    except Exception as exc:  # constriction reports a corrupt stream with a bare error
-        raise HvqFormatError(f"payload does not decode: {exc}") from None
+    encoder = constriction.stream.queue.RangeEncoder()  # re-codes what is decoded: the end check
+    coder_model, rows = passes.first()
+    grid[passes.anchors] = _decoded(decoder, level, coder_model, *(rows or (int(passes.anchors.sum()),)))
+    encoder.encode(grid[passes.anchors].astype(np.int32), coder_model, *rows)
+    if passes.others.any():
+        coder_model, rows = passes.second(grid)
+        grid[passes.others] = _decoded(decoder, level, coder_model, *rows)
+        encoder.encode(grid[passes.others].astype(np.int32), coder_model, *rows)
+    _check_end(words, encoder.get_compressed(), level)
     return grid.astype(np.uint16)

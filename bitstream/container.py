@@ -347,10 +347,11 @@ def _check_length_field(data: memoryview, pos: int, kind: bytes, length: int, he
     if kind == b"DONE" and length:
         raise HvqFormatError("DONE chunk must be empty")
     if kind == b"HEAD":
+        if length < 2:
+            raise HvqFormatError(f"HEAD chunk has {length} bytes, too few to hold its version")
         version = _head_version(data[pos + 8 : pos + 10])  # a newer version is refused by name here
-        expected = _HEAD_SIZES.get(version, _HEAD.size)
-        if length != expected:
-            raise HvqFormatError(f"HEAD chunk has {length} bytes, expected {expected}")
+        if length != _HEAD_SIZES[version]:  # the caller saw 12 bytes from pos: the version is there
+            raise HvqFormatError(f"HEAD chunk has {length} bytes, expected {_HEAD_SIZES[version]}")
     if kind == b"LEVL" and length < _LEVL.size:
         raise HvqFormatError(f"LEVL chunk at byte {pos} is shorter than its fixed fields")
     if kind == b"LEVL" and header is not None and len(data) >= pos + 8 + _LEVL.size:

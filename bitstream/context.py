@@ -38,7 +38,10 @@ import numpy as np
 from hvq.bitstream.errors import HvqModelError
 
 SCORE_UNITS_PER_BIT = 8
-FREQUENCY_TOTAL = 1 << 16  # each row sums to at most this; exact in float32
+# The one bound on a frequency table's total, for every table hvq codes with (the static
+# tables of hvq.codec.model.prior, these rows, the coder's check): exact in float32, and no
+# index costs much more than 16 bits.
+FREQUENCY_TOTAL = 1 << 16
 MAX_CONTEXT_CODEBOOK = 4096
 MAX_BIAS = 1 << 14  # |bias| + four int8 entries stays inside int16
 _DEFICIT_CAP = 127  # 16 bits below the best score: weight 1 of 2**15, the floor frequency
@@ -98,13 +101,19 @@ def frequencies(scores: np.ndarray) -> np.ndarray:
     divmod(deficit, 8)``: two shifts and a subtraction, the classic
     piecewise-linear 2**(-deficit/8), within 6% of it.  The fitted tables
     assume the exact power; the difference costs little (FORMAT.md, 8.4).
-    Weights are integers in [0, 2**15], so a row of K <= 4096 sums below 2**27
-    and ``weight * ((2**16 - K) * 2**15 // row_sum)`` stays below 2**32:
-    every step is an unsigned 32-bit (or smaller) integer operation that
-    cannot overflow, so the result is exact on any machine.
+    Widths (FORMAT.md, 8.4): scores lie in [-16896, 16892] (|bias| <= 2**14
+    plus four int8 terms), so ``best - score`` lies in [0, 33788]: beyond
+    int16, inside uint16.  The int16 subtraction wraps, and read as uint16
+    it is the exact difference.  Weights are integers in [0, 2**15], so a
+    row of K <= 4096 sums to at most 2**27, the scale is at most 2**16 - K
+    and ``weight * scale`` stays below 2**31: every step is an unsigned
+    32-bit (or smaller) integer operation that cannot overflow, so the
+    result is exact on any machine.
     """
+    if scores.dtype != np.int16:
+        raise TypeError(f"scores must be int16, not {scores.dtype}")
     k = scores.shape[1]
-    deficit = scores.max(axis=1, keepdims=True) - scores
+    deficit = (scores.max(axis=1, keepdims=True) - scores).view(np.uint16)  # exact: see above
     np.minimum(deficit, _DEFICIT_CAP, out=deficit)
     weights = np.bitwise_and(deficit, 7).astype(np.uint16)
     np.subtract(16, weights, out=weights)

@@ -1,9 +1,13 @@
 """The exceptions hvq raises on bad input.
 
 Every fault a user can cause (a damaged file, a wrong model, an unreadable
-image) raises a subclass of ``HvqError`` with a one-line message; anything
-else escaping the library is a bug.  They live here, in the torch-free layer,
-so the format tools can raise them without importing the model.
+image, a refused setting, a data folder with nothing to use) raises a
+subclass of ``HvqError`` with a one-line message; anything else escaping
+the library is a bug, and the command line lets it through as a traceback
+rather than dress it as a user error.  The family stays small, one class
+per kind of input, so a caller tells them apart without parsing text.
+They live here, in the torch-free layer, so the format tools can raise
+them without importing the model.
 """
 
 from __future__ import annotations
@@ -31,3 +35,15 @@ class HvqImageError(HvqError):
 
 class HvqRecodeNeeded(HvqModelError):
     """Dropping a level means re-coding another that was coded given it: that needs the model's prior."""
+
+
+class HvqConfigError(HvqError, ValueError):
+    """A setting is refused: a model or training config (its file or its options), a device, a tile size.
+
+    Also a ``ValueError``, as a bad argument is in Python, so code that
+    builds configs directly may catch either.
+    """
+
+
+class HvqDataError(HvqError):
+    """A data folder cannot be used: it is missing, holds no image, or none large enough."""

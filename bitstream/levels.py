@@ -71,7 +71,7 @@ def decode_grid(parsed: ParsedFile, factor: int, prior: PriorTables, decoded: di
     chunk = parsed.level(factor)
     shape = (chunk.grid_height, chunk.grid_width)
     if chunk.coder == CODER_RANGE_STATIC:
-        grid = decode_indices(chunk.payload, prior.static[factor], shape)
+        grid = decode_indices(chunk.payload, prior.static[factor], shape, level=factor)
     else:
         prior.check_file(parsed.header)
         model = prior.context.get(factor)
@@ -83,7 +83,7 @@ def decode_grid(parsed: ParsedFile, factor: int, prior: PriorTables, decoded: di
                 parent = decode_grid(parsed, 2 * factor, prior, decoded)
             except HvqTruncatedError:  # a cut file whose parent chunk never came (a writer puts it first)
                 raise HvqTruncatedError(f"level {factor} needs level {2 * factor}, which is missing") from None
-        grid = decode_indices_in_context(chunk.payload, model, parent, shape)
+        grid = decode_indices_in_context(chunk.payload, model, parent, shape, level=factor)
     decoded[factor] = check_level(grid, chunk.index_crc, factor)
     return decoded[factor]
 

@@ -42,10 +42,6 @@ class PriorTables:
     def kind(self) -> int:
         return PRIOR_CHECKERBOARD if self.context else PRIOR_STATIC
 
-    @property
-    def kind_name(self) -> str:
-        return PRIOR_NAMES[self.kind]
-
     def coder_for(self, factor: int, stored: tuple[int, ...]) -> int:
         """The coder of a level, given the levels the file stores."""
         model = self.context.get(factor)

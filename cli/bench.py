@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from hvq.cli.options import force_option, model_option
+from hvq.cli.options import EXIT_CODES, force_option, model_option, output_option
 from hvq.cli.output import terminate_as_interrupt, write_atomic
 
 # hvq, the full-size codecs, then the downscale + codec baselines (evaluation.classical.CODECS, in order)
@@ -28,12 +28,7 @@ hvq against the best alternative at its rates, BD deltas of hvq against
 each codec), rd_psnr.png, rd_msssim.png, rd_ssimulacra2.png; with --speed,
 speed.json and speed.md.
 
-\b
-Exit codes:
-  0  success
-  1  a folder, image, model or output was refused (one line on stderr)
-  2  the command line was misused (e.g. an unknown codec)
-  130  interrupted (Ctrl-C or SIGTERM); no partial file is left"""
+""" + EXIT_CODES
 
 
 class CodecList(click.ParamType):
@@ -107,8 +102,8 @@ def _check_output_dir(folder: Path, names: list[str], force: bool) -> None:
 @click.argument("dataset_dir", type=click.Path(path_type=Path))
 @click.option("--codecs", type=CodecList(), default=",".join(ALL_CODECS), show_default=True,
               help="Codecs to measure, comma-separated.")
-@click.option("-o", "--output", "results_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("hvq-bench"), show_default=True, metavar="RESULTS_DIR", help="Folder for the results.")
+@output_option("Folder for the results.", folder=True, dest="results_dir", default=Path("hvq-bench"),
+               show_default=True, metavar="RESULTS_DIR")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes for the classical codecs (over images); hvq runs in the main process meanwhile.")
 @model_option
@@ -138,15 +133,15 @@ def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, h
     For each image and setting: bpp from the encoded file's real size, PSNR,
     MS-SSIM and MS-SSIM in dB, scored on the image decoded from those bytes.
     hvq runs every level alone and every subset of levels; JPEG, WebP, AVIF,
-    JPEG 2000 and JPEG XL sweep their quality parameter with the settings of
-    the Kodak anchors in ../shared/anchors, and so do the "downscale + codec"
-    baselines (avif-down4: shrunk to 1/4 of each side, AVIF, upscaled back).
-    SSIMULACRA 2 is scored beside PSNR and MS-SSIM.  Results are JSON and CSV
-    per image and averaged, RD plots, and markdown tables: hvq against the
-    best other codec at its rates, and hvq's BD-rate and BD-PSNR against each
-    codec where their ranges overlap.
+    JPEG 2000 and JPEG XL sweep their quality parameter over the settings of
+    hvq's measured Kodak anchors (or --sweep), and so do the "downscale +
+    codec" baselines (avif-down4: shrunk to 1/4 of each side, AVIF, upscaled
+    back).  SSIMULACRA 2 is scored beside PSNR and MS-SSIM.  Results are JSON
+    and CSV per image and averaged, RD plots, and markdown tables: hvq against
+    the best other codec at its rates, and hvq's BD-rate and BD-PSNR against
+    each codec where their ranges overlap.
     """
-    from hvq.bitstream.errors import HvqError
+    from hvq.bitstream.errors import HvqDataError, HvqError
     from hvq.evaluation.classical import CODECS, unavailable
 
     sweep_values = {name: CODECS[name].sweep for name in codecs if name != "hvq"}
@@ -162,7 +157,7 @@ def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, h
 
     try:
         images = find_images(dataset_dir)
-    except FileNotFoundError:
+    except HvqDataError:
         raise click.ClickException(f"{dataset_dir}: no image files under it")
     try:
         check_readable(images)

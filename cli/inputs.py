@@ -1,44 +1,27 @@
 """Which files a command works on, and where each one's output goes.
 
 ``hvq compress`` takes files and folders.  A folder stands for the image
-files under it, at any depth, in sorted order: the files whose suffix Pillow
-knows as an image format (``.hvq`` files and hidden files and folders are
-left out).  Outputs go beside each input, or under ``--output-dir``, where a
-folder's subfolders are mirrored so that two ``a.png`` in different
-subfolders do not collide.
+files under it, at any depth, in sorted order, by the rule every command
+uses (``hvq.codec.runtime.image_files``: the suffixes Pillow opens, without
+``.hvq`` files and hidden files and folders).  Outputs go beside each input,
+or under ``--output-dir``, where a folder's subfolders are mirrored so that
+two ``a.png`` in different subfolders do not collide.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import click
+
+from hvq.codec.runtime.image_files import images_in
 
 
 @dataclass(frozen=True)
 class Job:
     source: Path
     target: Path
-
-
-@lru_cache(maxsize=1)
-def image_suffixes() -> frozenset[str]:
-    from PIL import Image
-
-    return frozenset(s for s, fmt in Image.registered_extensions().items() if fmt in Image.OPEN) - {".hvq"}
-
-
-def _is_hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
-def images_in(folder: Path) -> list[Path]:
-    suffixes = image_suffixes()
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes and not _is_hidden(p, folder)
-    )
 
 
 def plan(inputs: tuple[Path, ...], output: Path | None, output_dir: Path | None, suffix: str) -> list[Job]:

@@ -18,18 +18,11 @@ import click
 
 from hvq import __version__
 from hvq.bitstream.errors import HvqError, HvqModelError
-from hvq.cli.options import LevelList, force_option, model_option
+from hvq.cli.options import EXIT_CODES, LevelList, force_option, model_option, output_option
 from hvq.cli.inputs import plan
 from hvq.cli.output import check_target, signals_held, terminate_as_interrupt, write_atomic
 from hvq.cli.bench import bench
 from hvq.cli.train import export, fit_prior, train
-
-EXIT_CODES = """\b
-Exit codes:
-  0  success
-  1  an input, file or model was refused (one line per fault on stderr)
-  2  the command line was misused
-  130  interrupted (Ctrl-C or SIGTERM); no partial output is left"""
 
 EXIT_INTERRUPTED = 130
 
@@ -77,7 +70,7 @@ def main() -> None:
 
 @main.command(epilog=EXIT_CODES)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Output file (one input).")
+@output_option("Output file (one input).")
 @click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--levels", type=LevelList(), default=None, help="Levels to store, e.g. 16,8 (default: all).")
 @model_option
@@ -132,7 +125,7 @@ def compress(ctx, inputs, output, output_dir, levels, model_path, force):
 
 @main.command(epilog=EXIT_CODES)
 @click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Output image (default: IN.png).")
+@output_option("Output image (default: IN.png).")
 @click.option("--level", type=int, default=None, help="Level to decode (default: the finest stored).")
 @click.option("--partial", is_flag=True, help="Decode the finest complete level of a truncated file.")
 @model_option
@@ -207,7 +200,7 @@ def _describe(path, s) -> str:
 @main.command(epilog=EXIT_CODES)
 @click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--keep", type=LevelList(), required=True, help="Levels to keep, e.g. 16,8.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@output_option("The stripped file.", required=True)
 @model_option
 @force_option
 def strip(input, keep, output, model_path, force):

@@ -1,8 +1,22 @@
-"""Options and parameter types that several commands share, declared once."""
+"""Options, parameter types and help text that several commands share, declared once.
+
+As in pip-tools' ``scripts/options.py``: a command names what it shares
+(``@output_option(...)``, ``@data_option(...)``, ``epilog=EXIT_CODES``), so
+that ``-o/--output`` is spelt, typed and checked alike everywhere.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+EXIT_CODES = """\b
+Exit codes:
+  0  success
+  1  an input, file, model or setting was refused (one line per fault on stderr)
+  2  the command line was misused
+  130  interrupted (Ctrl-C or SIGTERM); no partial file is left"""
 
 model_option = click.option(
     "--model",
@@ -12,6 +26,21 @@ model_option = click.option(
     help="Model file (.safetensors). Default: the model shipped with hvq.",
 )
 force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
+
+
+def output_option(help: str | None = None, *, folder: bool = False, dest: str = "output", **settings):
+    """``-o/--output``: a file (a folder with ``folder``), passed to the command as ``dest``.
+
+    ``settings`` are click's (``required``, ``default``, ``show_default``, ``metavar``).
+    """
+    kind = click.Path(file_okay=False, path_type=Path) if folder else click.Path(dir_okay=False, path_type=Path)
+    return click.option("-o", "--output", dest, type=kind, help=help, **settings)
+
+
+def data_option(help: str, required: bool = False):
+    """``--data``, repeatable: folders of images (found by ``hvq.codec.runtime.image_files``), as ``data_dirs``."""
+    return click.option("--data", "data_dirs", multiple=True, required=required,
+                        type=click.Path(file_okay=False, exists=True), help=help)
 
 
 class LevelList(click.ParamType):

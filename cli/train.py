@@ -17,15 +17,10 @@ import click
 from click.core import ParameterSource
 
 from hvq.bitstream.errors import HvqError
-from hvq.cli.options import LevelList, force_option
+from hvq.cli.options import EXIT_CODES, LevelList, data_option, force_option, model_option, output_option
+from hvq.cli.output import check_writable
 from hvq.codec.model.config import ModelConfig
 from hvq.codec.train.config import CONFIG, TrainConfig
-
-EXIT_CODES = """\b
-Exit codes:
-  0  success
-  1  a folder, file or setting was refused (one line on stderr)
-  2  the command line was misused"""
 
 # option name -> (TrainConfig field, click type, help)
 _RECIPE = {
@@ -78,12 +73,15 @@ def _given(ctx: click.Context, name: str) -> bool:
 
 
 def _read_config(path, parse, kind: str):
-    """A JSON config file parsed by ``parse``; any fault in it is one line naming the file."""
-    text = Path(path).read_text()  # OSError: reported by the caller, with the path in it
+    """A JSON config file parsed by ``parse`` (which raises ``HvqConfigError``); a fault is one line naming the file."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"{path}: cannot read this {kind} ({getattr(exc, 'strerror', None) or exc})")
     try:
         return parse(text)
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:  # bad JSON, wrong shape, wrong types
-        raise click.ClickException(f"{path}: not a valid {kind} ({exc})")
+    except HvqError as exc:
+        raise click.ClickException(f"{path}: {exc}")
 
 
 def _model_config(base: ModelConfig, model_config, codebook_size, code_dim, levels) -> ModelConfig:
@@ -101,10 +99,9 @@ def _model_config(base: ModelConfig, model_config, codebook_size, code_dim, leve
 
 
 @click.command(epilog=EXIT_CODES)
-@click.option("--data", "data_dirs", multiple=True, type=click.Path(file_okay=False, exists=True),
-              help="Folder of training images, searched recursively (repeatable). Never Kodak.")
-@click.option("-o", "--output", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Run folder: train_config.json, checkpoint.pt, metrics.jsonl, validation.jsonl, curves.png.")
+@data_option("Folder of training images, searched recursively (repeatable). Never Kodak.")
+@output_option("Run folder: train_config.json, checkpoint.pt, metrics.jsonl, validation.jsonl, curves.png.",
+               folder=True, dest="run_dir", required=True)
 @click.option("--resume", is_flag=True, help="Continue the run in the folder from its last checkpoint.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="Start from a train_config.json; options given here override it.")
@@ -149,8 +146,9 @@ def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_s
             model = _model_config(base.model if base else ModelConfig(), model_config, codebook_size, code_dim, levels)
             config = replace(base, data=data, model=model, **changes) if base else TrainConfig(
                 data=data, model=model, **changes)
-    except (ValueError, OSError) as exc:
+    except HvqError as exc:  # a setting refused by ModelConfig or TrainConfig
         raise click.ClickException(str(exc))
+    check_writable(config_path)  # a folder that takes no file is refused now, not after loading the images
 
     bar = None
     factors = sorted(config.model.factors, reverse=True)
@@ -161,29 +159,25 @@ def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_s
             from tqdm import tqdm
 
             # Starts at the first logged step, so a resumed run's rate is not inflated.
-            bar = tqdm(total=config.steps, initial=record["step"], desc="train", unit="step", file=sys.stderr,
+            bar = tqdm(total=config.steps, initial=record.step, desc="train", unit="step", file=sys.stderr,
                        dynamic_ncols=True)
         levels = "/".join(map(str, factors))
+
+        def each(score: str, spec: str, scale: float = 1) -> str:  # one value per level, coarse to fine
+            return "/".join(format(scale * getattr(record.level(f), score), spec) for f in factors)
+
         if kind == "train":
-            bar.update(record["step"] - bar.n)
-            bar.set_postfix_str(
-                f"loss {record['loss']:.4f} | levels {levels}: PSNR "
-                + "/".join(f"{record[f'psnr_{f}']:.1f}" for f in factors)
-                + " dB, perplexity " + "/".join(f"{record[f'perplexity_{f}']:.0f}" for f in factors)
-            )
+            bar.update(record.step - bar.n)
+            bar.set_postfix_str(f"loss {record.loss:.4f} | levels {levels}: PSNR {each('psnr', '.1f')} dB, "
+                                f"perplexity {each('perplexity', '.0f')}")
         else:
-            bar.write(
-                f"step {record['step']} validation, levels {levels}: PSNR "
-                + "/".join(f"{record[f'psnr_{f}']:.2f}" for f in factors) + " dB, MS-SSIM "
-                + "/".join(f"{record[f'ms_ssim_{f}']:.3f}" for f in factors) + ", bits/index "
-                + "/".join(f"{record[f'bits_per_index_{f}']:.2f}" for f in factors) + ", usage "
-                + "/".join(f"{100 * record[f'usage_{f}']:.0f}%" for f in factors)
-                + f" (all levels {100 * record['usage_all']:.0f}%)"
-            )
+            bar.write(f"step {record.step} validation, levels {levels}: PSNR {each('psnr', '.2f')} dB, "
+                      f"MS-SSIM {each('ms_ssim', '.3f')}, bits/index {each('bits_per_index', '.2f')}, "
+                      f"usage {each('usage', '.0f', 100)}% (all levels {100 * record.usage_all:.0f}%)")
 
     try:
         run_training(config, run_dir, resume=resume, progress=progress)
-    except (FileNotFoundError, ValueError, HvqError) as exc:  # a folder, an image or a setting, named in the message
+    except HvqError as exc:  # a folder, an image or a setting, named in the message
         raise click.ClickException(str(exc))
     finally:
         if bar is not None:
@@ -195,9 +189,8 @@ def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_s
 
 @click.command(epilog=EXIT_CODES)
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--data", "data_dirs", multiple=True, type=click.Path(file_okay=False, exists=True),
-              help="Folders to fit the prior on (repeatable; default: the run's training data).")
+@output_option("The model file to write (.safetensors).", required=True)
+@data_option("Folders to fit the prior on (repeatable; default: the run's training data).")
 @click.option("--prior", "prior_kind", type=click.Choice(["context", "static"]), default="context", show_default=True,
               help="context: the checkerboard context prior conditioned on the coarser level (FORMAT.md 8.4); "
                    "static: one frequency table per level only.")
@@ -214,7 +207,7 @@ def export(checkpoint, output, data_dirs, prior_kind, prior_steps, force):
     check_target(output, [checkpoint], force)
     try:
         state = load_training_state(checkpoint)
-    except (ValueError, FileNotFoundError) as exc:  # its message names the file
+    except HvqError as exc:  # its message names the file
         raise click.ClickException(str(exc))
     try:
         if not data_dirs:
@@ -223,7 +216,7 @@ def export(checkpoint, output, data_dirs, prior_kind, prior_steps, force):
             data_dirs = TrainConfig.from_json(state["train_config"]).data
         context = ContextFitConfig(steps=prior_steps) if prior_kind == "context" else None
         report = export_checkpoint(checkpoint, list(data_dirs), output, progress=True, context=context)
-    except (ValueError, FileNotFoundError, HvqError) as exc:  # about the images: the message names the folder or file
+    except HvqError as exc:  # about the images or the checkpoint: the message names the folder or file
         raise click.ClickException(str(exc))
     usage = report.usage
     levels = ", ".join(f"{f}: {100 * u:.1f}%" for f, u in sorted(usage.levels.items(), reverse=True))
@@ -233,36 +226,44 @@ def export(checkpoint, output, data_dirs, prior_kind, prior_steps, force):
 
 
 @click.command("fit-prior", epilog=EXIT_CODES)
-@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(file_okay=False, exists=True),
-              help="Folders of images to fit on (repeatable).")
+@click.argument("model_argument", metavar="[MODEL]", required=False,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@model_option
+@output_option("The model file to write (.safetensors).", required=True)
+@data_option("Folders of images to fit on (repeatable).", required=True)
 @click.option("--holdout", "holdout_percent", type=click.IntRange(0, 90), default=10, show_default=True,
               help="Percent of the images held out of the fit (by a hash of the file name) and reported.")
 @click.option("--prior-steps", type=click.IntRange(1), default=400, show_default=True,
               help="Adam steps of the fit, per level.")
 @force_option
-def fit_prior(model, output, data_dirs, holdout_percent, prior_steps, force):
+def fit_prior(model_argument, model_path, output, data_dirs, holdout_percent, prior_steps, force):
     """Fit a model's context prior on images, keeping its weights and static tables.
 
     The model fingerprint stays the same, so the files the model wrote
-    before still decode; the new prior gets its own fingerprint.
+    before still decode; the new prior gets its own fingerprint.  The model
+    is given with --model, like every command (a MODEL argument is still
+    read, but deprecated).
     """
     from hvq.cli.output import check_target
     from hvq.codec.fit.context_prior import ContextFitConfig
     from hvq.codec.fit.export import fit_context_prior_for_model
     from hvq.codec.runtime.weights import load_model
 
+    if model_argument is not None:
+        if model_path is not None:
+            raise click.UsageError("give the model once, with --model")
+        click.echo("Warning: `hvq fit-prior MODEL` is deprecated; use `hvq fit-prior --model MODEL`", err=True)
+        model_path = model_argument
     check_target(output, [], force)
     try:
-        loaded = load_model(model)
+        loaded = load_model(model_path)
     except HvqError as exc:  # its message names the file
         raise click.ClickException(str(exc))
     try:
         report = fit_context_prior_for_model(
             loaded, list(data_dirs), output, holdout_percent, ContextFitConfig(steps=prior_steps), progress=True
         )
-    except (ValueError, FileNotFoundError, HvqError) as exc:  # about the images: the message names the folder or file
+    except HvqError as exc:  # about the images: the message names the folder or file
         raise click.ClickException(str(exc))
     click.echo(f"{output}: model {report.fingerprint.hex()}, context prior {report.prior_fingerprint.hex()}, "
                f"fitted on {report.fitting_images} images")

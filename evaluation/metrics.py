@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from hvq.codec.runtime.distortion import psnr_from_mse
+
 # pytorch-msssim's five scales with its 11-px window need a side above
 # (11 - 1) * 2**4 = 160 px; below that it cannot compute the coarsest scale.
 MSSSIM_MIN_SIDE = 161
@@ -19,7 +21,7 @@ MSSSIM_MIN_SIDE = 161
 def psnr(original: np.ndarray, decoded: np.ndarray) -> float:
     """PSNR in dB over all RGB samples, peak 255; inf for identical images."""
     mse = np.mean((original.astype(np.float64) - decoded.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+    return psnr_from_mse(float(mse), 255.0)
 
 
 def msssim(original: np.ndarray, decoded: np.ndarray) -> float:

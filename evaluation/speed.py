@@ -212,7 +212,7 @@ def _prepare_compressai(job: SpeedJob):
 
 def measure_speed(job: SpeedJob) -> SpeedResult:
     """Times and peak memory of one codec; meant to run in a fresh child process (``run_speed``)."""
-    from hvq.codec.train.data import read_image
+    from hvq.codec.runtime.image_files import read_image
 
     if job.codec in ("hvq", COMPRESSAI_REFERENCE):
         import torch

@@ -29,8 +29,8 @@ class BenchImage:
 
 
 def find_images(folder: Path) -> list[BenchImage]:
-    """The image files under ``folder`` (any depth), sorted; FileNotFoundError when there are none."""
-    from hvq.codec.train.data import list_images
+    """The image files under ``folder`` (any depth), sorted; ``HvqDataError`` when there are none."""
+    from hvq.codec.runtime.image_files import list_images
 
     return [BenchImage(path, path.relative_to(folder).as_posix()) for path in list_images([str(folder)])]
 
@@ -40,7 +40,7 @@ def load_original(image: BenchImage) -> np.ndarray:
 
     An unreadable file raises ``HvqImageError`` naming it.
     """
-    from hvq.codec.train.data import read_image
+    from hvq.codec.runtime.image_files import read_image
 
     return np.asarray(read_image(image.path))
 

@@ -22,8 +22,15 @@ def _run(tmp_path, *extra):
     return out
 
 
-def test_quick_preset_produces_both_tables(tmp_path):
-    """Uses ../shared (training crops, Kodak crops) when present, synthetic images otherwise."""
+def test_quick_preset_produces_both_tables(tmp_path, monkeypatch):
+    """Uses ../shared (training crops, Kodak crops) when present, synthetic images otherwise.
+
+    The runs draw no curves.png: matplotlib took two thirds of the time, and
+    neither table reads the curves (tests/test_training.py checks them).
+    """
+    import hvq.codec.train.plot
+
+    monkeypatch.setattr(hvq.codec.train.plot, "plot_run", lambda *args, **kwargs: None)
     out = _run(tmp_path)
     text = (out / "ablation.md").read_text()
     assert "## Table 1" in text and "## Table 2" in text

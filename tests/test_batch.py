@@ -96,13 +96,14 @@ def test_folder_misuse_exits_2(tmp_path, tiny_model_path, args, message):
     assert result.exit_code == 2 and message in result.output
 
 
-def _big_photos(folder, count):
+def _photos(folder, count):
+    """Small noise images: the slowed compress below, not their size, makes the run last."""
     folder.mkdir()
     import numpy as np
 
     rng = np.random.default_rng(0)
     for i in range(count):
-        Image.fromarray(rng.integers(0, 256, (256, 384, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
 
 
 # ``hvq`` with each file's compression slowed to 0.2 s: the tiny model does 100
@@ -124,7 +125,7 @@ sys.exit(main(prog_name="hvq"))
 def test_an_interrupted_run_leaves_whole_files_only(tmp_path, tiny_model_path, signum):
     """Interrupt ``hvq compress`` on a folder mid-way: exit 130, every output whole, no temporary file."""
     src, out = tmp_path / "src", tmp_path / "out"
-    _big_photos(src, 40)
+    _photos(src, 40)
     before = {p.name: p.read_bytes() for p in src.iterdir()}
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-c", _SLOW_COMPRESS, "compress", str(src), "-d", str(out), "--model", str(tiny_model_path)]

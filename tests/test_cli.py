@@ -161,19 +161,24 @@ def test_help_lists_exit_codes(run):
 
 
 def test_train_resume_and_export(run, photo, tmp_path):
+    from conftest import TINY
+    from hvq.codec.model.config import ModelConfig
+
     images = tmp_path / "images"
     images.mkdir()
     photo.resize((64, 64)).save(images / "a.png")
+    tiny = tmp_path / "tiny.json"  # the tiny widths: the default ones took most of the test's time
+    tiny.write_text(ModelConfig(**{**TINY, "codebook_size": 32}).to_json())
     run_dir = tmp_path / "run"
     args = ("train", "--data", images, "-o", run_dir, "--steps", 2, "--crop", 32, "--batch-size", 2,
-            "--codebook-size", 16, "--code-dim", 8)
+            "--model-config", tiny, "--codebook-size", 16, "--code-dim", 8)
     assert run(*args).exit_code == 0
     assert run(*args).exit_code == 1  # the folder holds a run already
     assert run("train", "-o", run_dir, "--resume", "--steps", 3, "--threads", 1).exit_code == 0
     result = run("train", "-o", run_dir, "--resume", "--lr", 0.1)
     assert result.exit_code == 2 and "cannot change lr" in result.output
     model = tmp_path / "m.safetensors"
-    result = run("export", run_dir / "checkpoint.pt", "-o", model)  # fits the prior on the run's own data
+    result = run("export", run_dir / "checkpoint.pt", "-o", model, "--prior-steps", 20)  # on the run's own data
     assert result.exit_code == 0 and "model " in result.output
     assert run("compress", images / "a.png", "-o", tmp_path / "a.hvq", "--model", model).exit_code == 0
 

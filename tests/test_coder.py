@@ -274,3 +274,60 @@ def test_golden_payload():
     indices = (np.arange(48).reshape(6, 8) * 7) % 16
     assert encode_indices(indices, GOLDEN_TABLE).hex() == GOLDEN_PAYLOAD
     assert np.array_equal(decode_indices(bytes.fromhex(GOLDEN_PAYLOAD), GOLDEN_TABLE, (6, 8)), indices)
+
+
+# -- the payload ends where its indices end (FORMAT.md 8.3) ------------------------------------
+
+
+APPENDED = r"4 payload does not end where its indices end: \d+ words, the sealed code of its indices has \d+ \(words"
+
+
+@pytest.mark.parametrize("table_name", sorted(TABLES))
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda p: p + bytes(4), APPENDED),
+        (lambda p: p + b"hide", APPENDED),
+        (lambda p: p[:-4], "4 payload does not (end where its indices end|decode)"),
+    ],
+    ids=["zero-word", "junk-word", "last-word-cut"],
+)
+def test_a_payload_must_end_at_its_last_word(table_name, edit, match):
+    """constriction's decoder ignores words after its seal; the reader does not, so one image has one payload."""
+    table = TABLES[table_name]
+    indices = random_indices(40, (5, 7), len(table))
+    payload = encode_indices(indices, table)
+    with pytest.raises(HvqFormatError, match=f"^level {match}"):
+        decode_indices(edit(payload), table, (5, 7), level=4)
+
+
+def test_no_other_payload_of_the_same_length_decodes_to_the_same_indices():
+    """Flipping any bit either is refused or gives other indices: one grid, one payload."""
+    table = TABLES["random"]
+    indices = random_indices(41, (3, 3), K)
+    payload = encode_indices(indices, table)
+    refused = 0
+    for bit in range(8 * len(payload)):
+        altered = bytearray(payload)
+        altered[bit // 8] ^= 1 << (bit % 8)
+        decoded = _decode_or_none(bytes(altered), table, (3, 3))
+        refused += decoded is None
+        assert decoded is None or not np.array_equal(decoded, indices), bit
+    assert refused > 0
+    last = payload[:-4] + (int.from_bytes(payload[-4:], "big") ^ 1).to_bytes(4, "big")
+    with pytest.raises(HvqFormatError, match=r"payload does not end where its indices end: word \d+ of \d+ differs"):
+        decode_indices(last, table, (3, 3))
+
+
+def test_only_the_coders_refusal_reads_as_a_bad_payload(monkeypatch):
+    """A bug on hvq's side of the decode call propagates as itself, not as 'payload does not decode'."""
+    table = random_table(42)
+    payload = encode_indices(random_indices(43, (3, 3), K), table)
+
+    class Broken:
+        def decode(self, *args):
+            raise ValueError("a bug in the model")
+
+    monkeypatch.setattr(constriction.stream.queue, "RangeDecoder", lambda words: Broken())
+    with pytest.raises(ValueError, match="a bug in the model"):
+        decode_indices(payload, table, (3, 3))

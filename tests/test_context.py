@@ -106,6 +106,36 @@ def test_golden_frequencies():
     assert frequencies(GOLDEN_SCORES)[0].tolist() == GOLDEN_ROW
 
 
+def test_the_widest_deficit_is_exact():
+    """Bias and four int8 terms span 33788 units, past int16: the deficit must still come out exact."""
+    scores = np.array([[16892, -16896, 0, 16000, 16891, -8]], dtype=np.int16)
+    deficit = np.minimum(16892 - scores.astype(np.int64), 127)
+    weights = ((16 - (deficit & 7)) << 11) >> (deficit >> 3)
+    expected = 1 + ((weights * (((FREQUENCY_TOTAL - 6) << 15) // weights.sum())) >> 15)
+    assert frequencies(scores)[0].tolist() == expected[0].tolist() == [33822, 1, 1, 1, 31708, 1]
+    with pytest.raises(TypeError, match="int16"):
+        frequencies(scores.astype(np.int32))
+
+
+def test_a_bug_in_the_frequency_computation_is_not_reported_as_a_bad_payload(monkeypatch):
+    """Only constriction's refusal becomes 'payload does not decode'; hvq's own errors propagate."""
+    from hvq.bitstream import coder as coder_module
+
+    grid = np.arange(24).reshape(4, 6) % K
+    parent = np.array([[1, 2, 3], [4, 5, 6]])
+    payload = encode_indices_in_context(grid, MODELS[4], parent)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("frequency bug")
+
+    monkeypatch.setattr(coder_module, "frequencies_of", broken)
+    with pytest.raises(RuntimeError, match="frequency bug"):
+        decode_indices_in_context(payload, MODELS[4], parent, (4, 6))
+    monkeypatch.setattr(coder_module, "frequencies_of", lambda *a, **k: np.zeros((12, K), np.float32))
+    with pytest.raises(ValueError, match="not normalizable"):  # constriction refusing hvq's bad rows: a bug too
+        decode_indices_in_context(payload, MODELS[4], parent, (4, 6))
+
+
 def test_blocking_cannot_change_a_row(monkeypatch):
     model = MODELS[4]
     rng = np.random.default_rng(2)
@@ -200,7 +230,7 @@ def test_a_wrong_parent_is_caught_by_the_checksum():
     assert np.array_equal(decode_grid(parsed, 4, PRIOR), g[4])
     other = replace(MODELS[8], horizontal=np.roll(MODELS[8].horizontal, 1, axis=1))
     wrong = replace(PRIOR, context={**MODELS, 8: other})
-    with pytest.raises(HvqFormatError, match="fail their checksum|does not decode"):
+    with pytest.raises(HvqFormatError, match="fail their checksum|does not decode|does not end where its indices end"):
         decode_grid(parse(data), 4, wrong)
 
 

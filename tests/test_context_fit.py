@@ -75,7 +75,7 @@ def image_folder(tmp_path):
 
 def test_fit_prior_keeps_the_model_and_its_files(tiny_model_path, image_folder, tmp_path, photo):
     out = tmp_path / "with-context.safetensors"
-    result = CliRunner().invoke(main, ["fit-prior", str(tiny_model_path), "--data", str(image_folder),
+    result = CliRunner().invoke(main, ["fit-prior", "--model", str(tiny_model_path), "--data", str(image_folder),
                                        "--holdout", "30", "--prior-steps", "20", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "bits per index on the" in result.output and "context+parent" in result.output
@@ -91,6 +91,20 @@ def test_fit_prior_keeps_the_model_and_its_files(tiny_model_path, image_folder, 
 def test_fit_prior_refuses_an_empty_fit(tiny_model_path, tmp_path):
     empty = tmp_path / "none"
     empty.mkdir()
-    result = CliRunner().invoke(main, ["fit-prior", str(tiny_model_path), "--data", str(empty), "-o", str(tmp_path / "o.safetensors")])
+    result = CliRunner().invoke(main, ["fit-prior", "--model", str(tiny_model_path), "--data", str(empty),
+                                       "-o", str(tmp_path / "o.safetensors")])
     assert result.exit_code == 1 and "no images under" in result.output
     assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_fit_prior_takes_its_model_like_every_command(tiny_model_path, tmp_path):
+    """--model, as compress, decompress, strip and bench take it; the old positional MODEL still works, warned."""
+    empty = tmp_path / "none"
+    empty.mkdir()
+    out = ["--data", str(empty), "-o", str(tmp_path / "o.safetensors")]
+    result = CliRunner().invoke(main, ["fit-prior", str(tiny_model_path), *out])
+    assert result.exit_code == 1 and "no images under" in result.output  # it got as far as the images
+    assert "`hvq fit-prior MODEL` is deprecated; use `hvq fit-prior --model MODEL`" in result.output
+    result = CliRunner().invoke(main, ["fit-prior", str(tiny_model_path), "--model", str(tiny_model_path), *out])
+    assert result.exit_code == 2 and "give the model once, with --model" in result.output
+    assert "--model" in CliRunner().invoke(main, ["fit-prior", "--help"]).output

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from conftest import TINY
+from hvq.bitstream.errors import HvqConfigError, HvqDataError, HvqImageError, HvqModelError
 from hvq.codec.model.config import ModelConfig
 from hvq.codec.train.config import TrainConfig, lr_at
 from hvq.codec.train.loop import load_training_state, train
@@ -129,14 +130,19 @@ def test_config_round_trip_checks_and_schedule(image_folder):
     assert lr_at(config, 2) == pytest.approx(config.lr)
     assert lr_at(config, 100) == pytest.approx(config.lr * config.final_lr_fraction)
     assert lr_at(replace(config, warmup_steps=0), 50) < config.lr
-    with pytest.raises(ValueError, match="unknown training config keys: colour"):
+    with pytest.raises(HvqConfigError, match="unknown training config keys: colour"):
         TrainConfig.from_json(json.dumps({**json.loads(config.to_json()), "colour": 1}))
-    with pytest.raises(ValueError, match="multiple of 16"):
+    with pytest.raises(HvqConfigError, match="multiple of 16"):
         replace(config, crop=40)
-    with pytest.raises(ValueError, match="MS-SSIM loss needs crops of at least 33"):
+    with pytest.raises(HvqConfigError, match="MS-SSIM loss needs crops of at least 33"):
         replace(config, crop=32, ms_ssim_weight=1.0)
-    with pytest.raises(ValueError, match="at least one of MSE, L1 and MS-SSIM"):
+    with pytest.raises(HvqConfigError, match="at least one of MSE, L1 and MS-SSIM"):
         replace(config, mse_weight=0.0, l1_weight=0.0, ms_ssim_weight=0.0)
+    for text, match in (("{not json", "not a valid training config"), ("[1, 2]", "a JSON object is needed"),
+                        ('{"data": ["d"], "crop": "big"}', "not a valid training config"),
+                        ('{"data": ["d"], "model": {"factors": [3]}}', "powers of two")):
+        with pytest.raises(HvqConfigError, match=match):
+            TrainConfig.from_json(text)
 
 
 def test_every_loss_term_trains(image_folder, tmp_path):
@@ -153,7 +159,7 @@ def test_init_from_starts_from_a_checkpoints_weights(image_folder, tmp_path):
     decoder = "decoders.4.net.0.weight"
     assert torch.allclose(base.state_dict()[decoder], tuned.state_dict()[decoder], atol=1e-6)
     other = replace(config, model=ModelConfig(**{**TINY, "codebook_size": 8}))
-    with pytest.raises(ValueError, match="model config differs"):
+    with pytest.raises(HvqModelError, match="model config differs"):
         train(other, tmp_path / "other")
 
 
@@ -171,3 +177,97 @@ def test_export_writes_a_model_that_round_trips(image_folder, tmp_path):
     assert all(codec.model.prior.table(f).min() >= 1 for f in (4, 8, 16))
     image = Image.open(next(image_folder.iterdir()))
     assert codec.decompress(codec.compress(image)).size == image.size
+
+
+def test_committed_training_logs_load_as_records_and_write_back_the_same_lines():
+    """Every metrics.jsonl and validation.jsonl under benchmarks/results loads; a complete line round-trips."""
+    from pathlib import Path
+
+    from hvq.codec.train.records import StepRecord, ValidationRecord, read_log
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    logs = sorted(results.rglob("metrics.jsonl")) + sorted(results.rglob("validation.jsonl"))
+    assert logs
+    for path in logs:
+        kind = StepRecord if path.name == "metrics.jsonl" else ValidationRecord
+        records = read_log(path, kind)
+        assert records and all(r.levels and r.step > 0 for r in records), path
+        last = json.loads(path.read_text().splitlines()[-1])
+        if kind is ValidationRecord and "l1_4" in last or kind is StepRecord and "world_size" in last:
+            assert json.loads(records[-1].to_json()) == last, path  # the same keys, values and order
+    stage1 = read_log(results / "training" / "stage1" / "metrics.jsonl", StepRecord)[-1]
+    assert stage1.factors == (4, 8, 16) and np.isnan(stage1.level(4).perplexity)  # not logged then
+
+
+def test_training_reads_folders_as_the_codec_does(tmp_path):
+    """One rule for which files are images, and EXIF orientation applied to training images."""
+    from hvq.cli.inputs import images_in
+    from hvq.codec.train.data import CropSampler, list_images
+
+    folder = tmp_path / "data"
+    (folder / "sub").mkdir(parents=True)
+    (folder / ".cache").mkdir()
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 255, (40, 72, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the camera was turned: viewers show the 72 x 40 picture 40 wide and 72 tall
+    Image.fromarray(pixels).save(folder / "turned.jpg", exif=exif, quality=95)
+    Image.fromarray(pixels).save(folder / "sub" / "b.gif")
+    Image.fromarray(pixels).save(folder / ".cache" / "hidden.png")
+    Image.fromarray(pixels).save(folder / "._resource.png")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "a.hvq").write_bytes(b"\x89HVQ\r\n\x1a\n")
+    found = list_images([str(folder)])
+    assert found == images_in(folder) == [folder / "sub" / "b.gif", folder / "turned.jpg"]
+    sampler = CropSampler([folder / "turned.jpg"], 32, seed=0)
+    assert sampler.images[0].shape == (72, 40, 3)  # rotated as the codec reads it, not 40 x 72
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(HvqDataError, match="no images under"):
+        list_images([str(empty)])
+    with pytest.raises(HvqDataError, match="is at least 96 px"):
+        CropSampler(found, 96, seed=0)
+    Image.fromarray(np.zeros((40, 40, 4), dtype=np.uint8)).save(folder / "clear.png")  # transparent
+    with pytest.raises(HvqImageError, match="clear.png: image has transparency"):
+        CropSampler([folder / "clear.png"], 32, seed=0)
+
+
+@pytest.mark.parametrize("command", ["train", "export"])
+def test_an_internal_error_is_a_traceback_not_a_user_error(command, image_folder, tmp_path, monkeypatch):
+    """A bug (here a ValueError from inside the library) is not dressed as a one-line "Error:" message."""
+    from click.testing import CliRunner
+
+    import hvq.codec.fit.export
+    import hvq.codec.train.loop
+    from hvq.cli.main import main
+
+    def bug(*args, **kwargs):
+        raise ValueError("an internal invariant broke")
+
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.write_bytes(b"")
+    if command == "train":
+        monkeypatch.setattr(hvq.codec.train.loop, "train", bug)
+        args = ["train", "--data", str(image_folder), "-o", str(tmp_path / "run"), "--steps", "1"]
+    else:
+        monkeypatch.setattr(hvq.codec.train.loop, "load_training_state", lambda path: {"train_config": "{}"})
+        monkeypatch.setattr(hvq.codec.fit.export, "export_checkpoint", bug)
+        args = ["export", str(checkpoint), "--data", str(image_folder), "-o", str(tmp_path / "m.safetensors")]
+    result = CliRunner().invoke(main, args)
+    assert isinstance(result.exception, ValueError) and str(result.exception) == "an internal invariant broke"
+    assert "Error:" not in result.output
+
+
+def test_validation_scores_a_level_as_hvq_bench_scores_its_file(tiny_codec, photo):
+    """One PSNR: validation's score of a level is bench's score of that level decoded from a real file."""
+    from hvq.codec.runtime.imageio import to_tensor
+    from hvq.codec.train.validation import validate
+    from hvq.evaluation.metrics import psnr
+
+    counts = {f: np.ones(16, dtype=np.int64) for f in (4, 8, 16)}
+    record = validate(tiny_codec.model.net, [to_tensor(photo)], counts, step=7)
+    assert record.step == 7 and record.factors == (4, 8, 16)
+    data = tiny_codec.compress(photo)
+    for f in (4, 8, 16):
+        decoded = np.asarray(tiny_codec.decompress(data, level=f))
+        assert record.level(f).psnr == pytest.approx(psnr(np.asarray(photo), decoded), abs=1e-3)

@@ -15,11 +15,12 @@ import numpy as np
 import torch
 
 from hvq.bitstream.container import CODER_CONTEXT, CODER_CONTEXT_PARENT, CODER_RANGE_STATIC
+from hvq.bitstream.errors import HvqDataError
 from hvq.bitstream.levels import encode_level
 from hvq.bitstream.prior_tables import PriorTables
 from hvq.codec.model.config import ModelConfig
 from hvq.codec.fit.context_prior import ContextFitConfig, fit_context_prior
-from hvq.codec.train.data import list_images, read_image
+from hvq.codec.runtime.image_files import list_images, read_image
 from hvq.codec.runtime.imageio import pad_to_multiple, to_tensor
 from hvq.codec.model.vqvae import HierarchicalVQVAE
 from hvq.codec.model.prior import FrequencyPrior
@@ -139,14 +140,14 @@ def fit_context_prior_for_model(
     """
     fitting, held = holdout_split(list_images(data_dirs), holdout_percent)
     if not fitting:
-        raise ValueError(f"no image under {', '.join(map(str, data_dirs))} is left to fit on "
+        raise HvqDataError(f"no image under {', '.join(map(str, data_dirs))} is left to fit on "
                          f"after holding out {holdout_percent}%")
     with torch.no_grad():
         grids = encode_grids(model.net, fitting, progress)
         held_grids = encode_grids(model.net, held, progress) if held else []
     context = fit_context_prior(grids, model.prior.static, config, progress)
     fingerprint = save_model(model.net, FrequencyPrior(model.prior.static), output, context)
-    if fingerprint != model.fingerprint:
+    if fingerprint != model.fingerprint:  # a bug, not an input: no HvqError
         raise RuntimeError("re-saving changed the model fingerprint; the weights did not round-trip")
     written = load_model(output)
     report_bits = heldout_bits(held_grids, written.prior) if held_grids else {}

@@ -7,7 +7,10 @@ safetensors metadata); nothing is inferred from weight shapes.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
+
+from hvq.bitstream.errors import HvqConfigError
 
 # The names of hvq.codec.model.layers.DOWNSAMPLERS, here so that the config needs no torch.
 DOWNSAMPLE_KINDS = ("subsample", "avgpool", "conv", "residual")
@@ -26,8 +29,9 @@ class ModelConfig:
     blocks halves it again down to the coarsest factor, and each level in
     ``factors`` is quantised and decoded from its grid in that chain.  The
     product codes every grid, (4, 8, 16); a single-level model such as (16,)
-    still runs the chain through 1/8 but codes only 1/16 (seed 002's
-    single-level baselines, ``benchmarks/ablation.py``).
+    still runs the chain through 1/8 but codes only 1/16, so that it differs
+    from the hierarchy in what is coded and nothing else (the single-level
+    baselines of ``benchmarks/ablation.py``).
 
     ``downsample`` names how the chain halves a grid (``hvq.codec.model.layers.DOWNSAMPLERS``):
     "residual" (stride-2 conv + 2x2 average pool, summed; the product's),
@@ -52,6 +56,11 @@ class ModelConfig:
     shared_codebook: bool = True  # False: one codebook per level (ablation only)
 
     def __post_init__(self) -> None:
+        """Refuse sizes no network can be built from (``HvqConfigError``).
+
+        The sizes come from users (``hvq train`` options, a --model-config
+        file) and from model files, so a bad one is an input error, not a bug.
+        """
         factors = tuple(int(f) for f in self.factors)
         object.__setattr__(self, "factors", factors)
         object.__setattr__(self, "encoder_channels", tuple(int(c) for c in self.encoder_channels))
@@ -59,18 +68,18 @@ class ModelConfig:
             self, "decoder_channels", tuple((int(f), int(c)) for f, c in self.decoder_channels)
         )
         if not factors or any(f < 4 or f & (f - 1) for f in factors):
-            raise ValueError("factors must be powers of two from 4 up (the encoder trunk's stride is 4)")
+            raise HvqConfigError("factors must be powers of two from 4 up (the encoder trunk's stride is 4)")
         if any(coarse <= fine for fine, coarse in zip(factors, factors[1:])):
-            raise ValueError("factors must run fine to coarse without repeats: 4, 8, 16, ...")
+            raise HvqConfigError("factors must run fine to coarse without repeats: 4, 8, 16, ...")
         if self.downsample not in DOWNSAMPLE_KINDS:
-            raise ValueError(f"downsample must be one of {', '.join(DOWNSAMPLE_KINDS)}")
+            raise HvqConfigError(f"downsample must be one of {', '.join(DOWNSAMPLE_KINDS)}")
         if not 2 <= self.codebook_size <= 65536:
-            raise ValueError("codebook_size must be in [2, 65536]")
+            raise HvqConfigError("codebook_size must be in [2, 65536]")
         widths = dict(self.decoder_channels)
         needed = [1 << k for k in range(self.max_factor.bit_length())]
         missing = [f for f in needed if f not in widths]
         if missing:
-            raise ValueError(f"decoder_channels lacks widths for factors {missing}")
+            raise HvqConfigError(f"decoder_channels lacks widths for factors {missing}")
 
     @property
     def chain_factors(self) -> tuple[int, ...]:
@@ -99,10 +108,41 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
-        raw = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
+        """The config a JSON object describes; any fault in it is one ``HvqConfigError``."""
+        with config_faults("model config"):
+            return cls.from_dict(parse_json_object(text))
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "ModelConfig":
+        """The config of a parsed JSON object (its keys checked; its values by ``__post_init__``)."""
+        if not isinstance(raw, dict):
+            raise HvqConfigError("a model config is a JSON object")
+        unknown = sorted(set(raw) - {f.name for f in fields(cls)})
         if unknown:
-            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
+            raise HvqConfigError(f"unknown model config keys: {', '.join(unknown)}")
         return cls(**raw)
 
+
+def parse_json_object(text: str) -> dict:
+    """A JSON object, or ``HvqConfigError`` (bad JSON, or JSON that is not an object)."""
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise HvqConfigError(f"bad JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise HvqConfigError("a JSON object is needed")
+    return raw
+
+
+@contextmanager
+def config_faults(kind: str):
+    """Any fault of a config read from a file, as one ``HvqConfigError``: "not a valid model config (...)".
+
+    ``TypeError`` and ``ValueError`` are caught too: a list where a number
+    goes fails inside ``__post_init__`` as Python fails, and it is still the
+    file's fault.
+    """
+    try:
+        yield
+    except (TypeError, ValueError) as exc:  # HvqConfigError included
+        raise HvqConfigError(f"not a valid {kind} ({exc})") from None

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TABLE_TOTAL = 1 << 16  # tables are scaled to about this total; exact in float32
+from hvq.bitstream.context import FREQUENCY_TOTAL
 
 
-def table_from_counts(counts: np.ndarray, total: int = TABLE_TOTAL) -> np.ndarray:
+def table_from_counts(counts: np.ndarray, total: int = FREQUENCY_TOTAL) -> np.ndarray:
     """Integer table proportional to ``counts`` with every entry >= 1 (integer arithmetic only)."""
     counts = np.asarray(counts, dtype=np.int64)
     size = counts.size
@@ -33,10 +33,6 @@ class FrequencyPrior:
     """Per-level integer frequency tables, keyed by downsampling factor."""
 
     tables: dict[int, np.ndarray]  # factor -> (K,) int32
-
-    @classmethod
-    def uniform(cls, factors, codebook_size: int) -> "FrequencyPrior":
-        return cls({f: np.ones(codebook_size, dtype=np.int32) for f in factors})
 
     @classmethod
     def from_counts(cls, counts: dict[int, np.ndarray]) -> "FrequencyPrior":

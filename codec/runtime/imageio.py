@@ -20,14 +20,19 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hvq.bitstream.container import MAX_PIXELS, MAX_SIDE
 from hvq.bitstream.errors import HvqImageError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported by the three tensor functions, not here: reading an image
+# needs none, and the classical codecs' bench workers read images only.
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
@@ -93,10 +98,19 @@ def to_rgb(im: Image.Image) -> Image.Image:
         raise HvqImageError(f"cannot convert mode {im.mode} to RGB: {exc}") from None
 
 
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB image -> (1, 3, H, W) float32 in [0, 1]."""
-    array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float().div_(255.0)
+def to_tensor(pixels: Image.Image | np.ndarray) -> torch.Tensor:
+    """8-bit RGB -> float32 in [0, 1]: an image or (H, W, 3) array to (1, 3, H, W), a (B, H, W, 3) batch to (B, 3, H, W).
+
+    The one conversion of pixels to the network's input, for the codec,
+    its tiles and training batches alike.
+    """
+    import torch
+
+    array = np.ascontiguousarray(np.asarray(pixels, dtype=np.uint8))  # a tile's window is a strided view
+    if not array.flags.writeable:  # torch.from_numpy wants a writable buffer (Pillow's arrays are not)
+        array = array.copy()
+    x = torch.from_numpy(array)
+    return (x[None] if x.ndim == 3 else x).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def pad_to_multiple(x, multiple: int):
@@ -111,9 +125,13 @@ def pad_to_multiple(x, multiple: int):
     pad_h, pad_w = -h % multiple, -w % multiple
     if not pad_h and not pad_w:
         return x
+    import torch.nn.functional as F
+
     return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
 
 
 def to_pixels(x_hat: torch.Tensor) -> np.ndarray:
     """(3, H, W) in [0, 1] -> (H, W, 3) uint8: round(x * 255), clamped."""
+    import torch
+
     return x_hat.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hvq.codec.runtime.imageio import to_pixels
+from hvq.bitstream.errors import HvqConfigError
+from hvq.codec.runtime.imageio import to_pixels, to_tensor
 
 DEFAULT_TILE = 1024  # interior side in pixels; see benchmarks/large_image.py for memory and time
 DECODER_HALO_CELLS = 8
@@ -74,8 +75,9 @@ def windows(height: int, width: int, tile: int, halo: int) -> Iterator[Window]:
 
 
 def check_tile(tile: int, multiple: int) -> int:
+    """The tile side, if the coarsest grid tiles it (a caller's setting: ``HvqConfigError`` if not)."""
     if tile < multiple or tile % multiple:
-        raise ValueError(f"tile side {tile} must be a positive multiple of {multiple}")
+        raise HvqConfigError(f"tile side {tile} must be a positive multiple of {multiple}")
     return tile
 
 
@@ -87,7 +89,7 @@ def encode_tiled(net, padded: np.ndarray, tile: int = DEFAULT_TILE) -> dict[int,
     grids = {f: np.empty((height // f, width // f), dtype=np.uint16) for f in net.config.factors}
     for w in windows(height, width, tile, encoder_halo(m)):
         pixels = padded[w.win_top : w.win_bottom, w.win_left : w.win_right]
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float().div_(255.0)
+        x = to_tensor(pixels)
         indices = net.encode(x)
         for f, grid in grids.items():
             inner = indices[f][0, (w.top - w.win_top) // f : (w.bottom - w.win_top) // f,

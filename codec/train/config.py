@@ -10,7 +10,8 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 
-from hvq.codec.model.config import ModelConfig
+from hvq.bitstream.errors import HvqConfigError
+from hvq.codec.model.config import ModelConfig, config_faults, parse_json_object
 
 # The files of a run folder (written by hvq.codec.train.loop, drawn by hvq.codec.train.plot).
 CHECKPOINT = "checkpoint.pt"
@@ -64,17 +65,18 @@ class TrainConfig:
     checkpoint_every: int = 200
 
     def __post_init__(self) -> None:
+        """Refuse a recipe no run can follow (``HvqConfigError``: it comes from options or a config file)."""
         object.__setattr__(self, "data", tuple(self.data))
         multiple = self.model.max_factor
         if self.crop < multiple or self.crop % multiple:
-            raise ValueError(f"crop must be a multiple of {multiple} (the coarsest level's factor)")
+            raise HvqConfigError(f"crop must be a multiple of {multiple} (the coarsest level's factor)")
         if self.ms_ssim_weight > 0 and self.crop < MS_SSIM_MIN_CROP:
-            raise ValueError(f"an MS-SSIM loss needs crops of at least {MS_SSIM_MIN_CROP} px")
+            raise HvqConfigError(f"an MS-SSIM loss needs crops of at least {MS_SSIM_MIN_CROP} px")
         weights = (self.mse_weight, self.l1_weight, self.ms_ssim_weight, self.usage_weight)
         if min(weights) < 0 or not any(weights[:3]):
-            raise ValueError("loss weights must be >= 0, with at least one of MSE, L1 and MS-SSIM > 0")
+            raise HvqConfigError("loss weights must be >= 0, with at least one of MSE, L1 and MS-SSIM > 0")
         if self.batch_size < 1 or self.steps < 1 or self.warmup_steps < 0:
-            raise ValueError("batch_size and steps must be >= 1, warmup_steps >= 0")
+            raise HvqConfigError("batch_size and steps must be >= 1, warmup_steps >= 0")
 
     @property
     def loss_weights(self) -> LossWeights:
@@ -88,12 +90,14 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
-        raw = json.loads(text)
-        unknown = sorted(set(raw) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
-        raw["model"] = ModelConfig.from_json(json.dumps(raw.get("model", {})))
-        return cls(**raw)
+        """The recipe a JSON object describes; any fault in it is one ``HvqConfigError``."""
+        with config_faults("training config"):
+            raw = parse_json_object(text)
+            unknown = sorted(set(raw) - {f.name for f in fields(cls)})
+            if unknown:
+                raise HvqConfigError(f"unknown training config keys: {', '.join(unknown)}")
+            raw["model"] = ModelConfig.from_dict(raw.get("model", {}))
+            return cls(**raw)
 
 
 def lr_at(config: TrainConfig, step: int) -> float:

@@ -2,56 +2,24 @@
 
 Each batch is drawn from a generator seeded by ``(seed, step)``, so a resumed
 run sees exactly the batches it would have seen without the interruption, and
-no sampler state needs saving.
+no sampler state needs saving.  The images are found and read as the codec
+finds and reads its inputs (``hvq.codec.runtime.image_files``): the same
+files of a folder, EXIF orientation applied, so the model learns the
+pictures it will be asked to code.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from hvq.bitstream.errors import HvqImageError
-from hvq.codec.runtime.imageio import load_image, pillow_errors
+from hvq.bitstream.errors import HvqDataError
+from hvq.codec.runtime.image_files import list_images, read_image
+from hvq.codec.runtime.imageio import to_tensor
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
-
-
-def list_images(folders: list[str] | tuple[str, ...]) -> list[Path]:
-    """Image files under the folders, sorted so every machine sees the same order."""
-    files: list[Path] = []
-    for folder in folders:
-        root = Path(folder)
-        if not root.is_dir():
-            raise FileNotFoundError(f"{folder}: not a folder")
-        files += [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise FileNotFoundError(f"no images under {', '.join(map(str, folders))}")
-    return sorted(files)
-
-
-@contextmanager
-def _naming(path: Path):
-    """Put the file's name in front of an image error: a data folder holds thousands."""
-    try:
-        yield
-    except HvqImageError as exc:
-        raise HvqImageError(f"{path}: {exc}") from None
-
-
-def read_image(path: Path) -> Image.Image:
-    """``load_image`` for one file of a data folder; its error names the file."""
-    with _naming(path):
-        return load_image(path)
-
-
-def _training_pixels(path: Path) -> np.ndarray:
-    """A training image as 8-bit RGB, converted as training always has (no EXIF turn, alpha dropped)."""
-    with _naming(path), pillow_errors(), Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+__all__ = ["CropSampler", "StepBatches", "list_images", "read_image", "step_batches"]
 
 
 class CropSampler:
@@ -65,11 +33,11 @@ class CropSampler:
         self.seed = seed
         self.images: list[np.ndarray] = []
         for path in files:
-            array = _training_pixels(path)
+            array = np.asarray(read_image(path))  # as the codec reads an input: EXIF turn, 16 bits scaled
             if min(array.shape[:2]) >= crop:
                 self.images.append(array)
         if not self.images:
-            raise ValueError(f"none of the {len(files)} training images is at least {crop} px on its shorter side")
+            raise HvqDataError(f"none of the {len(files)} training images is at least {crop} px on its shorter side")
 
     def batch(self, step: int, size: int, rank: int = 0) -> torch.Tensor:
         """The batch for one step (and one rank): (size, 3, crop, crop) float in [0, 1]."""
@@ -81,7 +49,7 @@ class CropSampler:
             left = rng.integers(image.shape[1] - self.crop + 1)
             patch = image[top : top + self.crop, left : left + self.crop]
             out[i] = patch[:, ::-1] if rng.integers(2) else patch
-        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+        return to_tensor(out)
 
 
 class StepBatches(torch.utils.data.Dataset):

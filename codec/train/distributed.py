@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from hvq.bitstream.errors import HvqConfigError
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -28,15 +30,15 @@ class Placement:
 
 
 def choose_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` is the GPU when there is one, else the CPU."""
+    """``auto`` is the GPU when there is one, else the CPU; a device this machine lacks is ``HvqConfigError``."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA device is available")
+            raise HvqConfigError("device cuda: no CUDA device is available")
         return torch.device("cuda", local_rank)
     if name != "cpu":
-        raise ValueError(f"unknown device {name!r} (auto, cpu or cuda)")
+        raise HvqConfigError(f"unknown device {name!r} (auto, cpu or cuda)")
     return torch.device("cpu")
 
 
@@ -60,7 +62,10 @@ def leave(placement: Placement) -> None:
 
 
 def check_in_sync(module: torch.nn.Module, placement: Placement) -> None:
-    """Raise if the ranks' weights and codebooks have drifted apart (they must be bit-identical)."""
+    """Raise if the ranks' weights and codebooks have drifted apart (they must be bit-identical).
+
+    A RuntimeError, not an ``HvqError``: no input causes it, only a bug.
+    """
     if placement.world_size == 1:
         return
     digest = torch.stack([t.detach().double().sum() for t in module.state_dict().values()])

@@ -20,7 +20,6 @@ over ranks, and rank 0 alone writes the run folder.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -28,13 +27,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hvq.bitstream.errors import HvqModelError
 from hvq.codec.model.config import ModelConfig
+from hvq.codec.model.vqvae import HierarchicalVQVAE
+from hvq.codec.runtime.distortion import psnr_from_mse
+from hvq.codec.train.config import CHECKPOINT, CONFIG, METRICS, VALIDATION, TrainConfig, lr_at
 from hvq.codec.train.data import CropSampler, list_images, step_batches
 from hvq.codec.train.distributed import Placement, check_in_sync, join, leave
-from hvq.codec.model.vqvae import HierarchicalVQVAE
 from hvq.codec.train.objective import objective
-from hvq.codec.train.config import CHECKPOINT, CONFIG, METRICS, VALIDATION, TrainConfig, lr_at
+from hvq.codec.train.records import LevelStep, StepRecord
 from hvq.codec.train.validation import load_validation_images, perplexity, validate
+
 
 def step_seed(seed: int, step: int, rank: int) -> int:
     """The torch seed of one step on one rank."""
@@ -58,13 +61,13 @@ def _keep_records_until(path: Path, step: int) -> None:
 
 
 def load_training_state(path: str | Path) -> dict:
-    """A checkpoint's contents (CPU tensors); raises ValueError when it is not one."""
+    """A checkpoint's contents (CPU tensors); ``HvqModelError`` when the file is not one."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a file that is not a checkpoint
-        raise ValueError(f"{path}: not a training checkpoint ({type(exc).__name__})") from None
+    except Exception as exc:  # torch raises many kinds (pickle, zip, EOF, OS errors) for a file that is not one
+        raise HvqModelError(f"{path}: not a training checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
-        raise ValueError(f"{path}: not a training checkpoint")
+        raise HvqModelError(f"{path}: not a training checkpoint")
     return state
 
 
@@ -92,7 +95,7 @@ class _Run:
         """Load a checkpoint's weights into the model (its config must be this run's); returns the checkpoint."""
         state = load_training_state(path)
         if ModelConfig.from_json(state["model_config"]) != self.config.model:
-            raise ValueError(f"{path}: its model config differs from this run's")
+            raise HvqModelError(f"{path}: its model config differs from this run's")
         self.model.load_state_dict(state["model"])
         return state
 
@@ -121,8 +124,9 @@ class _Run:
 def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progress=None) -> HierarchicalVQVAE:
     """Train (or resume) the run in ``run_dir`` until ``config.steps``; returns the model.
 
-    ``progress(kind, record)`` is called on rank 0 with ``kind`` "train" at
-    every logged step and "val" after every validation pass.
+    ``progress(kind, record)`` is called on rank 0 with ``kind`` "train" and
+    a ``StepRecord`` at every logged step, and "val" and a ``ValidationRecord``
+    after every validation pass.
     """
     run_dir = Path(run_dir)
     placement = join(config.device)
@@ -172,26 +176,30 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress, placement
             run.val_counts[level.factor] += hist
         last = run.step == config.steps
         if placement.is_main and (run.step % config.log_every == 0 or last):
-            record = {
-                "step": run.step,
-                "time_s": round(time.time() - started, 1),
-                "lr": lr,
-                "loss": loss.item(),
-                "world_size": placement.world_size,
-                "dead_codes": sum(
+            record = StepRecord(
+                step=run.step,
+                levels=tuple(
+                    LevelStep(
+                        factor=t.factor,
+                        psnr=psnr_from_mse(t.mse),
+                        l1=t.l1,
+                        ms_ssim=t.ms_ssim,  # NaN, and left out of the line, without an MS-SSIM term
+                        commit=t.commitment,
+                        usage_penalty=t.usage,
+                        perplexity=perplexity(window[t.factor]),
+                    )
+                    for t in terms
+                ),
+                time_s=round(time.time() - started, 1),
+                lr=lr,
+                loss=loss.item(),
+                world_size=placement.world_size,
+                dead_codes=sum(
                     int((codebook.cluster_size < config.model.dead_code_threshold).sum())
                     for codebook, _ in model.codebook_groups()
                 ),
-            }
-            for t in terms:
-                record[f"psnr_{t.factor}"] = -10 * math.log10(max(t.mse, 1e-10))
-                record[f"l1_{t.factor}"] = t.l1
-                if config.ms_ssim_weight > 0:
-                    record[f"ms_ssim_{t.factor}"] = t.ms_ssim
-                record[f"commit_{t.factor}"] = t.commitment
-                record[f"usage_penalty_{t.factor}"] = t.usage
-                record[f"perplexity_{t.factor}"] = perplexity(window[t.factor])
-            metrics.write(json.dumps(record) + "\n")
+            )
+            metrics.write(record.to_json() + "\n")
             metrics.flush()
             if progress is not None:
                 progress("train", record)
@@ -200,11 +208,11 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress, placement
                 counts[:] = 0
         if val_images and (run.step % config.val_every == 0 or last):
             if placement.is_main:
-                record = {"step": run.step, **validate(model, val_images, run.val_counts)}
+                scores = validate(model, val_images, run.val_counts, run.step)
                 with (run_dir / VALIDATION).open("a") as log:
-                    log.write(json.dumps(record) + "\n")
+                    log.write(scores.to_json() + "\n")
                 if progress is not None:
-                    progress("val", record)
+                    progress("val", scores)
             for counts in run.val_counts.values():
                 counts[:] = 0
         if run.step % config.checkpoint_every == 0 or last:
@@ -224,4 +232,4 @@ if __name__ == "__main__":  # pragma: no cover - `hvq train` is the tool; this r
 
     cfg_path, run = sys.argv[1], sys.argv[2]
     cfg = TrainConfig.from_json(Path(cfg_path).read_text())
-    train(cfg, run, resume=True, progress=lambda kind, r: print(kind, json.dumps(r), flush=True))
+    train(cfg, run, resume=True, progress=lambda kind, r: print(kind, r.to_json(), flush=True))

@@ -7,18 +7,13 @@ batches with validation usage, and validation bits per index.
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 from hvq.codec.train.config import CURVES, METRICS, VALIDATION
-
-
-def read_records(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from hvq.codec.train.records import StepRecord, ValidationRecord, read_log
 
 
 def _smooth(values: list[float], window: int) -> np.ndarray:
@@ -28,14 +23,16 @@ def _smooth(values: list[float], window: int) -> np.ndarray:
     return np.convolve(values, np.ones(window) / window, mode="valid")
 
 
-def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
-    """Steps and values of ``key`` over the records that have it (older logs lack some keys)."""
-    kept = [r for r in records if key in r]
-    return [r["step"] for r in kept], [r[key] for r in kept]
+def _series(records: list, factor: int, score: str) -> tuple[list[int], list[float]]:
+    """Steps and values of one level's ``score`` over the records that hold it (older logs lack some scores)."""
+    points = [(r.step, getattr(r.level(factor), score)) for r in records if factor in r.factors]
+    kept = [(step, value) for step, value in points if not math.isnan(value)]
+    return [step for step, _ in kept], [value for _, value in kept]
 
 
-def _factors(records: list[dict], prefix: str) -> list[int]:
-    return sorted({int(k[len(prefix):]) for r in records for k in r if k.startswith(prefix) and k[len(prefix):].isdigit()},
+def _factors(records: list, score: str) -> list[int]:
+    """The levels, coarse to fine, with some value of ``score`` in the records."""
+    return sorted({level.factor for r in records for level in r.levels if not math.isnan(getattr(level, score))},
                   reverse=True)
 
 
@@ -53,43 +50,40 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None, window: int 
 
     run_dir = Path(run_dir)
     output = Path(output) if output else run_dir / CURVES
-    train = read_records(run_dir / METRICS)
-    val = read_records(run_dir / VALIDATION)
+    train = read_log(run_dir / METRICS, StepRecord)
+    val = read_log(run_dir / VALIDATION, ValidationRecord)
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     colours = {}
     ax = axes[0, 0]
-    for f in _factors(train, "psnr_"):
-        steps, values = _series(train, f"psnr_{f}")
+    for f in _factors(train, "psnr"):
+        steps, values = _series(train, f, "psnr")
         smoothed = _smooth(values, window)
         (line,) = ax.plot(steps[len(steps) - len(smoothed):], smoothed, lw=1, alpha=0.6, label=f"1/{f} train crops")
         colours[f] = line.get_color()
-    for f in _factors(val, "psnr_"):
-        ax.plot(*_series(val, f"psnr_{f}"), "o-", color=colours.get(f),
-                label=f"1/{f} validation")
+    for f in _factors(val, "psnr"):
+        ax.plot(*_series(val, f, "psnr"), "o-", color=colours.get(f), label=f"1/{f} validation")
     ax.set(title="PSNR per level", xlabel="step", ylabel="dB")
     _legend(ax)
     ax = axes[0, 1]
-    for f in _factors(val, "ms_ssim_"):
-        ax.plot(*_series(val, f"ms_ssim_{f}"), "o-", color=colours.get(f), label=f"1/{f}")
+    for f in _factors(val, "ms_ssim"):
+        ax.plot(*_series(val, f, "ms_ssim"), "o-", color=colours.get(f), label=f"1/{f}")
     ax.set(title="validation MS-SSIM", xlabel="step")
     _legend(ax)
     ax = axes[1, 0]
-    for f in _factors(train, "perplexity_"):
-        ax.plot(*_series(train, f"perplexity_{f}"), lw=1, color=colours.get(f),
+    for f in _factors(train, "perplexity"):
+        ax.plot(*_series(train, f, "perplexity"), lw=1, color=colours.get(f),
                 label=f"1/{f} perplexity (training batches)")
     ax.set(title="codebook perplexity", xlabel="step")
     _legend(ax)
-    if val and "usage_4" in val[0]:
+    if _factors(val, "train_usage"):
         twin = ax.twinx()
-        for f in _factors(val, "train_usage_"):
-            steps, values = _series(val, f"train_usage_{f}")
-            twin.plot(steps, [100 * v for v in values], "s--",
-                      color=colours.get(f), ms=3)
+        for f in _factors(val, "train_usage"):
+            steps, values = _series(val, f, "train_usage")
+            twin.plot(steps, [100 * v for v in values], "s--", color=colours.get(f), ms=3)
         twin.set(ylabel="% of codewords used on training crops (squares)", ylim=(0, 105))
     ax = axes[1, 1]
-    for f in _factors(val, "bits_per_index_"):
-        ax.plot(*_series(val, f"bits_per_index_{f}"), "o-", color=colours.get(f),
-                label=f"1/{f}")
+    for f in _factors(val, "bits_per_index"):
+        ax.plot(*_series(val, f, "bits_per_index"), "o-", color=colours.get(f), label=f"1/{f}")
     ax.set(title="validation bits per index (static prior of the training counts)", xlabel="step")
     _legend(ax)
     fig.suptitle(title or str(run_dir))

@@ -15,10 +15,12 @@ import numpy as np
 import torch
 from pytorch_msssim import ms_ssim
 
-from hvq.codec.train.data import list_images, read_image
-from hvq.codec.runtime.imageio import pad_to_multiple, to_tensor
-from hvq.codec.model.vqvae import HierarchicalVQVAE
 from hvq.codec.model.prior import table_from_counts
+from hvq.codec.model.vqvae import HierarchicalVQVAE
+from hvq.codec.runtime.distortion import psnr_from_mse
+from hvq.codec.runtime.image_files import list_images, read_image
+from hvq.codec.runtime.imageio import pad_to_multiple, to_tensor
+from hvq.codec.train.records import LevelValidation, ValidationRecord
 
 MS_SSIM_MIN_SIDE = 161  # five scales of an 11-px window
 
@@ -33,7 +35,11 @@ def load_validation_images(folder: str, limit: int = 0) -> list[torch.Tensor]:
 
 @dataclass(frozen=True)
 class CodebookUsage:
-    """Shares of the codebook chosen at least once (seed 002's shared-codebook table)."""
+    """Shares of the codebook chosen at least once, by each level and across them.
+
+    The two across-level shares show whether the levels of a shared
+    codebook use the same codewords or split it between them.
+    """
 
     levels: dict[int, float]  # level -> share chosen by that level
     all_levels: float  # chosen by some level
@@ -67,8 +73,9 @@ def cross_entropy_bits(counts: np.ndarray, train_counts: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def validate(model: HierarchicalVQVAE, images: list[torch.Tensor], train_counts: dict[int, np.ndarray]) -> dict:
-    """One flat record of per-level scores (keys ``psnr_4``, ``l1_4``, ``ms_ssim_4``, ...) over ``images``."""
+def validate(model: HierarchicalVQVAE, images: list[torch.Tensor], train_counts: dict[int, np.ndarray],
+             step: int = 0) -> ValidationRecord:
+    """Every level's scores over ``images`` (whole (1, 3, H, W) images), as the record of step ``step``."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -86,21 +93,22 @@ def validate(model: HierarchicalVQVAE, images: list[torch.Tensor], train_counts:
             counts[factor] += np.bincount(indices.reshape(-1).cpu().numpy(), minlength=size)
             x_hat = model.decode(indices, factor)[..., :h, :w]
             x_hat = torch.round(x_hat * 255) / 255  # score what a decoded 8-bit file holds
-            mse = torch.mean((x_hat - x) ** 2).item()
             l1[factor].append(torch.mean(torch.abs(x_hat - x)).item())
-            psnr[factor].append(10 * math.log10(1 / max(mse, 1e-12)))
+            psnr[factor].append(psnr_from_mse(torch.mean((x_hat - x) ** 2).item()))
             if min(h, w) >= MS_SSIM_MIN_SIDE:
                 similarity[factor].append(ms_ssim(x_hat.double(), x.double(), data_range=1.0).item())
     model.train(was_training)
     used, train_used = codebook_usage(counts), codebook_usage(train_counts)
-    record: dict = {}
-    for f in factors:
-        record[f"psnr_{f}"] = float(np.mean(psnr[f]))
-        record[f"l1_{f}"] = float(np.mean(l1[f]))  # mean absolute error, [0, 1] scale like training's l1
-        record[f"ms_ssim_{f}"] = float(np.mean(similarity[f])) if similarity[f] else float("nan")
-        record[f"bits_per_index_{f}"] = cross_entropy_bits(counts[f], train_counts[f])
-        record[f"usage_{f}"] = used.levels[f]
-        record[f"train_usage_{f}"] = train_used.levels[f]
-    record["usage_all"] = used.all_levels
-    record["usage_every"] = used.every_level
-    return record
+    levels = tuple(
+        LevelValidation(
+            factor=f,
+            psnr=float(np.mean(psnr[f])),
+            l1=float(np.mean(l1[f])),  # mean absolute error, [0, 1] scale like training's l1
+            ms_ssim=float(np.mean(similarity[f])) if similarity[f] else float("nan"),
+            bits_per_index=cross_entropy_bits(counts[f], train_counts[f]),
+            usage=used.levels[f],
+            train_usage=train_used.levels[f],
+        )
+        for f in factors
+    )
+    return ValidationRecord(step, levels, used.all_levels, used.every_level)
