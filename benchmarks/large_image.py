@@ -12,7 +12,12 @@ Each operation runs in a fresh child process, so its peak resident memory
 
 ``--tiles`` lists tile sides to measure; 0 means untiled (one window: the
 whole image, as hvq 0.1 did).  PSNR is against the mosaic, per level, and
-between the tiled and untiled decodes of the same file.
+between the tiled and untiled decodes of the same file.  ``--decode-levels``
+narrows the decodes (``--decode-levels 4 --tiles 1024`` is the quick check
+of the memory bound); the torch version is part of the result, since the
+baseline memory differs between builds (the CUDA wheels map about 0.5 GB
+more than the CPU ones before any work).  Run it under each interpreter to
+compare torch versions: the children use the same one.
 """
 
 from __future__ import annotations
@@ -82,7 +87,8 @@ def child(operation: str, source: str, target: str, tile: int, level: int | None
         codec.decompress(source, level).save(target)
     seconds = time.perf_counter() - started
     peak_mb = memory_mb("VmHWM")
-    return {"seconds": seconds, "peak_rss_mb": peak_mb, "baseline_rss_mb": baseline_mb, "threads": torch.get_num_threads()}
+    return {"seconds": seconds, "peak_rss_mb": peak_mb, "baseline_rss_mb": baseline_mb, "threads": torch.get_num_threads(),
+            "torch": torch.__version__}
 
 
 def run_child(*args: str) -> dict:
@@ -93,7 +99,7 @@ def run_child(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(kodak: Path, tiles: list[int], work: Path) -> dict:
+def measure(kodak: Path, tiles: list[int], work: Path, levels: tuple[int, ...] = (16, 8, 4)) -> dict:
     source = work / "mosaic.png"
     mosaic = build_mosaic(kodak)
     mosaic.save(source)  # PNG is lossless: the children read back exactly these pixels
@@ -106,7 +112,7 @@ def measure(kodak: Path, tiles: list[int], work: Path) -> dict:
         record["file_bytes"] = file.stat().st_size
         record["bpp"] = 8 * record["file_bytes"] / (SIDE * SIDE)
         record["levels"] = {}
-        for level in (16, 8, 4):
+        for level in levels:
             out = work / f"{tile}-{level}.png"
             timing = run_child("decompress", str(file), str(out), str(tile), str(level))
             decoded = np.asarray(Image.open(out))
@@ -127,13 +133,16 @@ def compare(results: dict, work: Path) -> None:
             a = np.asarray(Image.open(work / f"{record['tile']}-{level}.png"))
             b = np.asarray(Image.open(work / f"0-{level}.png"))
             entry["psnr_vs_untiled"] = psnr(a, b)
-            entry["psnr_delta_db"] = entry["psnr"] - results["untiled"]["levels"][level]["psnr"]
+            if level in results["untiled"]["levels"]:
+                entry["psnr_delta_db"] = entry["psnr"] - results["untiled"]["levels"][level]["psnr"]
 
 
 def markdown(results: dict) -> str:
     lines = [
         f"4096x4096 Kodak mosaic, shipped model, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, torch threads {next(iter(results.values()))['compress']['threads']}. "
+        f"{os.cpu_count()} cores, torch {next(iter(results.values()))['compress']['torch']}, "
+        f"torch threads {next(iter(results.values()))['compress']['threads']}, "
+        f"load average {os.getloadavg()[0]:.1f} at the end. "
         "Peak: the child process's VmHWM, Python, torch and the model included. PSNR against the mosaic; "
         "the last column compares each decode with the untiled decode of the untiled file.",
         "",
@@ -155,9 +164,10 @@ def markdown(results: dict) -> str:
 @click.command()
 @click.argument("kodak", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False)
 @click.option("--tiles", default="1024,0", help="Tile sides to measure; 0 = untiled.")
+@click.option("--decode-levels", default="16,8,4", show_default=True, help="Levels to decode, comma-separated.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--child", "child_args", nargs=5, default=None, hidden=True)
-def main(kodak, tiles, output, child_args):
+def main(kodak, tiles, decode_levels, output, child_args):
     if child_args:
         operation, source, target, tile, level = child_args
         print(json.dumps(child(operation, source, target, int(tile), int(level) or None)))
@@ -165,11 +175,13 @@ def main(kodak, tiles, output, child_args):
     if kodak is None:
         raise click.UsageError("give the Kodak folder")
     with tempfile.TemporaryDirectory() as tmp:
-        results = measure(kodak, [int(t) for t in tiles.split(",")], Path(tmp))
+        levels = tuple(int(v) for v in decode_levels.split(",") if v.strip())
+        results = measure(kodak, [int(t) for t in tiles.split(",")], Path(tmp), levels)
         compare(results, Path(tmp))
     table = markdown(results)
     click.echo(table)
     if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps({"image": "4096x4096 Kodak mosaic", "results": results}, indent=2) + "\n")
         output.with_suffix(".md").write_text(table + "\n")
 

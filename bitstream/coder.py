@@ -148,8 +148,45 @@ def check_level(grid: np.ndarray, index_crc: int, factor: int) -> np.ndarray:
 # anchors, so the decoder knows all of its context after the first pass.
 
 
+# Cells per coder call in a pass with a table per cell.  The tables of one
+# call are (cells, K) float32 (32 MB at K = 512), so memory stays bounded
+# whatever the grid (a whole 4096x4096 image's level 4 took 2 GB at once).
+# A range coder's stream is the same however its symbols are split into
+# calls, so this bound cannot change a file.
+CODING_CELLS = 1 << 14
+
+
 def _row_family():
     return constriction.stream.model.Categorical(perfect=False)
+
+
+def _blocks(count: int):
+    return (slice(start, start + CODING_CELLS) for start in range(0, count, CODING_CELLS))
+
+
+def _encode_pass(encoder, symbols: np.ndarray, coder_model, rows) -> None:
+    """Encode one pass; ``rows`` (terms, contexts, bias) makes the per-cell tables block by block."""
+    if rows is None:
+        encoder.encode(symbols, coder_model)
+        return
+    terms, contexts, bias = rows
+    for part in _blocks(len(symbols)):
+        encoder.encode(symbols[part], coder_model, frequencies_of(terms, [c[part] for c in contexts], bias))
+
+
+def _decode_pass(decoder, encoder, level: int | None, count: int, coder_model, rows) -> np.ndarray:
+    """Inverse of ``_encode_pass``: ``count`` symbols of one pass, re-encoded into ``encoder`` for the end check."""
+    if rows is None:
+        symbols = np.asarray(_decoded(decoder, level, coder_model, count), dtype=np.int32)
+        encoder.encode(symbols, coder_model)
+        return symbols
+    terms, contexts, bias = rows
+    symbols = np.empty(count, dtype=np.int32)
+    for part in _blocks(count):
+        table = frequencies_of(terms, [c[part] for c in contexts], bias)
+        symbols[part] = _decoded(decoder, level, coder_model, table)
+        encoder.encode(symbols[part], coder_model, table)
+    return symbols
 
 
 class _Passes:
@@ -168,19 +205,19 @@ class _Passes:
         return [] if self.parent_context is None else [c[mask] for c in self.parent_context]
 
     def first(self):
-        """(coder model, extra args) for the anchors: the static table, or a table per anchor from its parent."""
+        """(coder model, rows) for the anchors: the static table (rows None), or a table per anchor from its parent."""
         if self.parent_context is None:
-            return _model(self.model.static), ()
+            return _model(self.model.static), None
         terms = score_terms(self.model, parent_terms=True, spatial_terms=False)
-        return _row_family(), (frequencies_of(terms, self._parent_terms(self.anchors)),)
+        return _row_family(), (terms, self._parent_terms(self.anchors), None)
 
     def second(self, grid: np.ndarray):
-        """(coder model, extra args) for the non-anchors, from the anchors in ``grid`` (other cells unread)."""
+        """(coder model, rows) for the non-anchors, from the anchors in ``grid`` (other cells unread)."""
         spatial = [n[self.others] for n in neighbours(grid, outside=self.model.codebook_size)]
         with_parent = self.parent_context is not None
         terms = score_terms(self.model, parent_terms=with_parent, spatial_terms=True)
         contexts = self._parent_terms(self.others) + spatial
-        return _row_family(), (frequencies_of(terms, contexts, None if with_parent else self.model.bias),)
+        return _row_family(), (terms, contexts, None if with_parent else self.model.bias)
 
 
 def encode_indices_in_context(grid: np.ndarray, model: LevelContextModel, parent: np.ndarray | None) -> bytes:
@@ -189,11 +226,9 @@ def encode_indices_in_context(grid: np.ndarray, model: LevelContextModel, parent
     _check_symbols(grid, model.codebook_size)
     passes = _Passes(model, grid.shape, parent)
     encoder = constriction.stream.queue.RangeEncoder()
-    coder_model, rows = passes.first()
-    encoder.encode(grid[passes.anchors].astype(np.int32), coder_model, *rows)
+    _encode_pass(encoder, grid[passes.anchors].astype(np.int32), *passes.first())
     if passes.others.any():
-        coder_model, rows = passes.second(grid)
-        encoder.encode(grid[passes.others].astype(np.int32), coder_model, *rows)
+        _encode_pass(encoder, grid[passes.others].astype(np.int32), *passes.second(grid))
     return payload_of(encoder)
 
 
@@ -210,12 +245,8 @@ def decode_indices_in_context(
     grid = np.zeros(shape, dtype=np.intp)
     decoder = constriction.stream.queue.RangeDecoder(words)
     encoder = constriction.stream.queue.RangeEncoder()  # re-codes what is decoded: the end check
-    coder_model, rows = passes.first()
-    grid[passes.anchors] = _decoded(decoder, level, coder_model, *(rows or (int(passes.anchors.sum()),)))
-    encoder.encode(grid[passes.anchors].astype(np.int32), coder_model, *rows)
+    grid[passes.anchors] = _decode_pass(decoder, encoder, level, int(passes.anchors.sum()), *passes.first())
     if passes.others.any():
-        coder_model, rows = passes.second(grid)
-        grid[passes.others] = _decoded(decoder, level, coder_model, *rows)
-        encoder.encode(grid[passes.others].astype(np.int32), coder_model, *rows)
+        grid[passes.others] = _decode_pass(decoder, encoder, level, int(passes.others.sum()), *passes.second(grid))
     _check_end(words, encoder.get_compressed(), level)
     return grid.astype(np.uint16)

@@ -167,6 +167,12 @@ def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, h
         reason = unavailable(name)
         if reason:
             raise click.ClickException(f"{name}: {reason}")
+    from importlib.util import find_spec  # the bench extra is optional: say so in one line, not a traceback
+
+    needed = (["bjontegaard"] if rd and "hvq" in codecs else []) + (["compressai"] if speed else [])
+    missing = [m for m in needed if find_spec(m) is None]
+    if missing:
+        raise click.ClickException(f"{', '.join(missing)} is not installed: pip install 'hvq[bench]'")
     _check_output_dir(results_dir, list(RD_FILES if rd else ()) + list(SPEED_FILES if speed else ()), force)
     published = []
     if anchors is not None:

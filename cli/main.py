@@ -18,9 +18,13 @@ import click
 
 from hvq import __version__
 from hvq.bitstream.errors import HvqError, HvqModelError
-from hvq.cli.options import EXIT_CODES, LevelList, force_option, model_option, output_option
-from hvq.cli.inputs import plan
-from hvq.cli.output import check_target, signals_held, terminate_as_interrupt, write_atomic
+from hvq.cli.batch import ThreadPlan, in_order
+from hvq.cli.options import EXIT_CODES, FolderPath, LevelList, force_option, model_option, output_option, threads_option
+from hvq.cli.inputs import STDIO, image_source, plan, read_stdin
+from hvq.cli.output import (
+    check_target, into_folder, show_warnings_as_lines, signals_held, terminate_as_interrupt, writable_format,
+    write_output,
+)
 from hvq.cli.bench import bench
 from hvq.cli.train import export, fit_prior, train
 
@@ -29,15 +33,6 @@ EXIT_INTERRUPTED = 130
 
 def _fail(path, exc: Exception) -> click.ClickException:
     return click.ClickException(f"{path}: {exc}")
-
-
-def _progress(items, label):
-    """A progress bar for more than one item; silent for one."""
-    if len(items) <= 1:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=label, unit="file", file=sys.stderr)
 
 
 def _report(line: str) -> None:
@@ -64,58 +59,103 @@ def main() -> None:
     """hvq: a neural image codec with progressive, level-by-level .hvq files.
 
     Levels are named by their downsampling factor: 16 (coarsest, smallest),
-    8, and 4 (finest).
+    8, and 4 (finest).  A file name of - is standard input or output
+    (compress, decompress, info, strip); binary data is never written to a
+    terminal.
     """
+    show_warnings_as_lines()
 
 
 @main.command(epilog=EXIT_CODES)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@output_option("Output file (one input).")
+@output_option("Output file (one input); - for standard output (never a terminal); FOLDER/ (a trailing slash) is -d FOLDER.",
+               stdio=True)
 @click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--levels", type=LevelList(), default=None, help="Levels to store, e.g. 16,8 (default: all).")
 @model_option
+@threads_option
 @force_option
 @click.pass_context
-def compress(ctx, inputs, output, output_dir, levels, model_path, force):
+def compress(ctx, inputs, output, output_dir, levels, model_path, threads, force):
     """Compress images to .hvq files (default: beside each input, suffix .hvq).
 
     INPUTS are image files or folders; a folder means every image file under
     it, and -d mirrors its subfolders.  A file that fails is reported and the
     rest go on; the exit code is then 1.  Outputs are written whole or not at
     all, never over an input, and never over an existing file without --force.
+    An input of - reads one image from standard input (give -o).  Several
+    files share one loaded model and are coded side by side, one per thread
+    (--threads).
     """
     if output and output_dir:
         raise click.BadParameter("give -o/--output or -d/--output-dir, not both")
+    if isinstance(output, FolderPath):
+        output, output_dir = None, Path(output)
     jobs = plan(inputs, output, output_dir, ".hvq")
     from hvq.codec.runtime.pipeline import Codec
 
     try:
         codec = Codec.for_model(model_path)
+    except HvqError as exc:  # its message names the model file
+        raise click.ClickException(str(exc))
+    try:
         chosen = codec.check_levels(levels)
     except HvqError as exc:
-        raise _fail(model_path or "model", exc)
+        raise click.BadParameter(str(exc), param_hint="--levels")
     sources = [job.source for job in jobs]
-    written: set[Path] = set()
-    failures = 0
-    with terminate_as_interrupt():
+    threads_plan = ThreadPlan.for_files(threads, len(jobs))
+
+    def work(job):
+        if job.clash:
+            raise click.ClickException(f"{job.target}: also the output of {job.clash}, an earlier input")
+        check_target(job.target, sources, force, stdout_ok=True)
+        return codec.compress(image_source(job.source), chosen)
+
+    _run_batch(ctx, jobs, work, threads_plan, "compress")
+
+
+def _repeated_targets(jobs) -> set:
+    """Jobs whose target an earlier job already writes: the first input wins, the others fail."""
+    seen, repeated = set(), set()
+    for job in jobs:
+        key = job.target.resolve()
+        if key in seen:
+            repeated.add(job)
+        seen.add(key)
+    return repeated
+
+
+def _run_batch(ctx, jobs, work, threads_plan: ThreadPlan, label: str) -> None:
+    """Run ``work(job) -> bytes`` over the jobs, writing each result atomically in input order.
+
+    A job that fails is reported on one line and the rest go on (exit 1 at
+    the end); Ctrl-C or SIGTERM stops the run with whole files only.
+    """
+
+    def guarded(job):
         try:
-            for job in _progress(jobs, "compress"):
-                try:
-                    if job.target.resolve() in written:
-                        raise click.ClickException(f"{job.target}: written from another input in this run")
-                    check_target(job.target, sources, force)
-                    data = codec.compress(job.source, chosen)
-                    with signals_held():  # the count in the interrupt message includes this file
-                        write_atomic(job.target, data)
-                        written.add(job.target.resolve())
-                except click.ClickException as exc:
+            return work(job)
+        except click.ClickException as exc:
+            raise _JobFailed(exc.message) from None
+        except HvqError as exc:
+            raise _JobFailed(f"{getattr(job, 'source', job)}: {exc}") from None
+
+    written = 0
+    failures = 0
+    with terminate_as_interrupt(), threads_plan.applied():
+        results = in_order(guarded, jobs, threads_plan.workers)
+        try:
+            for job, data, error in _progress_over(results, len(jobs), label):
+                if error is not None:
                     failures += 1
-                    _report(f"Error: {exc.message}")
-                except HvqError as exc:
-                    failures += 1
-                    _report(f"Error: {job.source}: {exc}")
+                    _report(f"Error: {error}")
+                    continue
+                with signals_held():  # the count in the interrupt message includes this file
+                    write_output(job.target, data)
+                    written += 1
         except KeyboardInterrupt:
-            _report(f"Interrupted: {len(written)} of {len(jobs)} files written, no partial file left")
+            results.close()
+            _report(f"Interrupted: {written} of {len(jobs)} files written, no partial file left")
             ctx.exit(EXIT_INTERRUPTED)
     if failures:
         if len(jobs) > 1:
@@ -123,36 +163,81 @@ def compress(ctx, inputs, output, output_dir, levels, model_path, force):
         ctx.exit(1)
 
 
+class _JobFailed(HvqError):
+    """One file's failure, its message already naming the file."""
+
+
+def _progress_over(results, total: int, label: str):
+    """A progress bar over a result stream of ``total`` items; silent for one."""
+    if total <= 1:
+        return results
+    from tqdm import tqdm
+
+    return tqdm(results, total=total, desc=label, unit="file", file=sys.stderr)
+
+
 @main.command(epilog=EXIT_CODES)
-@click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
-@output_option("Output image (default: IN.png).")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@output_option("Output image (one input; default: IN.png); - for PNG on standard output (never a terminal); "
+               "FOLDER/ for FOLDER/IN.png.", stdio=True)
+@click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder (IN's name, suffix .png).")
 @click.option("--level", type=int, default=None, help="Level to decode (default: the finest stored).")
 @click.option("--partial", is_flag=True, help="Decode the finest complete level of a truncated file.")
 @model_option
+@threads_option
 @force_option
-def decompress(input, output, level, partial, model_path, force):
-    """Decode a .hvq file to an image; the format follows the output's suffix."""
-    from PIL import Image
+@click.pass_context
+def decompress(ctx, inputs, output, output_dir, level, partial, model_path, threads, force):
+    """Decode .hvq files to images; the format follows the output's suffix.
 
-    output = output or input.with_suffix(".png")
-    image_format = Image.registered_extensions().get(output.suffix.lower())
-    if image_format is None:
-        raise click.BadParameter(f"{output.suffix or 'no suffix'} is not an image format Pillow writes", param_hint="-o")
-    check_target(output, [input], force)
+    Only formats Pillow writes RGB images in are accepted, checked before
+    decoding.  An input of - reads standard input (give -o).  Several files
+    share one loaded model and are decoded side by side, one per thread
+    (--threads); a file that fails is reported and the rest go on.
+    """
+    from hvq.bitstream.container import MAX_FILE_BYTES
+    from hvq.cli.inputs import Job
+
+    if output and output_dir:
+        raise click.BadParameter("give -o/--output or -d/--output-dir, not both")
+    if output and len(inputs) > 1 and not isinstance(output, FolderPath):
+        raise click.BadParameter("-o/--output takes one input; use -d/--output-dir for several")
+    if STDIO in inputs:
+        if len(inputs) > 1:
+            raise click.BadParameter("- (standard input) must be the only input", param_hint="INPUTS")
+        if output is None:
+            raise click.BadParameter("reading standard input needs -o FILE (or -o - for standard output)")
+
+    def target(path: Path) -> Path:
+        default = path.with_suffix(".png")
+        if output_dir:
+            return output_dir / default.name
+        return into_folder(output, path, default.name) or default
+
+    jobs = [Job(path, target(path)) for path in inputs]
+    image_format = "PNG" if jobs[0].target == STDIO else writable_format(jobs[0].target.suffix)
+    if len(jobs) == 1:
+        check_target(jobs[0].target, list(inputs), force, stdout_ok=True)  # before the model loads
     from hvq.codec.runtime.pipeline import Codec
 
     try:
         codec = Codec.for_model(model_path)
-    except HvqError as exc:
-        raise _fail(model_path or "model", exc)
-    with terminate_as_interrupt():
-        try:
-            image = codec.decompress(input, level, partial=partial)
-        except HvqError as exc:
-            raise _fail(input, exc)
+    except HvqError as exc:  # its message names the model file
+        raise click.ClickException(str(exc))
+    threads_plan = ThreadPlan.for_files(threads, len(jobs))
+
+    def work(job):
+        if job in repeated:
+            raise click.ClickException(f"{job.target}: written from another input in this run")
+        check_target(job.target, list(inputs), force, stdout_ok=True)
+        source = read_stdin(MAX_FILE_BYTES) if job.source == STDIO else job.source
+        image = codec.decompress(source, level, partial=partial)
         buffer = io.BytesIO()
         image.save(buffer, format=image_format)
-        write_atomic(output, buffer.getvalue())
+        return buffer.getvalue()
+
+    repeated = _repeated_targets(jobs)
+    _run_batch(ctx, jobs, work, threads_plan, "decompress")
 
 
 @main.command(epilog=EXIT_CODES)
@@ -160,13 +245,14 @@ def decompress(input, output, level, partial, model_path, force):
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object per file (a list for several).")
 @click.pass_context
 def info(ctx, files, as_json):
-    """Show a file's size, model fingerprint and levels; no model needed."""
+    """Show a file's size, model fingerprint and levels; no model needed (- reads standard input)."""
+    from hvq.bitstream.container import MAX_FILE_BYTES
     from hvq.bitstream.info import inspect_file
 
     records, failures = [], 0
     for path in files:
         try:
-            summary = inspect_file(path)
+            summary = inspect_file(read_stdin(MAX_FILE_BYTES) if path == STDIO else path)
         except HvqError as exc:
             failures += 1
             click.echo(f"Error: {path}: {exc}", err=True)
@@ -200,7 +286,7 @@ def _describe(path, s) -> str:
 @main.command(epilog=EXIT_CODES)
 @click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--keep", type=LevelList(), required=True, help="Levels to keep, e.g. 16,8.")
-@output_option("The stripped file.", required=True)
+@output_option("The stripped file; - for standard output; FOLDER/.", required=True, stdio=True)
 @model_option
 @force_option
 def strip(input, keep, output, model_path, force):
@@ -210,21 +296,22 @@ def strip(input, keep, output, model_path, force):
     dropped is re-coded from its indices with the model's prior (the only
     case that loads the model; the transforms never run).
     """
-    from hvq.bitstream.container import read_bytes
+    from hvq.bitstream.container import MAX_FILE_BYTES, read_bytes
     from hvq.bitstream.errors import HvqRecodeNeeded
     from hvq.bitstream.levels import strip as strip_levels
 
-    check_target(output, [input], force)
+    output = into_folder(output, input, input.name)
+    check_target(output, [input], force, stdout_ok=True)
     with terminate_as_interrupt():
         try:
-            data = read_bytes(input)
+            data = read_stdin(MAX_FILE_BYTES) if input == STDIO else read_bytes(input)
             try:
                 stripped = strip_levels(data, keep)
             except HvqRecodeNeeded:
                 stripped = strip_levels(data, keep, _prior_for(data, model_path))
         except HvqError as exc:
             raise _fail(input, exc)
-        write_atomic(output, stripped)
+        write_output(output, stripped)
 
 
 def _prior_for(data: bytes, model_path):

@@ -7,6 +7,7 @@ that ``-o/--output`` is spelt, typed and checked alike everywhere.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -28,12 +29,20 @@ model_option = click.option(
 force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
 
 
-def output_option(help: str | None = None, *, folder: bool = False, dest: str = "output", **settings):
+def output_option(help: str | None = None, *, folder: bool = False, stdio: bool = False, dest: str = "output",
+                  **settings):
     """``-o/--output``: a file (a folder with ``folder``), passed to the command as ``dest``.
 
-    ``settings`` are click's (``required``, ``default``, ``show_default``, ``metavar``).
+    With ``stdio`` the file may also be ``-`` (standard output) or ``FOLDER/``
+    (``OutputPath``).  ``settings`` are click's (``required``, ``default``,
+    ``show_default``, ``metavar``).
     """
-    kind = click.Path(file_okay=False, path_type=Path) if folder else click.Path(dir_okay=False, path_type=Path)
+    if stdio:
+        kind = OutputPath()
+    elif folder:
+        kind = click.Path(file_okay=False, path_type=Path)
+    else:
+        kind = click.Path(dir_okay=False, path_type=Path)
     return click.option("-o", "--output", dest, type=kind, help=help, **settings)
 
 
@@ -58,3 +67,33 @@ class LevelList(click.ParamType):
         if not factors or any(f < 1 for f in factors):
             self.fail(f"{value!r} names no level", param, ctx)
         return factors
+
+
+class FolderPath(type(Path())):
+    """An ``-o`` given with a trailing slash: the folder to write into (made if missing), not a file name."""
+
+
+class OutputPath(click.ParamType):
+    """``-o``: a file, ``-`` (standard output), or ``FOLDER/`` to write into that folder.
+
+    ``Path("out/")`` drops the slash, so ``-o out/`` would write a file named
+    ``out``; the slash is read here, before it is lost.
+    """
+
+    name = "PATH"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, Path):
+            return value
+        text = os.fsdecode(value)
+        if not text:
+            self.fail("is empty", param, ctx)
+        if text.endswith(("/", os.sep)) and text.strip("/" + os.sep):
+            return FolderPath(text)
+        return Path(text)
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads in all (default: torch's, the physical cores or OMP_NUM_THREADS); several files run side by side.",
+)

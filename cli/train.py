@@ -18,7 +18,7 @@ from click.core import ParameterSource
 
 from hvq.bitstream.errors import HvqError
 from hvq.cli.options import EXIT_CODES, LevelList, data_option, force_option, model_option, output_option
-from hvq.cli.output import check_writable
+from hvq.cli.output import check_run_folder, check_writable
 from hvq.codec.model.config import ModelConfig
 from hvq.codec.train.config import CONFIG, TrainConfig
 
@@ -148,6 +148,7 @@ def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_s
                 data=data, model=model, **changes)
     except HvqError as exc:  # a setting refused by ModelConfig or TrainConfig
         raise click.ClickException(str(exc))
+    check_run_folder(run_dir)  # a FIFO or link where the run folder goes
     check_writable(config_path)  # a folder that takes no file is refused now, not after loading the images
 
     bar = None

@@ -79,7 +79,7 @@ def test_two_inputs_for_one_output_keep_the_first(photo, tiny_model_path, tmp_pa
     photo.save(tmp_path / "x.bmp")
     result = run("compress", tmp_path / "x.png", tmp_path / "x.bmp", "-d", tmp_path / "out", "--model", tiny_model_path)
     assert result.exit_code == 1
-    assert "x.hvq: written from another input in this run" in result.output
+    assert f"x.hvq: also the output of {tmp_path / 'x.png'}, an earlier input" in result.output
 
 
 @pytest.mark.parametrize(

@@ -151,8 +151,10 @@ def test_misuse_exits_2(run, photo_file, tmp_path, tiny_model_path):
     assert run("compress", photo_file, "--levels", "x").exit_code == 2
     assert run("compress", photo_file, photo_file, "-o", tmp_path / "x.hvq").exit_code == 2
     assert run("decompress", photo_file, "-o", tmp_path / "x.unknownext").exit_code == 2
-    result = run("compress", photo_file, "--levels", "32", "--model", tiny_model_path)
-    assert result.exit_code == 1 and "model has no level 32" in result.output
+    for levels in ("0", "3", "32"):  # a level no model has and one this model lacks: both misuse
+        result = run("compress", photo_file, "--levels", levels, "--model", tiny_model_path)
+        assert result.exit_code == 2, (levels, result.output)
+    assert "model has no level 32" in result.output
 
 
 def test_help_lists_exit_codes(run):

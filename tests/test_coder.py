@@ -276,6 +276,23 @@ def test_golden_payload():
     assert np.array_equal(decode_indices(bytes.fromhex(GOLDEN_PAYLOAD), GOLDEN_TABLE, (6, 8)), indices)
 
 
+@pytest.mark.parametrize("with_parent", [False, True])
+def test_context_coding_in_blocks_of_cells_is_the_same_stream(monkeypatch, with_parent):
+    """The per-cell tables are built CODING_CELLS at a time (bounded memory); the split cannot change a byte."""
+    from hvq.bitstream import coder
+    from tests.conftest import random_context_prior
+
+    k = 16
+    model = random_context_prior((8, 4), k, seed=3)[4 if with_parent else 8]
+    rng = np.random.default_rng(5)
+    grid = rng.integers(0, k, (30, 42))
+    parent = rng.integers(0, k, (15, 21)) if with_parent else None
+    whole = coder.encode_indices_in_context(grid, model, parent)
+    monkeypatch.setattr(coder, "CODING_CELLS", 7)  # 630 cells: many blocks, the last one short
+    assert coder.encode_indices_in_context(grid, model, parent) == whole
+    assert np.array_equal(coder.decode_indices_in_context(whole, model, parent, grid.shape), grid)
+
+
 # -- the payload ends where its indices end (FORMAT.md 8.3) ------------------------------------
 
 

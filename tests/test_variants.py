@@ -25,7 +25,7 @@ DEFAULT_JSON = (
 
 def _trained_once(**options) -> HierarchicalVQVAE:
     torch.manual_seed(0)
-    net = HierarchicalVQVAE(ModelConfig(**TINY, **options))
+    net = HierarchicalVQVAE(ModelConfig(**{**TINY, **options}))
     net.train()
     net(torch.rand(2, 3, 32, 32))  # k-means initialisation
     return net
@@ -145,3 +145,182 @@ def test_variants_save_load_and_code_like_the_product(tmp_path, photo, overrides
     data = codec.compress(photo)
     for factor in model.config.factors:
         assert np.asarray(codec.decompress(data, factor)).shape == (photo.height, photo.width, 3)
+
+
+# ---- the design study's options (issue 12, benchmarks/design.py) ----
+
+DESIGN_OPTIONS = [
+    {"level_heads": False},
+    {"lookup": "cosine"},
+    {"codebook_balance": "level"},
+    {"stochastic_quantisation": True},
+    {"decoder_blocks": 3},
+    {"shared_tail": True},
+    {"topdown": True},
+    {"code_dim": 4, "lookup": "cosine"},
+]
+
+
+def test_design_options_at_their_defaults_leave_the_config_as_before():
+    defaults = ModelConfig(level_heads=True, lookup="euclidean", codebook_balance="pooled",
+                           stochastic_quantisation=False, decoder_blocks=1, shared_tail=False, topdown=False)
+    assert defaults.to_json() == DEFAULT_JSON
+
+
+def test_design_options_leave_the_default_state_dict_keys_unchanged():
+    """The default model's tensors are named as in the shipped file, so it loads and keeps its fingerprint."""
+    from safetensors import safe_open
+
+    from hvq.codec.runtime.weights import DEFAULT_MODEL, _training_only
+
+    with safe_open(str(DEFAULT_MODEL), "numpy") as f:
+        shipped = {k for k in f.keys() if not k.startswith("prior.")}
+    fresh = {k for k in HierarchicalVQVAE(ModelConfig()).state_dict() if not _training_only(k)}
+    assert fresh == shipped
+
+
+def test_design_option_validation():
+    with pytest.raises(ValueError, match="lookup must be one of"):
+        ModelConfig(lookup="manhattan")
+    with pytest.raises(ValueError, match="codebook_balance must be one of"):
+        ModelConfig(codebook_balance="random")
+    with pytest.raises(ValueError, match="decoder_blocks must be >= 1"):
+        ModelConfig(decoder_blocks=0)
+
+
+@pytest.mark.parametrize("overrides", DESIGN_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_design_options_train_a_step(overrides):
+    net = _trained_once(**overrides)
+    x = torch.rand(2, 3, 32, 32)
+    out = net(x)
+    assert [lv.x_hat.shape for lv in out.levels] == [x.shape] * 3
+    loss = out.vq_loss + sum(F.mse_loss(lv.x_hat, x) for lv in out.levels)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert net.encoder.trunk[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for name, p in net.named_parameters() if name.startswith("decoders."))
+
+
+@pytest.mark.parametrize("overrides", DESIGN_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_design_options_save_load_and_code_like_the_product(tmp_path, photo, overrides):
+    """Every design candidate is a model like any other: exported, loaded, compressed, decompressed."""
+    import numpy as np
+
+    from conftest import make_tiny_model
+    from hvq.codec.runtime.pipeline import Codec
+    from hvq.codec.runtime.weights import load_model
+
+    path = make_tiny_model(tmp_path / "candidate.safetensors", context=True, **overrides)
+    model = load_model(path)
+    assert model.config == ModelConfig(**{**TINY, **overrides})
+    codec = Codec.for_model(model)
+    data = codec.compress(photo)
+    x = torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1)[None].float() / 255
+    for factor in model.config.factors:
+        decoded = np.asarray(codec.decompress(data, factor))
+        assert decoded.shape == (photo.height, photo.width, 3)
+        # the product decodes what the network decodes on the whole padded image
+        padded = F.pad(x, (0, 48 - 45, 0, 48 - 37), mode="replicate")
+        indices = model.net.encode(padded)
+        expected = model.net.decode(indices[factor], factor, indices)[0, :, :37, :45]
+        assert np.abs(decoded.astype(int) - np.asarray(expected.permute(1, 2, 0) * 255).round()).max() <= 1
+
+
+def test_code_space_sharing_pools_the_latent_itself():
+    from hvq.codec.model.encoder import CodeSpaceEncoder
+
+    net = _trained_once(level_heads=False)
+    assert isinstance(net.encoder, CodeSpaceEncoder) and not hasattr(net.encoder, "heads")
+    net.eval()
+    x = torch.rand(1, 3, 32, 32)
+    z4, z8, z16 = net.encoder(x)
+    assert z4.shape == (1, 8, 8, 8) and z8.shape == (1, 8, 4, 4) and z16.shape == (1, 8, 2, 2)
+    assert torch.allclose(net.encoder.downs[0](z4), z8)  # the coarse latent is the fine one, pooled
+
+
+def test_cosine_lookup_puts_latents_and_codewords_on_the_sphere():
+    net = _trained_once(lookup="cosine")
+    norms = net.codebook.embed.norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+    out = net(torch.rand(2, 3, 32, 32))
+    for lv in out.levels:
+        assert torch.allclose(lv.latent.norm(dim=1), torch.ones(()), atol=1e-5)
+    norms = net.codebook.embed.norm(dim=1)  # after the EMA step too
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+
+
+def test_level_weights_give_every_level_the_same_say():
+    from hvq.codec.model.quantizers import level_weights, starved_level
+
+    sizes = [128, 32, 8]
+    weights = level_weights(sizes)
+    assert [w * n for w, n in zip(weights, sizes)] == pytest.approx([56, 56, 56])
+    assert sum(w * n for w, n in zip(weights, sizes)) == pytest.approx(sum(sizes))
+    assert starved_level([torch.arange(10), torch.tensor([1, 1, 2]), torch.arange(4)]) == 1
+
+
+def test_balanced_ema_moves_a_coarse_levels_codeword_as_much_as_a_fine_ones():
+    from hvq.codec.model.codebook import SharedCodebook
+
+    def step(balance: str) -> torch.Tensor:
+        book = SharedCodebook(2, 1, decay=0.0, dead_threshold=0.0, balance=balance)
+        book.embed.copy_(torch.tensor([[0.0], [10.0]]))
+        fine = torch.full((1, 1, 4, 4), 1.0)  # 16 vectors at 1 -> codeword 0
+        coarse = torch.full((1, 1, 1, 1), -1.0)  # 1 vector at -1 -> codeword 0
+        book.update([fine, coarse], [torch.zeros(1, 4, 4, dtype=torch.long), torch.zeros(1, 1, 1, dtype=torch.long)])
+        return book.embed[0, 0]
+
+    assert step("pooled") == pytest.approx((16 - 1) / 17, abs=1e-3)
+    assert step("level") == pytest.approx(0.0, abs=1e-3)  # each level weighs half
+
+
+def test_stochastic_quantisation_samples_in_training_only():
+    net = _trained_once(stochastic_quantisation=True)
+    book = net.codebook
+    z = torch.randn(1, 8, 16, 16)
+    nearest = book.nearest(z.permute(0, 2, 3, 1).reshape(-1, 8)).view(1, 16, 16)
+    book.train()
+    torch.manual_seed(1)
+    sampled = book.quantize(z)[0]
+    assert not torch.equal(sampled, nearest)
+    torch.manual_seed(1)
+    assert torch.equal(book.quantize(z)[0], sampled)  # the training loop's per-step seed replays it
+    book.eval()
+    assert torch.equal(book.quantize(z)[0], nearest)
+
+
+def test_a_topdown_decoder_reads_the_coarser_codes_and_needs_them():
+    net = _trained_once(topdown=True)
+    net.eval()
+    assert [net.parents_needed(f) for f in (4, 8, 16)] == [(8, 16), (16,), ()]
+    x = torch.rand(1, 3, 32, 32)
+    indices = net.encode(x)
+    with pytest.raises(ValueError, match="decodes only with level 8"):
+        net.decode(indices[4], 4)
+    changed = dict(indices)
+    changed[16] = (indices[16] + 1) % 16
+    assert not torch.equal(net.decode(indices[4], 4, indices), net.decode(indices[4], 4, changed))
+    assert torch.equal(net.decode(indices[16], 16), net.decode(indices[16], 16, changed))
+
+
+def test_a_topdown_file_without_its_coarser_levels_is_refused(tmp_path, photo):
+    from conftest import make_tiny_model
+    from hvq.bitstream.errors import HvqModelError
+    from hvq.codec.runtime.pipeline import Codec
+
+    codec = Codec.for_model(make_tiny_model(tmp_path / "topdown.safetensors", topdown=True))
+    data = codec.compress(photo, levels=(4, 16))
+    with pytest.raises(HvqModelError, match="level 4 of this model decodes only with level 8"):
+        codec.decompress(data, 4)
+    assert codec.decompress(data, 16).size == photo.size
+
+
+def test_the_shared_tail_serves_every_level():
+    from hvq.codec.model.decoder import DecoderTail
+
+    net = _trained_once(shared_tail=True, decoder_blocks=2)
+    assert isinstance(net.tail, DecoderTail)
+    x = torch.rand(2, 3, 32, 32)
+    out = net(x)
+    sum(F.mse_loss(lv.x_hat, x) for lv in out.levels).backward()
+    assert all(p.grad is not None for p in net.tail.parameters())

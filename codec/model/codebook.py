@@ -8,6 +8,12 @@ converges faster.  The codebook is initialised by k-means on the first batch
 and codewords that fall out of use are restarted on random encoder outputs, so
 that no codeword stays dead (ideas from vector-quantize-pytorch's Codebook).
 All state lives in registered buffers, so it saves with the weights.
+
+The design study's options (``hvq.codec.model.quantizers``) change how
+latents meet the codewords: ``lookup="cosine"`` l2-normalises both,
+``balance="level"`` weighs every level alike in the EMA and restarts dead
+codewords on the starved level, ``stochastic`` samples indices in training.
+Their defaults are the product's codebook, unchanged.
 """
 
 from __future__ import annotations
@@ -16,18 +22,45 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from hvq.codec.model.quantizers import codeword_spacing, level_weights, normalise, sample_indices, starved_level
+
 
 class SharedCodebook(nn.Module):
-    def __init__(self, size: int, dim: int, decay: float = 0.99, dead_threshold: float = 1.0):
+    """K codewords of dimension D, fitted by EMA to the latents of every level it serves.
+
+    ::
+
+        z[f] (B, D, h, w) --project--> z[f] --nearest--> indices[f] (B, h, w) --lookup--> z_q[f] (B, D, h, w)
+        training only:  (z[f], indices[f]) for all f --update--> EMA of the vectors assigned to each
+                        codeword, then dead codewords restart on fresh vectors
+    """
+
+    def __init__(
+        self,
+        size: int,
+        dim: int,
+        decay: float = 0.99,
+        dead_threshold: float = 1.0,
+        lookup: str = "euclidean",
+        balance: str = "pooled",
+        stochastic: bool = False,
+    ):
         super().__init__()
         self.size = size
         self.dim = dim
         self.decay = decay
         self.dead_threshold = dead_threshold
+        self.cosine = lookup == "cosine"
+        self.balanced = balance == "level"
+        self.stochastic = stochastic
         self.register_buffer("embed", torch.randn(size, dim) * 0.1)  # (K, D)
         self.register_buffer("cluster_size", torch.ones(size))  # EMA count per step
         self.register_buffer("embed_sum", self.embed.clone())  # EMA sum of assigned vectors
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """The latent as the codebook compares it (B, D, H, W): l2-normalised under cosine lookup, else as is."""
+        return normalise(z) if self.cosine else z
 
     def distances(self, flat: torch.Tensor) -> torch.Tensor:
         """Squared distance of each row of ``flat`` (N, D) to every codeword: (N, K)."""
@@ -46,16 +79,30 @@ class SharedCodebook(nn.Module):
         """Nearest codewords for latents z (B, D, H, W): (indices (B, H, W), z_q (B, D, H, W))."""
         b, d, h, w = z.shape
         flat = z.permute(0, 2, 3, 1).reshape(-1, d)
-        indices = self.nearest(flat).view(b, h, w)
+        if self.stochastic and self.training:
+            indices = sample_indices(self.distances(flat), codeword_spacing(self.embed)).view(b, h, w)
+        else:
+            indices = self.nearest(flat).view(b, h, w)
         return indices, self.lookup(indices)
 
     @torch.no_grad()
     def update(self, latents: list[torch.Tensor], indices: list[torch.Tensor]) -> None:
         """EMA step over the vectors of all levels at once, then dead-code restarts."""
-        flat = torch.cat([z.detach().permute(0, 2, 3, 1).reshape(-1, self.dim) for z in latents])
-        idx = torch.cat([i.reshape(-1) for i in indices])
-        counts = torch.bincount(idx, minlength=self.size).to(flat.dtype)
-        sums = torch.zeros_like(self.embed).index_add_(0, idx, flat)
+        rows = [z.detach().permute(0, 2, 3, 1).reshape(-1, self.dim) for z in latents]
+        if self.balanced:
+            # Each level weighs the same, and restarts come from the level using the fewest codewords.
+            counts = torch.zeros(self.size, dtype=rows[0].dtype, device=rows[0].device)
+            sums = torch.zeros_like(self.embed)
+            for weight, level_rows, level_idx in zip(level_weights([r.shape[0] for r in rows]), rows, indices):
+                level_idx = level_idx.reshape(-1)
+                counts += weight * torch.bincount(level_idx, minlength=self.size).to(counts.dtype)
+                sums.index_add_(0, level_idx, level_rows, alpha=weight)
+            flat = rows[starved_level(indices)]
+        else:
+            flat = torch.cat(rows)
+            idx = torch.cat([i.reshape(-1) for i in indices])
+            counts = torch.bincount(idx, minlength=self.size).to(flat.dtype)
+            sums = torch.zeros_like(self.embed).index_add_(0, idx, flat)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(counts)
             dist.all_reduce(sums)
@@ -64,7 +111,8 @@ class SharedCodebook(nn.Module):
         # Laplace smoothing keeps rarely used codewords from dividing by zero.
         n = self.cluster_size.sum()
         smoothed = (self.cluster_size + 1e-5) / (n + self.size * 1e-5) * n
-        self.embed.copy_(self.embed_sum / smoothed[:, None])
+        embed = self.embed_sum / smoothed[:, None]
+        self.embed.copy_(normalise(embed, -1) if self.cosine else embed)
         self._restart_dead(flat)
 
     @torch.no_grad()
@@ -97,6 +145,8 @@ class SharedCodebook(nn.Module):
             sums = torch.zeros_like(centroids).index_add_(0, idx, flat)
             used = counts > 0
             centroids[used] = sums[used] / counts[used, None]
+            if self.cosine:  # spherical k-means: the means back onto the sphere
+                centroids = normalise(centroids, -1)
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(centroids, 0)
             dist.broadcast(counts, 0)

@@ -14,9 +14,24 @@ from hvq.bitstream.errors import HvqConfigError
 
 # The names of hvq.codec.model.layers.DOWNSAMPLERS, here so that the config needs no torch.
 DOWNSAMPLE_KINDS = ("subsample", "avgpool", "conv", "residual")
+# How latents meet the codebook (hvq.codec.model.quantizers): nearest codeword by
+# squared distance (the product's), or by angle after l2-normalising both.
+LOOKUP_KINDS = ("euclidean", "cosine")
+# How the codebook's EMA weighs the levels: every vector alike (the product's), or each level alike.
+BALANCE_KINDS = ("pooled", "level")
 # Fields added after hvq 0.1; their defaults are what every earlier model was, so
 # to_json leaves them out at their defaults and earlier fingerprints still hold.
-ADDED_AFTER_0_1 = ("downsample", "shared_codebook")
+ADDED_AFTER_0_1 = (
+    "downsample",
+    "shared_codebook",
+    "level_heads",
+    "lookup",
+    "codebook_balance",
+    "stochastic_quantisation",
+    "decoder_blocks",
+    "shared_tail",
+    "topdown",
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,30 @@ class ModelConfig:
     exist for the ablation; ``to_json`` leaves them out while they hold their
     defaults, so the config of every model made before them, and its
     fingerprint, is unchanged.
+
+    The options of the design study for model v2 (``benchmarks/design.py``,
+    issue 12), one behaviour each and likewise left out of the JSON at their
+    defaults:
+
+    - ``level_heads`` False: no head per level; one head at 1/4 maps the
+      trunk into the code space and the DownSample chain pools the code-space
+      latent itself (seed 002's sharing: every level is an average of the same
+      vectors, so all levels fall in one region of the codebook);
+    - ``lookup`` "cosine": latents and codewords are l2-normalised before the
+      nearest-codeword search (pooling shrinks coarse vectors' norms; on the
+      sphere it cannot);
+    - ``codebook_balance`` "level": each level weighs the same in the EMA
+      (level 4 has 16x the vectors of level 16), and dead codewords restart
+      on vectors of the level that uses the fewest codewords;
+    - ``stochastic_quantisation``: training draws each index from a softmax
+      over negative distances (SQ-VAE, seed 001); inference stays nearest-codeword;
+    - ``decoder_blocks``: residual blocks at each level's own grid (1 today);
+    - ``shared_tail``: the decoders share everything from 1/4 to full
+      resolution; each level keeps its own part down to 1/4;
+    - ``topdown``: a finer level's decoder also reads the coarser levels'
+      codewords, which the file stores before it (VQ-VAE-2's injected
+      top-down decoding); such a model decodes level f only from a file that
+      holds every coarser level.
     """
 
     codebook_size: int = 512
@@ -54,6 +93,13 @@ class ModelConfig:
     dead_code_threshold: float = 1.0  # EMA uses per step below which a code is restarted
     downsample: str = "residual"  # how the encoder halves a grid: a key of DOWNSAMPLERS
     shared_codebook: bool = True  # False: one codebook per level (ablation only)
+    level_heads: bool = True  # False: one head at 1/4, the chain pools the code-space latent
+    lookup: str = "euclidean"  # a key of LOOKUP_KINDS
+    codebook_balance: str = "pooled"  # a key of BALANCE_KINDS
+    stochastic_quantisation: bool = False  # training only: sample indices (SQ-VAE)
+    decoder_blocks: int = 1  # residual blocks at each level's own grid
+    shared_tail: bool = False  # one decoder tail from 1/4 to the image, for every level
+    topdown: bool = False  # finer decoders also read the coarser levels' codewords
 
     def __post_init__(self) -> None:
         """Refuse sizes no network can be built from (``HvqConfigError``).
@@ -73,6 +119,12 @@ class ModelConfig:
             raise HvqConfigError("factors must run fine to coarse without repeats: 4, 8, 16, ...")
         if self.downsample not in DOWNSAMPLE_KINDS:
             raise HvqConfigError(f"downsample must be one of {', '.join(DOWNSAMPLE_KINDS)}")
+        if self.lookup not in LOOKUP_KINDS:
+            raise HvqConfigError(f"lookup must be one of {', '.join(LOOKUP_KINDS)}")
+        if self.codebook_balance not in BALANCE_KINDS:
+            raise HvqConfigError(f"codebook_balance must be one of {', '.join(BALANCE_KINDS)}")
+        if self.decoder_blocks < 1:
+            raise HvqConfigError("decoder_blocks must be >= 1")
         if not 2 <= self.codebook_size <= 65536:
             raise HvqConfigError("codebook_size must be in [2, 65536]")
         widths = dict(self.decoder_channels)

@@ -8,6 +8,12 @@ With ``config.shared_codebook`` False (the ablation's baseline, not the
 product) each level quantises with a codebook of its own, ``codebooks[f]``,
 fitted to that level's latents alone; ``codebook_of(f)`` hides the difference.
 
+The design study's options (``ModelConfig``) plug in here: ``level_heads``
+False picks ``CodeSpaceEncoder``; ``shared_tail`` adds one ``DecoderTail``
+after every level's decoder; ``topdown`` feeds each level's decoder the
+coarser levels' codewords too (``hvq.codec.model.topdown``), so
+``decode`` then needs them as ``parents``.
+
 ``forward`` serves training (every level's reconstruction and VQ terms; the
 distortion part of the objective lives in ``hvq.codec.train.objective``);
 ``encode`` and ``decode`` are what the codec runs, in eval mode and without
@@ -25,8 +31,9 @@ from torch import nn
 
 from hvq.codec.model.codebook import SharedCodebook
 from hvq.codec.model.config import ModelConfig
-from hvq.codec.model.decoder import LevelDecoder
-from hvq.codec.model.encoder import Encoder
+from hvq.codec.model.decoder import DecoderTail, LevelDecoder
+from hvq.codec.model.encoder import CodeSpaceEncoder, Encoder
+from hvq.codec.model.topdown import coarser_levels, topdown_input
 
 
 @dataclass(frozen=True)
@@ -48,19 +55,44 @@ class ForwardOutput:
 
 
 class HierarchicalVQVAE(nn.Module):
+    """Encoder, codebook(s) and one decoder per level.
+
+    ::
+
+        x (B, 3, H, W) --encoder--> z[f] --codebook_of(f).project, quantize--> indices[f], z_q[f]
+                       --decoders[f] (--tail, when shared)--> x_hat[f] (B, 3, H, W)
+    """
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config)
+        self.encoder = Encoder(config) if config.level_heads else CodeSpaceEncoder(config)
         if config.shared_codebook:
             self.codebook = self._new_codebook()
         else:
             self.codebooks = nn.ModuleDict({str(f): self._new_codebook() for f in config.factors})
-        self.decoders = nn.ModuleDict({str(f): LevelDecoder(config, f) for f in config.factors})
+        d = config.code_dim
+        self.decoders = nn.ModuleDict({
+            str(f): LevelDecoder(config, f, d * (1 + len(coarser_levels(config.factors, f))) if config.topdown else d)
+            for f in config.factors
+        })
+        if config.shared_tail:
+            self.tail = DecoderTail(config)
 
     def _new_codebook(self) -> SharedCodebook:
         c = self.config
-        return SharedCodebook(c.codebook_size, c.code_dim, c.ema_decay, c.dead_code_threshold)
+        return SharedCodebook(c.codebook_size, c.code_dim, c.ema_decay, c.dead_code_threshold,
+                              c.lookup, c.codebook_balance, c.stochastic_quantisation)
+
+    def _latents(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every level's latent as its codebook compares it: x (B, 3, H, W) in [0, 1] -> [z (B, D, H/f, W/f)]."""
+        return [self.codebook_of(f).project(z) for f, z in zip(self.config.factors, self.encoder(x - 0.5))]
+
+    def _synthesise(self, z_q: dict[int, torch.Tensor], factor: int) -> torch.Tensor:
+        """Level ``factor``'s decoder (and the shared tail) on its codewords: unclamped x_hat - 0.5."""
+        z = topdown_input(z_q, factor, self.config.factors) if self.config.topdown else z_q[factor]
+        h = self.decoders[str(factor)](z)
+        return self.tail(h) if self.config.shared_tail else h
 
     def codebook_of(self, factor: int) -> SharedCodebook:
         """The codebook that level ``factor`` quantises with."""
@@ -78,7 +110,7 @@ class HierarchicalVQVAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> ForwardOutput:
         """Training pass: x (B, 3, H, W) in [0, 1] -> every level's reconstruction and VQ terms."""
-        latents = self.encoder(x - 0.5)
+        latents = self._latents(x)
         groups = self.codebook_groups()
         if self.training:
             for codebook, members in groups:
@@ -91,11 +123,12 @@ class HierarchicalVQVAE(nn.Module):
                 codebook.update([latents[i] for i in members], [quantised[i][0] for i in members])
         levels = []
         total = x.new_zeros(())
+        # straight-through estimator: the decoders see codewords, the encoder gets their gradients
+        z_st = {f: z + (z_q - z).detach() for f, z, (_, z_q) in zip(self.config.factors, latents, quantised)}
         for factor, z, (indices, z_q) in zip(self.config.factors, latents, quantised):
             codebook_term = F.mse_loss(z_q, z.detach())
             commitment = F.mse_loss(z, z_q.detach())
-            z_st = z + (z_q - z).detach()  # straight-through estimator
-            x_hat = self.decoders[str(factor)](z_st) + 0.5
+            x_hat = self._synthesise(z_st, factor) + 0.5
             # The codebook term carries no gradient under EMA updates; it is part
             # of the reported loss so runs stay comparable with gradient codebooks.
             total = total + codebook_term.detach() + self.config.commitment_beta * commitment
@@ -105,11 +138,23 @@ class HierarchicalVQVAE(nn.Module):
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         """Codebook indices of every level: x (B, 3, H, W) in [0, 1] -> {factor: (B, H/f, W/f) int64}."""
-        latents = self.encoder(x - 0.5)
+        latents = self._latents(x)
         return {f: self.codebook_of(f).quantize(z)[0] for f, z in zip(self.config.factors, latents)}
 
+    def parents_needed(self, factor: int) -> tuple[int, ...]:
+        """The coarser levels whose indices ``decode`` needs beside level ``factor``'s (none unless top-down)."""
+        return coarser_levels(self.config.factors, factor) if self.config.topdown else ()
+
     @torch.no_grad()
-    def decode(self, indices: torch.Tensor, factor: int) -> torch.Tensor:
-        """Reconstruction from one level: indices (B, H/f, W/f) -> x_hat (B, 3, H, W) in [0, 1]."""
-        z_q = self.codebook_of(factor).lookup(indices)
-        return (self.decoders[str(factor)](z_q) + 0.5).clamp_(0.0, 1.0)
+    def decode(self, indices: torch.Tensor, factor: int, parents: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """Reconstruction from one level: indices (B, H/f, W/f) -> x_hat (B, 3, H, W) in [0, 1].
+
+        A top-down model also needs ``parents``: the indices of every level in
+        ``parents_needed(factor)``, by factor, on grids covering the same region.
+        """
+        z_q = {factor: self.codebook_of(factor).lookup(indices)}
+        for g in self.parents_needed(factor):
+            if parents is None or g not in parents:
+                raise ValueError(f"level {factor} of a top-down model decodes only with level {g}'s indices")
+            z_q[g] = self.codebook_of(g).lookup(parents[g])
+        return (self._synthesise(z_q, factor) + 0.5).clamp_(0.0, 1.0)

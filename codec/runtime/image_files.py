@@ -17,6 +17,7 @@ command line's input planning and must start instantly.
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -37,11 +38,25 @@ def _is_hidden(path: Path, root: Path) -> bool:
 
 
 def images_in(folder: Path) -> list[Path]:
-    """The image files under ``folder``, at any depth, sorted (empty when there are none)."""
+    """The image files under ``folder``, at any depth, sorted (empty when there are none).
+
+    Symbolic links to files and folders are followed; each real folder is
+    searched once, so a link back up the tree cannot loop.
+    """
     suffixes = image_suffixes()
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes and not _is_hidden(p, folder)
-    )
+    found, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        here = os.stat(root)
+        if (here.st_dev, here.st_ino) in seen:  # a link back up the tree, or a second link to one folder
+            dirs[:] = []
+            continue
+        seen.add((here.st_dev, here.st_ino))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(root, name)
+            if not name.startswith(".") and path.suffix.lower() in suffixes and path.is_file():
+                found.append(path)
+    return sorted(found)
 
 
 def list_images(folders: list[str] | tuple[str, ...]) -> list[Path]:

@@ -4,11 +4,19 @@ What hvq codes is 8-bit RGB.  Other inputs are converted as follows (README,
 "Inputs"):
 
 - EXIF orientation is applied first, so the output looks as viewers show the input.
+- An embedded ICC profile other than sRGB is converted to sRGB (littlecms,
+  perceptual intent), since the file stores no profile; a profile that cannot
+  be applied is dropped with a warning (``HvqImageWarning``).
+- Only the first frame of an animation or multi-page file is coded, with a warning.
 - Grayscale (L, 1), palette (P), CMYK, YCbCr and LAB become RGB through Pillow.
-- 16-bit grayscale (I;16*, I) is scaled to 8 bits (value / 257, rounded).
-- An alpha channel that is fully opaque is dropped; real transparency is
-  refused, because flattening it onto a background would silently change
-  the picture.  Flatten it yourself first.
+- 16-bit samples keep their high byte (value >> 8), gray as Pillow does for
+  16-bit colour, so a gray picture gives the same pixels in either layout.
+  Mode I (32-bit integers, no declared depth) is read by its range: values
+  within 0..255 are 8-bit, within 0..65535 16-bit; others are refused.
+- An alpha channel that is fully opaque is dropped, and so is a colour-key
+  transparency (PNG tRNS) that no pixel matches; real transparency, by an
+  alpha channel or a colour key, is refused, because flattening it onto a
+  background would silently change the picture.  Flatten it yourself first.
 - Float images (mode F) are refused.
 
 Sides are padded on the bottom and right, by repeating the last row and
@@ -18,6 +26,8 @@ image is cropped back: the output always has the input's size.
 
 from __future__ import annotations
 
+import io
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,8 +44,12 @@ if TYPE_CHECKING:
 # torch is imported by the three tensor functions, not here: reading an image
 # needs none, and the classical codecs' bench workers read images only.
 
-_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
-_SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}  # RGBa, La: premultiplied, alpha band "a"
+_SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
+
+
+class HvqImageWarning(UserWarning):
+    """Something of the input that hvq cannot keep (later frames, an unusable ICC profile)."""
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:
@@ -47,16 +61,26 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def load_image(source: Image.Image | str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Return the input as an 8-bit RGB image, converted as documented above."""
+def load_image(source, max_pixels: int = MAX_PIXELS, name: str | None = None) -> Image.Image:
+    """Return the input (a PIL image, a path or a binary file object) as 8-bit RGB, converted as documented above.
+
+    ``name`` names the input in warnings (default: the path, or "image").
+    """
+    if name is None:
+        name = str(source) if isinstance(source, (str, Path)) else "image"
     if isinstance(source, Image.Image):
         _check_size(*source.size, max_pixels)
-        return to_rgb(source)
+        return to_rgb(source, name)
     with pillow_errors():
-        with Image.open(source) as im:  # reads the header only
+        with warnings.catch_warnings():
+            # hvq's own limit is checked the next moment, in one line; Pillow's
+            # three-line warning for 89 M pixels and more would come first.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(source)  # reads the header only
+        with im:
             _check_size(*im.size, max_pixels)  # before any pixel is decoded
             im.load()
-            return to_rgb(im)
+            return to_rgb(im, name)
 
 
 @contextmanager
@@ -76,26 +100,92 @@ def pillow_errors():
         raise HvqImageError(f"cannot read image: {exc}") from None
 
 
-def to_rgb(im: Image.Image) -> Image.Image:
+def _warn(message: str) -> None:
+    warnings.warn(message, HvqImageWarning, stacklevel=4)
+
+
+def to_rgb(im: Image.Image, name: str = "image") -> Image.Image:
+    """8-bit RGB of ``im`` (converted as the module docstring says); ``name`` is for warnings."""
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        _warn(f"{name}: has {frames} frames or pages; only the first is coded")
     im = ImageOps.exif_transpose(im)
+    _refuse_transparency(im)
+    im = _to_srgb(im, name)
     if im.mode == "RGB":
         return im.copy()
-    if im.mode in _SIXTEEN_BIT:
+    if im.mode in _SIXTEEN_BIT or im.mode == "I":
         wide = np.asarray(im, dtype=np.int64)
-        narrow = np.clip((wide + 128) // 257, 0, 255).astype(np.uint8)
-        return Image.fromarray(narrow, "L").convert("RGB")
+        if im.mode == "I" and wide.size and (wide.min() < 0 or wide.max() > 65535):
+            raise HvqImageError(
+                f"mode I values span {wide.min()}..{wide.max()}; hvq reads 8-bit (0..255) or 16-bit (0..65535) samples"
+            )
+        if im.mode in _SIXTEEN_BIT or (wide.size and wide.max() > 255):
+            wide >>= 8  # the high byte, as Pillow narrows 16-bit colour
+        return Image.fromarray(wide.astype(np.uint8), "L").convert("RGB")
     if im.mode == "F":
         raise HvqImageError("floating-point images (mode F) are not supported")
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    if im.mode in _ALPHA_MODES:
-        alpha = np.asarray(im.getchannel("A"))
-        if alpha.min() < 255:
-            raise HvqImageError("image has transparency; hvq codes opaque RGB only (flatten it first)")
+    if im.mode in ("RGBa", "La"):  # premultiplied: opaque, so the colours are the stored ones
+        im = im.convert("LA" if im.mode == "La" else "RGBA")
     try:
         return im.convert("RGB")
     except ValueError as exc:
         raise HvqImageError(f"cannot convert mode {im.mode} to RGB: {exc}") from None
+
+
+_TRANSPARENCY = "image has transparency; hvq codes opaque RGB only (flatten it first)"
+
+
+def _refuse_transparency(im: Image.Image) -> None:
+    """Refuse an image any pixel of which is not opaque: by its alpha band or by a colour key (tRNS)."""
+    if im.mode in _ALPHA_MODES:
+        band = "a" if im.mode in ("RGBa", "La") else "A"
+        if np.asarray(im.getchannel(band)).min() < 255:
+            raise HvqImageError(_TRANSPARENCY)
+        return
+    key = im.info.get("transparency")
+    if key is None:
+        return
+    if im.mode == "P":  # a palette's alpha table: let Pillow apply it
+        if np.asarray(im.convert("RGBA").getchannel("A")).min() < 255:
+            raise HvqImageError(_TRANSPARENCY)
+        return
+    pixels = np.asarray(im)
+    if isinstance(key, tuple):  # RGB: one colour is transparent
+        hit = pixels.ndim == 3 and pixels.shape[-1] == len(key) and bool((pixels == np.asarray(key)).all(-1).any())
+    elif isinstance(key, (int, np.integer)):  # gray: one level is transparent
+        hit = pixels.ndim == 2 and bool((pixels.astype(np.int64) == int(key)).any())
+    else:  # a key in a form Pillow does not document (bytes of another mode): ignored as Pillow does
+        hit = False
+    if hit:
+        raise HvqImageError(_TRANSPARENCY + " (its colour key matches pixels)")
+
+
+
+
+def _to_srgb(im: Image.Image, name: str) -> Image.Image:
+    """The image in sRGB, through its embedded ICC profile when it has one that is not sRGB."""
+    icc = im.info.get("icc_profile")
+    if not icc:
+        return im
+    from PIL import ImageCms
+
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        description = (ImageCms.getProfileDescription(profile) or "").strip()
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        _warn(f"{name}: its ICC profile cannot be read and is dropped; colours are coded as if sRGB")
+        return im
+    if description.lower().startswith("srgb") and "linear" not in description.lower():
+        return im  # sRGB already ("sRGB IEC61966-2.1", "sRGB built-in"): what hvq decodes to
+    if im.mode not in ("RGB", "L", "CMYK"):
+        _warn(f"{name}: its ICC profile ({description}) is dropped for mode {im.mode}; colours are coded as if sRGB")
+        return im
+    try:
+        return ImageCms.profileToProfile(im, profile, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+        _warn(f"{name}: its ICC profile ({description}) cannot be applied ({exc}); colours are coded as if sRGB")
+        return im
 
 
 def to_tensor(pixels: Image.Image | np.ndarray) -> torch.Tensor:

@@ -93,10 +93,19 @@ class Codec:
         parsed = parse(read_bytes(data))
         self.check_file(parsed)
         factor = self._choose_level(parsed, level, partial)
-        grid = decode_grid(parsed, factor, self.model.prior)
+        decoded: dict = {}
+        grid = decode_grid(parsed, factor, self.model.prior, decoded)
+        parents = {g: self._parent_grid(parsed, factor, g, decoded) for g in self.model.net.parents_needed(factor)}
         header = parsed.header
-        pixels = decode_tiled(self.model.net, grid, factor, header.width, header.height, self.tile)
+        pixels = decode_tiled(self.model.net, grid, factor, header.width, header.height, self.tile, parents)
         return Image.fromarray(pixels, "RGB")
+
+    def _parent_grid(self, parsed: ParsedFile, factor: int, parent: int, decoded: dict) -> np.ndarray:
+        """A coarser level that a top-down model's decoder of ``factor`` reads (``net.parents_needed``)."""
+        if all(chunk.factor != parent for chunk in parsed.levels):
+            raise HvqModelError(f"level {factor} of this model decodes only with level {parent}, "
+                                "which the file does not hold")
+        return decode_grid(parsed, parent, self.model.prior, decoded)
 
     def check_file(self, parsed: ParsedFile) -> None:
         """Refuse a file made with another model before decoding anything."""

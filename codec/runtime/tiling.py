@@ -81,6 +81,7 @@ def check_tile(tile: int, multiple: int) -> int:
     return tile
 
 
+@torch.inference_mode()  # no autograd bookkeeping at all (the nets' no_grad still records versions)
 def encode_tiled(net, padded: np.ndarray, tile: int = DEFAULT_TILE) -> dict[int, np.ndarray]:
     """Index grids of every level for a padded uint8 (H, W, 3) image, one window at a time."""
     m = net.config.max_factor
@@ -98,22 +99,48 @@ def encode_tiled(net, padded: np.ndarray, tile: int = DEFAULT_TILE) -> dict[int,
     return grids
 
 
-def decode_tiled(net, grid: np.ndarray, factor: int, width: int, height: int, tile: int = DEFAULT_TILE) -> np.ndarray:
+def decoder_halo_cells(net, factor: int, parents) -> int:
+    """Context in grid cells around a decoder tile.
+
+    Each residual block at the level's own grid beyond the product's one
+    (``ModelConfig.decoder_blocks``) widens the receptive field by 2 cells.
+    With parents (a top-down model) the halo is a whole number of the
+    coarsest parent's cells, so every window starts on the parents' grids too.
+    """
+    cells = DECODER_HALO_CELLS + 2 * (net.config.decoder_blocks - 1)
+    if parents:
+        ratio = max(parents) // factor
+        cells = -(-cells // ratio) * ratio
+    return cells
+
+
+@torch.inference_mode()
+def decode_tiled(net, grid: np.ndarray, factor: int, width: int, height: int, tile: int = DEFAULT_TILE,
+                 parents: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """The (height, width, 3) uint8 image of one level's index grid, one window at a time.
 
     Windows are cut on the grid (tile and halo in cells); each decoded
     window is cropped to its tile and rounded to 8 bits (``to_pixels``).
+    ``parents`` ({factor: grid}) are the coarser levels a top-down model's
+    decoder also reads (``net.parents_needed``); they are cut to the same windows.
     """
     check_tile(tile, net.config.max_factor)
     cells = max(1, tile // factor)
     rows, cols = grid.shape
     out = np.empty((height, width, 3), dtype=np.uint8)
-    for w in windows(rows, cols, cells, DECODER_HALO_CELLS):
+    for w in windows(rows, cols, cells, decoder_halo_cells(net, factor, parents)):
         top, left = w.top * factor, w.left * factor
         if top >= height or left >= width:
             continue  # a tile wholly in the padding
         window = torch.from_numpy(grid[w.win_top : w.win_bottom, w.win_left : w.win_right].astype(np.int64))[None]
-        x_hat = net.decode(window, factor)[0]
+        parent_windows = None
+        if parents:
+            parent_windows = {
+                g: torch.from_numpy(p[w.win_top * factor // g : w.win_bottom * factor // g,
+                                      w.win_left * factor // g : w.win_right * factor // g].astype(np.int64))[None]
+                for g, p in parents.items()
+            }
+        x_hat = net.decode(window, factor, parent_windows)[0]
         y0, x0 = (w.top - w.win_top) * factor, (w.left - w.win_left) * factor
         bottom, right = min(w.bottom * factor, height), min(w.right * factor, width)
         out[top:bottom, left:right] = to_pixels(x_hat[:, y0 : y0 + bottom - top, x0 : x0 + right - left])

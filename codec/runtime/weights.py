@@ -20,15 +20,16 @@ they are widened to float32 on load, so inference is float32 everywhere.
 from __future__ import annotations
 
 import hashlib
-import json
+import os
+import stat
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.numpy import load as load_numpy
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save as save_numpy
 
 from hvq.bitstream.context import LevelContextModel
@@ -127,85 +128,115 @@ def save_model(
         tensors.update(extra)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(save_numpy(tensors, metadata=metadata))
-    tmp.replace(path)
+    # A short fixed prefix: NAME + a suffix could pass the 255-byte name limit a legal NAME stays under.
+    fd, tmp = tempfile.mkstemp(prefix=".hvq-model.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(save_numpy(tensors, metadata=metadata))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a model file gets the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return fp
 
 
-def _read_metadata(raw: bytes, name: str) -> dict:
-    # safetensors layout: u64 little-endian header length, then a JSON header.
-    if len(raw) < 8:
-        raise HvqModelError(f"{name}: not a safetensors model file")
-    length = int.from_bytes(raw[:8], "little")
-    if length > len(raw) - 8:
-        raise HvqModelError(f"{name}: not a safetensors model file")
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """The metadata and tensors of a safetensors file; any fault is an ``HvqModelError`` (no name: the caller adds it)."""
     try:
-        header = json.loads(raw[8 : 8 + length])
-    except ValueError:
-        raise HvqModelError(f"{name}: not a safetensors model file") from None
-    return header.get("__metadata__") or {}
+        info = os.stat(path)
+    except OSError as exc:
+        raise HvqModelError(f"cannot read model: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would block, /dev/zero never ends
+        raise HvqModelError("cannot read model: not a regular file")
+    if info.st_size > MAX_MODEL_BYTES:
+        raise HvqModelError(f"model file exceeds {MAX_MODEL_BYTES} bytes")
+    try:
+        with safe_open(path, framework="numpy") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != "hvq-model":
+                raise HvqModelError("not an hvq model file")
+            return meta, {name: f.get_tensor(name) for name in f.keys()}
+    except SafetensorError:  # the header: not JSON, not a map, a metadata value that is not a string, bad offsets
+        raise HvqModelError("not a safetensors model file") from None
+    except OSError as exc:
+        raise HvqModelError(f"cannot read model: {exc.strerror or exc}") from None
+
+
+def _check_sizes(config: ModelConfig) -> None:
+    """Refuse sizes no network has (a file whose fingerprint matches may still hold ``code_dim: -1``)."""
+    sizes = {"codebook_size": config.codebook_size, "code_dim": config.code_dim}
+    sizes.update({f"encoder_channels[{i}]": c for i, c in enumerate(config.encoder_channels)})
+    sizes.update({f"decoder_channels[{f}]": c for f, c in config.decoder_channels})
+    for field, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise HvqModelError(f"config {field} is {value!r}, not a positive integer")
 
 
 def load_model(path: str | Path | None = None) -> LoadedModel:
-    """Load a deployable model (default: the one shipped in the package); cached per path."""
-    resolved = (Path(path) if path is not None else DEFAULT_MODEL).resolve()
+    """Load a deployable model (default: the one shipped in the package); cached per path.
+
+    Every fault is an ``HvqModelError`` whose message starts with the path as
+    given (or the shipped model's file name), once.
+    """
+    resolved = os.path.realpath(path if path is not None else DEFAULT_MODEL)  # a loop of links: named by stat
     try:
-        stat = resolved.stat()
-        version = (stat.st_mtime_ns, stat.st_size)  # a file rewritten in place is loaded again
+        stat_ = os.stat(resolved)
+        version = (stat_.st_mtime_ns, stat_.st_size)  # a file rewritten in place is loaded again
     except OSError:
         version = None  # _load_cached reports it
-    return _load_cached(str(resolved), version)
+    try:
+        return _load_cached(resolved, version)
+    except HvqModelError as exc:
+        name = DEFAULT_MODEL.name if path is None else (str(path) or repr(str(path)))
+        raise HvqModelError(f"{name}: {exc}") from None
 
 
 @lru_cache(maxsize=4)
 def _load_cached(path: str, version=None) -> LoadedModel:
-    name = Path(path).name
-    try:
-        if Path(path).stat().st_size > MAX_MODEL_BYTES:
-            raise HvqModelError(f"{name}: model file exceeds {MAX_MODEL_BYTES} bytes")
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise HvqModelError(f"{name}: cannot read model: {exc.strerror or exc}") from None
-    meta = _read_metadata(raw, name)
-    if meta.get("format") != "hvq-model":
-        raise HvqModelError(f"{name}: not an hvq model file")
+    meta, tensors = _read(path)
     try:
         version = int(meta.get("model_file_version", "0"))
     except ValueError:
         version = 0
     if version > MODEL_FILE_VERSION:
         raise HvqModelError(
-            f"{name}: model file version {version} is newer than this hvq reads ({MODEL_FILE_VERSION}); upgrade hvq"
+            f"model file version {version} is newer than this hvq reads ({MODEL_FILE_VERSION}); upgrade hvq"
         )
     if version < 1:
-        raise HvqModelError(f"{name}: model file version is missing or invalid")
+        raise HvqModelError("model file version is missing or invalid")
     try:
-        tensors = load_numpy(raw)
         config = ModelConfig.from_json(meta["config"])
-    except (SafetensorError, KeyError, ValueError, TypeError) as exc:
-        raise HvqModelError(f"{name}: damaged model file: {exc}") from None
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise HvqModelError(f"damaged model file: config: {exc}") from None
     extra = {k: tensors.pop(k) for k in list(tensors) if k.startswith(CONTEXT_PREFIX)}
     fp = fingerprint(tensors, meta["config"])
     if fp.hex() != meta.get("fingerprint"):
-        raise HvqModelError(f"{name}: fingerprint {fp.hex()} does not match its metadata {meta.get('fingerprint')}")
+        raise HvqModelError(f"fingerprint {fp.hex()} does not match its metadata {meta.get('fingerprint')}")
     context_fp = prior_fingerprint(extra)
     if extra and context_fp.hex() != meta.get("prior_fingerprint"):
         raise HvqModelError(
-            f"{name}: prior fingerprint {context_fp.hex()} does not match its metadata {meta.get('prior_fingerprint')}"
+            f"prior fingerprint {context_fp.hex()} does not match its metadata {meta.get('prior_fingerprint')}"
         )
+    _check_sizes(config)
+    prior = PriorTables.from_tensors({**tensors, **extra}, config.factors, config.codebook_size, context_fp)
     try:
-        prior = PriorTables.from_tensors({**tensors, **extra}, config.factors, config.codebook_size, context_fp)
-    except HvqModelError as exc:
-        raise HvqModelError(f"{name}: {exc}") from None
-    net = HierarchicalVQVAE(config)
+        net = HierarchicalVQVAE(config)
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as exc:  # a consistent file with sizes no net has
+        raise HvqModelError(f"its config builds no network ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     state = {k: torch.from_numpy(v.astype(np.float32)) for k, v in tensors.items() if not k.startswith(STATIC_PREFIX)}
     try:
         missing, unexpected = net.load_state_dict(state, strict=False)
     except RuntimeError as exc:
-        raise HvqModelError(f"{name}: weights do not fit the config: {str(exc).splitlines()[0]}") from None
+        raise HvqModelError(f"weights do not fit the config: {str(exc).splitlines()[0]}") from None
     if unexpected or [name for name in missing if not _training_only(name)]:
-        raise HvqModelError(f"{name}: weights do not fit the config (missing {missing}, unexpected {unexpected})")
+        raise HvqModelError(f"weights do not fit the config (missing {missing}, unexpected {unexpected})")
     for codebook, _ in net.codebook_groups():
         codebook.initialised.fill_(True)
     net.eval()

@@ -89,9 +89,10 @@ def validate(model: HierarchicalVQVAE, images: list[torch.Tensor], train_counts:
         x = image.to(device)
         h, w = x.shape[-2:]
         padded = pad_to_multiple(x, model.config.max_factor)
-        for factor, indices in model.encode(padded).items():
+        encoded = model.encode(padded)
+        for factor, indices in encoded.items():
             counts[factor] += np.bincount(indices.reshape(-1).cpu().numpy(), minlength=size)
-            x_hat = model.decode(indices, factor)[..., :h, :w]
+            x_hat = model.decode(indices, factor, encoded)[..., :h, :w]  # top-down models read the coarser levels
             x_hat = torch.round(x_hat * 255) / 255  # score what a decoded 8-bit file holds
             l1[factor].append(torch.mean(torch.abs(x_hat - x)).item())
             psnr[factor].append(psnr_from_mse(torch.mean((x_hat - x) ** 2).item()))
