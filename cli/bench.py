@@ -15,14 +15,18 @@ import click
 from hvq.cli.options import EXIT_CODES, force_option, model_option, output_option
 from hvq.cli.output import terminate_as_interrupt, write_atomic
 
-ALL_CODECS = ("hvq", "jpeg", "webp", "avif", "jpeg2000", "jpegxl")
-RD_FILES = ("rd.json", "rd_per_image.csv", "rd_mean.csv", "rd.md", "rd_psnr.png", "rd_msssim.png")
+# hvq, the full-size codecs, then the downscale + codec baselines (evaluation.classical.CODECS, in order)
+ALL_CODECS = ("hvq", "jpeg", "webp", "avif", "jpeg2000", "jpegxl",
+              "avif-down2", "avif-down4", "avif-down8", "webp-down2", "webp-down4", "webp-down8")
+RD_FILES = ("rd.json", "rd_per_image.csv", "rd_mean.csv", "rd.md", "rd_psnr.png", "rd_msssim.png",
+            "rd_ssimulacra2.png")
 SPEED_FILES = ("speed.json", "speed.md")
 
 EPILOG = """\b
-Writes to RESULTS_DIR: rd.json, rd_per_image.csv, rd_mean.csv, rd.md (means
-and BD deltas of hvq against each codec), rd_psnr.png, rd_msssim.png; with
---speed, speed.json and speed.md.
+Writes to RESULTS_DIR: rd.json, rd_per_image.csv, rd_mean.csv, rd.md (means,
+hvq against the best alternative at its rates, BD deltas of hvq against
+each codec), rd_psnr.png, rd_msssim.png, rd_ssimulacra2.png; with --speed,
+speed.json and speed.md.
 
 """ + EXIT_CODES
 
@@ -65,6 +69,23 @@ class Sweep(click.ParamType):
         return name, numbers
 
 
+class Qualities(click.ParamType):
+    """Q1,Q2,...: values 0-100 of hvq's quality setting."""
+
+    name = "Q1,Q2,..."
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            numbers = tuple(float(v) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            numbers = ()
+        if not numbers or not all(0 <= v <= 100 for v in numbers):
+            self.fail(f"{value!r}: give qualities from 0 to 100, e.g. 25,50,75", param, ctx)
+        return tuple(dict.fromkeys(numbers))
+
+
 def _check_output_dir(folder: Path, names: list[str], force: bool) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -84,12 +105,17 @@ def _check_output_dir(folder: Path, names: list[str], force: bool) -> None:
 @output_option("Folder for the results.", folder=True, dest="results_dir", default=Path("hvq-bench"),
                show_default=True, metavar="RESULTS_DIR")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes for the classical codecs (over images); hvq runs in the main process.")
+              help="Worker processes for the classical codecs (over images); hvq runs in the main process meanwhile.")
 @model_option
 @click.option("--anchors", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="compressai_kodak.json: draw published learned-codec curves and add their BD rows (Kodak only).")
 @click.option("--sweep", "sweeps", type=Sweep(), multiple=True,
               help="Replace a classical codec's default sweep, e.g. --sweep jpeg=10,50,90 (repeatable).")
+@click.option("--hvq-quality", "hvq_qualities", type=Qualities(), default=None,
+              help="Sweep hvq's quality setting over these values (0-100), each level becoming a curve; "
+                   "default: one point per level, at the codec's default.")
+@click.option("--ssimulacra2/--no-ssimulacra2", "perceptual", default=True, show_default=True,
+              help="Score SSIMULACRA 2 too (about 0.3 s per image and setting at 768 x 512).")
 @click.option("--rd/--no-rd", default=True, show_default=True, help="Measure rate and distortion.")
 @click.option("--speed/--no-speed", default=False, show_default=True,
               help="Measure encode/decode time and peak memory (one child process per codec, serially).")
@@ -100,22 +126,25 @@ def _check_output_dir(folder: Path, names: list[str], force: bool) -> None:
                    "library's choice; JPEG, WebP and JPEG 2000 run on one).")
 @click.option("--progress/--no-progress", default=True, help="Progress bars on stderr.")
 @force_option
-def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, rd, speed, repeats, threads,
-          progress, force):
+def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, hvq_qualities, perceptual, rd, speed,
+          repeats, threads, progress, force):
     """Measure hvq and classical codecs on the images under DATASET_DIR.
 
     For each image and setting: bpp from the encoded file's real size, PSNR,
     MS-SSIM and MS-SSIM in dB, scored on the image decoded from those bytes.
     hvq runs every level alone and every subset of levels; JPEG, WebP, AVIF,
     JPEG 2000 and JPEG XL sweep their quality parameter over the settings of
-    hvq's measured Kodak anchors (or --sweep).  Results are JSON and CSV per
-    image and averaged, RD plots, and a markdown table with hvq's BD-rate and
-    BD-PSNR against each codec where their ranges overlap.
+    hvq's measured Kodak anchors (or --sweep), and so do the "downscale +
+    codec" baselines (avif-down4: shrunk to 1/4 of each side, AVIF, upscaled
+    back).  SSIMULACRA 2 is scored beside PSNR and MS-SSIM.  Results are JSON
+    and CSV per image and averaged, RD plots, and markdown tables: hvq against
+    the best other codec at its rates, and hvq's BD-rate and BD-PSNR against
+    each codec where their ranges overlap.
     """
     from hvq.bitstream.errors import HvqDataError, HvqError
-    from hvq.evaluation.classical import CLASSICAL, unavailable
+    from hvq.evaluation.classical import CODECS, unavailable
 
-    sweep_values = {name: CLASSICAL[name].sweep for name in codecs if name != "hvq"}
+    sweep_values = {name: CODECS[name].sweep for name in codecs if name != "hvq"}
     for name, values in sweeps:
         if name not in codecs:
             raise click.BadParameter(f"{name} is not among --codecs", param_hint="--sweep")
@@ -165,33 +194,49 @@ def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, r
             codec = Codec.for_model(model_path)
         except HvqError as exc:
             raise click.ClickException(f"{model_path or 'model'}: {exc}")
+    if hvq_qualities is not None:
+        from hvq.evaluation.hvq_runs import takes_quality
+
+        if codec is None:
+            raise click.BadParameter("hvq is not among --codecs", param_hint="--hvq-quality")
+        if not takes_quality(codec):
+            raise click.ClickException("--hvq-quality: this hvq's compress has no quality setting")
 
     with terminate_as_interrupt():
         if rd:
-            _rate_distortion(dataset_dir, images, sweep_values, codec, published, jobs, results_dir, progress)
+            _rate_distortion(dataset_dir, images, sweep_values, codec, hvq_qualities or (None,), perceptual,
+                             published, jobs, results_dir, progress)
         if speed:
             _speed(dataset_dir, images, codecs, sweep_values, model_path, repeats, threads, results_dir, progress)
 
 
-def _rate_distortion(dataset_dir, images, sweep_values, codec, published, jobs, results_dir, progress):
+def _rate_distortion(dataset_dir, images, sweep_values, codec, hvq_qualities, perceptual, published, jobs,
+                     results_dir, progress):
     import torch
 
     from hvq.evaluation import report
     from hvq.evaluation.bjontegaard import hvq_against_each
     from hvq.evaluation.classical import library_versions
+    from hvq.evaluation.envelope import hvq_against_best
     from hvq.evaluation.hvq_runs import single_level_settings
     from hvq.evaluation.plots import rd_figure
     from hvq.evaluation.records import mean_by_setting
     from hvq.evaluation.speed import describe_machine
     from hvq.evaluation.sweep import run_classical, run_hvq
 
-    measurements = []
-    if codec is not None:
-        measurements += run_hvq(images, codec, progress)
-    measurements += run_classical(images, sweep_values, jobs, progress)
+    hvq_rows = []
+
+    def run_hvq_meanwhile():  # in this process, while the workers code the classical codecs
+        hvq_rows.extend(run_hvq(images, codec, progress, hvq_qualities, perceptual))
+
+    classical_rows = run_classical(images, sweep_values, jobs, progress, perceptual,
+                                   meanwhile=run_hvq_meanwhile if codec is not None else None)
+    measurements = hvq_rows + classical_rows
     means = mean_by_setting(measurements)
-    hvq_curve = single_level_settings(codec.model.config.factors) if codec is not None else []
+    hvq_curve = single_level_settings(codec.model.config.factors, hvq_qualities) if codec is not None else []
     comparisons = hvq_against_each(means, hvq_curve, published) if codec is not None else []
+    metrics = ("psnr", "ms_ssim_db") + (("ssimulacra2",) if perceptual else ())
+    against_best = hvq_against_best(means, hvq_curve, metrics) if codec is not None else []
     context = report.RunContext(
         dataset=str(dataset_dir),
         images=len(images),
@@ -202,16 +247,20 @@ def _rate_distortion(dataset_dir, images, sweep_values, codec, published, jobs, 
         torch_threads=torch.get_num_threads(),
         jobs=jobs,
         published=tuple(p.source for p in published),
+        ssimulacra2=perceptual,
+        hvq_qualities=tuple(hvq_qualities),
     )
     title = f"{dataset_dir.name}: {len(images)} images"
     outputs = {
-        "rd.json": report.rd_json(context, measurements, means, comparisons),
+        "rd.json": report.rd_json(context, measurements, means, comparisons, against_best),
         "rd_per_image.csv": report.per_image_csv(measurements),
         "rd_mean.csv": report.means_csv(means),
-        "rd.md": report.rd_markdown(context, means, comparisons),
+        "rd.md": report.rd_markdown(context, means, comparisons, against_best),
         "rd_psnr.png": rd_figure(means, "psnr", hvq_curve, title, published),
         "rd_msssim.png": rd_figure(means, "ms_ssim_db", hvq_curve, title, published),
     }
+    if perceptual:
+        outputs["rd_ssimulacra2.png"] = rd_figure(means, "ssimulacra2", hvq_curve, title)
     for name, content in outputs.items():
         write_atomic(results_dir / name, content.encode() if isinstance(content, str) else content)
     click.echo(f"rate-distortion: {len(measurements)} measurements of {len(images)} images -> "
@@ -222,9 +271,13 @@ def _speed(dataset_dir, images, codecs, sweep_values, model_path, repeats, threa
     from hvq.evaluation import report
     from hvq.evaluation.speed import COMPRESSAI_REFERENCE, SpeedJob, describe_machine, run_speed
 
+    from hvq.evaluation.classical import DOWNSCALED
+
     paths = tuple(image.path for image in images)
     jobs = []
     for name in codecs:
+        if name in DOWNSCALED:
+            continue  # its base codec's speed on 1/factor**2 of the pixels, plus two resizes
         if name == "hvq":
             jobs.append(SpeedJob("hvq", None, paths, repeats, threads, str(model_path) if model_path else None))
         else:

@@ -4,9 +4,10 @@ The deltas come from the maintained ``bjontegaard`` package (FAU-LMS, on
 PyPI), which reproduces the JCT-VC/JVET common-test-conditions spreadsheet;
 this module only chooses its inputs and refuses to extrapolate.
 
-Why ``pchip``, and why care: hvq's RD "curve" is three points, its levels
-16, 8 and 4 each stored alone (the subsets of levels are not on it: their
-rate pays for coarser levels the picture does not use).  Bjøntegaard's
+Why ``pchip``, and why care: without a quality sweep hvq's RD "curve" is
+three points, its levels 16, 8 and 4 each stored alone (the subsets of
+levels are not on it: their rate pays for coarser levels the picture does
+not use); with one, it is the envelope of the levels' curves.  Bjøntegaard's
 original cubic polynomial has four coefficients, so through three points it
 is under-determined and through four it interpolates exactly, overshooting
 between points wherever the curve bends.  Piecewise cubic Hermite (pchip)
@@ -30,11 +31,12 @@ from dataclasses import dataclass
 
 MIN_OVERLAP = 0.2  # of the narrower curve's span (in log10 rate, or in the quality's units)
 METHOD = "pchip"
+UNITS = {"psnr": "dB", "ms_ssim_db": "dB", "ssimulacra2": "points"}  # the quality metrics and their units
 
 
 @dataclass(frozen=True)
 class Curve:
-    """A codec's mean RD points for one quality metric (PSNR or MS-SSIM in dB)."""
+    """A codec's mean RD points for one quality metric (PSNR, MS-SSIM in dB or SSIMULACRA 2)."""
 
     name: str
     bpp: tuple[float, ...]
@@ -67,7 +69,7 @@ class BDResult:
 
     test: str
     anchor: str
-    metric: str  # "psnr" or "ms_ssim_db"
+    metric: str  # "psnr", "ms_ssim_db" or "ssimulacra2"
     bd_rate: float | None
     bd_quality: float | None
     quality_range: tuple[float, float] | None  # what bd_rate averages over
@@ -95,7 +97,7 @@ def _span(values: tuple[float, ...], unit: str, digits: int) -> str:
 def compare(test: Curve, anchor: Curve, metric: str) -> BDResult:
     """BD-rate and BD-quality of ``test`` against ``anchor`` over their overlap; no extrapolation."""
     test, anchor = test.usable(), anchor.usable()
-    unit = "dB"
+    unit = UNITS.get(metric, "")
     if len(test.bpp) < 2 or len(anchor.bpp) < 2:
         note = f"too few points ({test.name}: {len(test.bpp)}, {anchor.name}: {len(anchor.bpp)}; BD needs 2 each)"
         return BDResult(test.name, anchor.name, metric, None, None, None, None, note, note)
@@ -132,11 +134,19 @@ def curve_of(means, codec: str, metric: str, settings: list[str] | None = None) 
 
 
 def hvq_against_each(means, hvq_settings: list[str], published=()) -> list[BDResult]:
-    """hvq's single-level curve against every other measured codec (PSNR and MS-SSIM dB),
-    then against each published curve (PSNR only: their MS-SSIM dB is computed mean-first)."""
+    """hvq's curve against every other measured codec (PSNR, MS-SSIM dB, and SSIMULACRA 2 when scored),
+    then against each published curve (PSNR only: their MS-SSIM dB is computed mean-first).
+
+    hvq's curve is the envelope of ``hvq_settings``, its levels stored alone
+    at every quality measured: ``Curve.usable`` keeps the points that no
+    cheaper one beats, which is the envelope over the levels' curves.
+    """
     results = []
     others = [c for c in dict.fromkeys(m.codec for m in means) if c != "hvq"]
-    for metric in ("psnr", "ms_ssim_db"):
+    metrics = ["psnr", "ms_ssim_db"]
+    if any(math.isfinite(getattr(m, "ssimulacra2", float("nan"))) for m in means):
+        metrics.append("ssimulacra2")
+    for metric in metrics:
         test = curve_of(means, "hvq", metric, hvq_settings)
         for codec in others:
             results.append(compare(test, curve_of(means, codec, metric), metric))

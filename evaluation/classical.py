@@ -2,7 +2,10 @@
 
 JPEG, WebP, AVIF and JPEG 2000 run through Pillow (AVIF is built into
 Pillow 12+; JPEG 2000 is OpenJPEG), JPEG XL through imagecodecs (libjxl).
-Each codec has one parameter swept over a list of values.  The settings and
+Each codec has one parameter swept over a list of values.  Beside them,
+the "downscale + codec" baselines (``avif-down4``: the photo shrunk to a
+quarter of each side, coded with AVIF, upscaled on display), which are
+what a user would pick instead of a codec at very low rates.  The settings and
 the default sweeps are those of ``../shared/anchors/kodak_classic_measured.json``
 (see its README), so a run on Kodak reproduces those anchor points and can
 be checked against them.
@@ -29,11 +32,20 @@ class ClassicalCodec:
     parameter: str  # what the swept value means to the library
     sweep: tuple[float, ...]  # default values, lowest rate first
     encode: Callable[[np.ndarray, float], bytes]
-    decode: Callable[[bytes], np.ndarray]
+    decode: Callable[[bytes], np.ndarray]  # the picture the file holds (smaller when ``factor`` > 1)
+    factor: int = 1  # 2, 4, 8: the picture is coded at 1/factor of the size, and upscaled for viewing
+    base: str = ""  # the full-size codec that codes it, for a downscaled one
 
     def setting(self, value: float) -> str:
         """A setting's label, e.g. ``quality=50``: integral values print without a decimal point."""
         return f"{self.parameter}={value:g}"
+
+    def decode_to(self, data: bytes, shape: tuple[int, ...]) -> np.ndarray:
+        """The picture a viewer shows at the original ``shape`` (H, W, 3): decoded, upscaled if coded small."""
+        decoded = self.decode(data)
+        if decoded.shape[:2] == tuple(shape[:2]):
+            return decoded
+        return upscale(decoded, (shape[1], shape[0]))
 
 
 def _pillow_encode(rgb: np.ndarray, image_format: str, **options) -> bytes:
@@ -80,6 +92,31 @@ def _jpegxl_decode(data: bytes) -> np.ndarray:
     return np.asarray(imagecodecs.jpegxl_decode(data, numthreads=_jpegxl_threads))
 
 
+# Downscale + codec: what a user can do instead of a low-rate codec (shrink the photo, code the small
+# one, upscale on display), the settings of ../shared/anchors/kodak_lowrate_measured.json: Lanczos
+# down, bicubic up, both Pillow.  The rate is the small file over the full-size pixel count.
+DOWNSCALE_FACTORS = (2, 4, 8)
+
+
+def downscale(rgb: np.ndarray, factor: int) -> np.ndarray:
+    """``rgb`` (H, W, 3) shrunk by ``factor`` with Lanczos, each side rounded and at least 1 px."""
+    height, width = rgb.shape[:2]
+    size = (max(1, round(width / factor)), max(1, round(height / factor)))
+    return np.asarray(Image.fromarray(rgb, "RGB").resize(size, Image.Resampling.LANCZOS))
+
+
+def upscale(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``rgb`` resized to ``size`` (width, height) with bicubic interpolation, as a viewer would."""
+    return np.asarray(Image.fromarray(rgb, "RGB").resize(size, Image.Resampling.BICUBIC))
+
+
+def _downscaled(base: ClassicalCodec, factor: int, sweep: tuple[float, ...]) -> ClassicalCodec:
+    def encode(rgb: np.ndarray, value: float) -> bytes:
+        return base.encode(downscale(rgb, factor), value)
+
+    return ClassicalCodec(f"{base.name}-down{factor}", base.parameter, sweep, encode, base.decode, factor, base.name)
+
+
 CLASSICAL: dict[str, ClassicalCodec] = {
     codec.name: codec
     for codec in (
@@ -90,6 +127,18 @@ CLASSICAL: dict[str, ClassicalCodec] = {
         ClassicalCodec("jpegxl", "distance", (25, 15, 10, 6, 4, 2.5, 1.5, 1, 0.5), _jpegxl, _jpegxl_decode),
     )
 }
+
+# The anchor file's qualities, so a Kodak run can be checked point by point; they span the rates where
+# shrinking pays (above about 0.2 bpp the full-size codecs win).
+_DOWNSCALE_SWEEPS = {
+    ("avif", 2): (10, 30, 50), ("avif", 4): (10, 30, 50), ("avif", 8): (30, 60),
+    ("webp", 2): (0, 20, 50), ("webp", 4): (0, 20, 50), ("webp", 8): (30, 70),
+}
+DOWNSCALED: dict[str, ClassicalCodec] = {
+    codec.name: codec
+    for codec in (_downscaled(CLASSICAL[name], factor, sweep) for (name, factor), sweep in _DOWNSCALE_SWEEPS.items())
+}
+CODECS: dict[str, ClassicalCodec] = {**CLASSICAL, **DOWNSCALED}  # every codec ``hvq bench`` runs besides hvq
 
 
 def use_threads(name: str, threads: int | None) -> int:
@@ -117,6 +166,8 @@ def use_threads(name: str, threads: int | None) -> int:
 def unavailable(name: str) -> str | None:
     """Why a codec cannot run in this installation (a library or a Pillow plugin missing), or None."""
     from PIL import features
+
+    name = DOWNSCALED[name].base if name in DOWNSCALED else name  # a downscaled codec needs its base
 
     pillow_feature = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "jpeg2000": "jpg_2000"}.get(name)
     if pillow_feature is not None:

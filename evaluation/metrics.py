@@ -1,4 +1,4 @@
-"""Distortion of a decoded image against its original: PSNR, MS-SSIM, MS-SSIM in dB.
+"""Distortion of a decoded image against its original: PSNR, MS-SSIM, MS-SSIM in dB, SSIMULACRA 2.
 
 Every codec is scored by these functions on 8-bit RGB arrays (H, W, 3), so
 the numbers compare like with like, and with the anchors in
@@ -42,3 +42,13 @@ def msssim_db(value: float) -> float:
     if math.isnan(value):
         return float("nan")
     return float("inf") if value >= 1 else -10 * math.log10(1 - value)
+
+
+def ssimulacra2(original: np.ndarray, decoded: np.ndarray) -> float:
+    """SSIMULACRA 2 (libjxl's perceptual metric: 100 identical, 90 visually lossless, 50 medium, 10 very low;
+    no learned weights), by ``ssimulacra.py``; NaN for images under 8 px a side, which it cannot score."""
+    if min(original.shape[:2]) < 8:
+        return float("nan")
+    from hvq.evaluation.ssimulacra import ssimulacra2 as score
+
+    return score(original, decoded)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hvq.evaluation.metrics import msssim, msssim_db, psnr
+from hvq.evaluation.metrics import msssim, msssim_db, psnr, ssimulacra2
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class Measurement:
     psnr: float  # dB, RGB, 8-bit
     ms_ssim: float  # NaN below MS-SSIM's minimum size
     ms_ssim_db: float
+    ssimulacra2: float = float("nan")  # NaN when not scored (``--no-ssimulacra2``) or below 8 px a side
 
     @property
     def bpp(self) -> float:
@@ -35,14 +36,15 @@ class Measurement:
 
 
 def measure(image: str, codec: str, setting: str, original: np.ndarray, encoded: bytes,
-            decoded: np.ndarray) -> Measurement:
-    """Score decoded pixels (decoded from ``encoded``, never taken from the encoder) against the original."""
+            decoded: np.ndarray, perceptual: bool = True) -> Measurement:
+    """Score decoded pixels (decoded from ``encoded``, never taken from the encoder) against the original;
+    ``perceptual``: SSIMULACRA 2 as well."""
     if decoded.shape != original.shape:
         raise ValueError(f"{codec} {setting} decoded {image} to {decoded.shape}, expected {original.shape}")
     value = msssim(original, decoded)
     height, width = original.shape[:2]
     return Measurement(image, codec, setting, width, height, len(encoded), psnr(original, decoded),
-                       value, msssim_db(value))
+                       value, msssim_db(value), ssimulacra2(original, decoded) if perceptual else float("nan"))
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class SettingMean:
     ms_ssim: float
     ms_ssim_db: float
     ms_ssim_images: int
+    ssimulacra2: float = float("nan")  # the mean of the images scored; NaN when none was
 
 
 def _mean(values: list[float]) -> float:
@@ -86,5 +89,6 @@ def mean_by_setting(measurements: list[Measurement]) -> list[SettingMean]:
             ms_ssim=_mean([r.ms_ssim for r in rows]),
             ms_ssim_db=_mean([r.ms_ssim_db for r in rows]),
             ms_ssim_images=sum(not math.isnan(r.ms_ssim) for r in rows),
+            ssimulacra2=_mean([r.ssimulacra2 for r in rows]),
         ))
     return means

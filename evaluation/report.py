@@ -12,11 +12,12 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
-from hvq.evaluation.bjontegaard import METHOD, MIN_OVERLAP, BDResult
+from hvq.evaluation.bjontegaard import METHOD, MIN_OVERLAP, UNITS, BDResult
+from hvq.evaluation.envelope import HeadToHead
 from hvq.evaluation.records import Measurement, SettingMean
 from hvq.evaluation.speed import Machine, SpeedResult
 
-METRIC_NAMES = {"psnr": "PSNR", "ms_ssim_db": "MS-SSIM (dB)"}
+METRIC_NAMES = {"psnr": "PSNR", "ms_ssim_db": "MS-SSIM (dB)", "ssimulacra2": "SSIMULACRA 2"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class RunContext:
     torch_threads: int
     jobs: int
     published: tuple[str, ...] = field(default_factory=tuple)  # result files of the published curves drawn
+    ssimulacra2: bool = True  # whether SSIMULACRA 2 was scored
+    hvq_qualities: tuple = (None,)  # the ``quality=`` values hvq was swept over (None: its default)
 
 
 def _finite_or_none(value):
@@ -48,13 +51,20 @@ def _measurement_row(m: Measurement) -> dict:
     return {**asdict(m), "bpp": m.bpp}
 
 
+def _head_to_head_row(h: HeadToHead) -> dict:
+    return {"setting": h.setting, "bpp": h.bpp, "metric": h.metric, "hvq": h.hvq,
+            "best_codec": h.best.codec if h.best else None, "best": h.best.quality if h.best else None,
+            "delta": h.delta}
+
+
 def rd_json(context: RunContext, measurements: list[Measurement], means: list[SettingMean],
-            comparisons: list[BDResult]) -> str:
+            comparisons: list[BDResult], against_best: list[HeadToHead] = ()) -> str:
     document = {
         "context": asdict(context),
         "bd_method": {"interpolation": METHOD, "min_overlap": MIN_OVERLAP},
         "mean": [asdict(m) for m in means],
         "bd": [asdict(c) for c in comparisons],
+        "against_best": [_head_to_head_row(h) for h in against_best],
         "per_image": [_measurement_row(m) for m in measurements],
     }
     return json.dumps(_finite_or_none(document), indent=1) + "\n"
@@ -92,7 +102,30 @@ def _context_lines(context: RunContext) -> list[str]:
     ] + ([f"- hvq model: fingerprint `{context.hvq_model}`."] if context.hvq_model else [])
 
 
-def rd_markdown(context: RunContext, means: list[SettingMean], comparisons: list[BDResult]) -> str:
+def _against_best_lines(against_best: list[HeadToHead]) -> list[str]:
+    lines = [
+        "",
+        "## hvq against the best alternative at its rate",
+        "",
+        "For each point of hvq's curve, the best any other measured codec (downscale + codec baselines "
+        "included) reaches at the same bpp, interpolated linearly in log(bpp) between its points, never "
+        "extrapolated. Delta > 0: hvq is the better choice at that rate.",
+        "",
+        "| metric | hvq point | bpp | hvq | best alternative | its quality | delta |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for h in against_best:
+        unit = UNITS[h.metric]
+        best = h.best.codec if h.best else "none covers this rate"
+        value = f"{h.best.quality:.2f}" if h.best else ""
+        delta = f"{h.delta:+.2f} {unit}" if h.best else ""
+        lines.append(f"| {METRIC_NAMES[h.metric]} | {h.setting} | {h.bpp:.4f} | {h.hvq:.2f} | {best} | {value} "
+                     f"| {delta} |")
+    return lines
+
+
+def rd_markdown(context: RunContext, means: list[SettingMean], comparisons: list[BDResult],
+                against_best: list[HeadToHead] = ()) -> str:
     lines = [
         f"# Rate-distortion: {context.dataset}",
         "",
@@ -101,23 +134,32 @@ def rd_markdown(context: RunContext, means: list[SettingMean], comparisons: list
         "pytorch-msssim on RGB (data range 255; n/a for images of 160 px or less a side); every column "
         "is a mean over images (MS-SSIM in dB: per image, then the mean). Every image is decoded from "
         "the encoded bytes.",
+        "- SSIMULACRA 2: libjxl's perceptual metric (100: identical; 90 visually lossless, 70 high, 50 medium, "
+        "30 low, 10 very low quality), computed by `hvq.evaluation.ssimulacra` on RGB, no learned weights"
+        + ("." if context.ssimulacra2 else "; not scored in this run (`--no-ssimulacra2`)."),
+        "- `avif-down4` and the like: the image shrunk to 1/4 of each side (Pillow, Lanczos), coded, decoded and "
+        "upscaled back (bicubic) before scoring; bpp is the small file over the full-size pixel count.",
         "- hvq: one file per image with all levels; `levels=16,8` is that file stripped to those "
-        "levels (rate: the whole stripped file; picture: its finest level).",
+        "levels (rate: the whole stripped file; picture: its finest level)"
+        + (f"; each level alone at quality {', '.join('default' if q is None else f'{q:g}' for q in context.hvq_qualities)}."
+           if tuple(context.hvq_qualities) != (None,) else "."),
         "",
         "## Means per codec and setting",
         "",
-        "| codec | setting | images | bpp | PSNR (dB) | MS-SSIM | MS-SSIM (dB) |",
-        "|---|---|---|---|---|---|---|",
+        "| codec | setting | images | bpp | PSNR (dB) | MS-SSIM | MS-SSIM (dB) | SSIMULACRA 2 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in means:
         lines.append(f"| {m.codec} | {m.setting} | {m.images} | {m.bpp:.4f} | {_number(m.psnr, 2)} "
-                     f"| {_number(m.ms_ssim, 4)} | {_number(m.ms_ssim_db, 2)} |")
+                     f"| {_number(m.ms_ssim, 4)} | {_number(m.ms_ssim_db, 2)} | {_number(m.ssimulacra2, 2)} |")
+    if against_best:
+        lines += _against_best_lines(against_best)
     if comparisons:
         lines += [
             "",
             "## Bjøntegaard deltas of hvq against each codec",
             "",
-            f"hvq's curve is its three levels each stored alone ({', '.join(context.hvq_curve)}); the "
+            f"hvq's curve is the envelope of its levels each stored alone ({', '.join(context.hvq_curve)}); the "
             "subsets of levels are left out. "
             f"Interpolation: {METHOD} (piecewise cubic Hermite, as in the HEVC/VVC test conditions: with three "
             "points a single cubic is under-determined and overshoots), by the `bjontegaard` package. "
@@ -131,9 +173,10 @@ def rd_markdown(context: RunContext, means: list[SettingMean], comparisons: list
             "|---|---|---|---|---|---|",
         ]
         for c in comparisons:
+            unit = UNITS[c.metric]
             rate = f"{c.bd_rate:+.1f}%" if c.bd_rate is not None else c.rate_note
-            over_quality = f"{c.quality_range[0]:.2f}–{c.quality_range[1]:.2f} dB" if c.quality_range else ""
-            quality = f"{c.bd_quality:+.2f} dB" if c.bd_quality is not None else c.quality_note
+            over_quality = f"{c.quality_range[0]:.2f}–{c.quality_range[1]:.2f} {unit}" if c.quality_range else ""
+            quality = f"{c.bd_quality:+.2f} {unit}" if c.bd_quality is not None else c.quality_note
             over_rate = f"{c.bpp_range[0]:.3f}–{c.bpp_range[1]:.3f} bpp" if c.bpp_range else ""
             lines.append(f"| {c.anchor} | {METRIC_NAMES[c.metric]} | {rate} | {over_quality} | {quality} "
                          f"| {over_rate} |")

@@ -2,7 +2,8 @@
 
 The classical codecs run in ``jobs`` worker processes, one task per (image,
 codec) covering that codec's whole sweep; hvq runs in this process, since
-its model is loaded once and torch already uses every core.  Workers are
+its model is loaded once and torch already uses every core, while the
+workers code.  Workers are
 started with ``spawn``: forking a process whose torch has run OpenMP code is
 not safe, and each worker then imports torch once (for MS-SSIM) and keeps it.
 Results come back in a fixed order (codec, setting, image) whatever the
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hvq.evaluation.classical import CLASSICAL
+from hvq.evaluation.classical import CODECS
 from hvq.evaluation.records import Measurement, measure
 
 
@@ -57,16 +58,17 @@ class ClassicalTask:
     image: BenchImage
     codec: str
     values: tuple[float, ...]
+    ssimulacra2: bool = True  # score SSIMULACRA 2 too (the slowest score)
 
 
 def run_classical_task(task: ClassicalTask) -> list[Measurement]:
     original = load_original(task.image)
-    codec = CLASSICAL[task.codec]
+    codec = CODECS[task.codec]
     rows = []
     for value in task.values:
         encoded = codec.encode(original, value)
         rows.append(measure(task.image.name, codec.name, codec.setting(value), original, encoded,
-                            codec.decode(encoded)))
+                            codec.decode_to(encoded, original.shape), task.ssimulacra2))
     return rows
 
 
@@ -84,11 +86,18 @@ def _bar(total: int, label: str, progress: bool):
 
 
 def run_classical(images: list[BenchImage], sweeps: dict[str, tuple[float, ...]], jobs: int = 1,
-                  progress: bool = True) -> list[Measurement]:
-    """Every image through every classical codec's sweep, in ``jobs`` processes (1: in this process)."""
-    tasks = [ClassicalTask(image, name, values) for name, values in sweeps.items() for image in images]
+                  progress: bool = True, ssimulacra2: bool = True, meanwhile=None) -> list[Measurement]:
+    """Every image through every classical codec's sweep, in ``jobs`` processes (1: in this process).
+
+    ``meanwhile``, a function of no arguments, runs in this process while
+    the workers code (first, with one job): ``hvq bench`` runs hvq there, so
+    the main process does not sit idle waiting for the workers.
+    """
+    tasks = [ClassicalTask(image, name, values, ssimulacra2) for name, values in sweeps.items() for image in images]
     done: dict[tuple[str, str], list[Measurement]] = {}
     if jobs <= 1:
+        if meanwhile is not None:
+            meanwhile()
         for name in sweeps:
             mine = [t for t in tasks if t.codec == name]
             with _bar(len(mine), name, progress) as bar:
@@ -102,11 +111,17 @@ def run_classical(images: list[BenchImage], sweeps: dict[str, tuple[float, ...]]
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=_single_threaded_worker) as pool:
             futures = {pool.submit(run_classical_task, task): task for task in tasks}
-            with _bar(len(tasks), "+".join(sweeps), progress) as bar:
-                for future in as_completed(futures):
-                    task = futures[future]
-                    done[task.codec, task.image.name] = future.result()
-                    bar.update()
+            try:
+                if meanwhile is not None:
+                    meanwhile()
+                with _bar(len(tasks), "+".join(sweeps), progress) as bar:
+                    for future in as_completed(futures):
+                        task = futures[future]
+                        done[task.codec, task.image.name] = future.result()
+                        bar.update()
+            except BaseException:  # Ctrl-C, SIGTERM or a failure: drop the queued tasks instead of running them
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     rows = []
     for name, values in sweeps.items():
         for index in range(len(values)):
@@ -114,14 +129,16 @@ def run_classical(images: list[BenchImage], sweeps: dict[str, tuple[float, ...]]
     return rows
 
 
-def run_hvq(images: list[BenchImage], codec, progress: bool = True) -> list[Measurement]:
-    """Every image through hvq (every level alone, every subset), in this process; ``codec`` is a Codec."""
+def run_hvq(images: list[BenchImage], codec, progress: bool = True, qualities=(None,),
+            ssimulacra2: bool = True) -> list[Measurement]:
+    """Every image through hvq (every level alone at each quality, every subset), in this process;
+    ``codec`` is a Codec."""
     from hvq.evaluation.hvq_runs import measure_hvq
 
     per_image = []
     with _bar(len(images), "hvq", progress) as bar:
         for image in images:
-            per_image.append(measure_hvq(codec, image.name, load_original(image)))
+            per_image.append(measure_hvq(codec, image.name, load_original(image), qualities, ssimulacra2))
             bar.update()
     settings = len(per_image[0]) if per_image else 0
     return [rows[index] for index in range(settings) for rows in per_image]  # by setting, then image

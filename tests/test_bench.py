@@ -74,12 +74,12 @@ def test_bench_writes_every_output(bench, dataset, tiny_model_path, tmp_path):
     assert len(means) == settings and all(r["images"] == "3" for r in means)
     document = json.loads((out / "rd.json").read_text())
     assert len(document["per_image"]) == 3 * settings and len(document["mean"]) == settings
-    assert [c["anchor"] for c in document["bd"]] == ["jpeg", "webp"] * 2  # PSNR, then MS-SSIM (dB)
+    assert [c["anchor"] for c in document["bd"]] == ["jpeg", "webp"] * 3  # PSNR, MS-SSIM (dB), SSIMULACRA 2
     assert document["context"]["hvq_curve"] == ["levels=16", "levels=8", "levels=4"]
     markdown = (out / "rd.md").read_text()
     assert markdown.count("\n| hvq | levels=") == 7 and "| jpeg | quality=60 | 3 |" in markdown
     assert "Bjøntegaard" in markdown and "| webp | PSNR |" in markdown
-    for figure in ("rd_psnr.png", "rd_msssim.png"):
+    for figure in ("rd_psnr.png", "rd_msssim.png", "rd_ssimulacra2.png"):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the outputs are kept unless --force
     again = bench(dataset, "--codecs", "jpeg", "--sweep", "jpeg=50", "-o", out, "--no-progress")
@@ -334,3 +334,244 @@ def require_anchor(name: str):
     if not path.exists():
         pytest.skip(f"{path} is missing")
     return path
+
+
+# -- SSIMULACRA 2 ---------------------------------------------------------------------
+
+def _lcg_noise(width: int, height: int, seed: int) -> np.ndarray:
+    """The reference cases' noise image: a 64-bit LCG, byte = bits 33..40 of the state, R, G, B per pixel."""
+    state, out = seed, np.empty(width * height * 3, np.uint8)
+    for i in range(out.size):
+        state = (state * 6364136223846793005 + 1442695040888963407) % 2**64
+        out[i] = (state >> 33) & 0xFF
+    return out.reshape(height, width, 3)
+
+
+def _gradient(width: int, height: int) -> np.ndarray:
+    row = (np.arange(width) * 255 // (width - 1)).astype(np.uint8)
+    return np.repeat(np.repeat(row[None, :, None], 3, axis=2), height, axis=0)
+
+
+def _grey(width: int, height: int, value: int) -> np.ndarray:
+    return np.full((height, width, 3), value, np.uint8)
+
+
+@pytest.mark.parametrize("case, original, distorted, digest, expected, tolerance", [
+    # Scores of libjxl's C++ ssimulacra2 tool on synthetic images, published with their generator and the
+    # SHA-256 of each image's RGB bytes in imazen/ssimulacra2 (ssimulacra2/src/reference_data.rs,
+    # examples/capture_cpp_reference.rs); the digests below prove these are the same images.
+    ("gradient_vs_uniform_64x64", lambda: _gradient(64, 64), lambda: _grey(64, 64, 128),
+     "bfcfaa0618d282841d4469793253649ea6ddab2f1d0351548cb6f05a8fd79b87", -64.56872148, 0.01),
+    ("noise_vs_uniform_64x64", lambda: _lcg_noise(64, 64, 42), lambda: _grey(64, 64, 128),
+     "7f6be7f433ccb0a006e888f827df518a15c560c44b89852441183c2f61ea59f2", -47.33572558, 0.01),
+    # flat images: the reference's float32 rounding of a zero variance moves these a few hundredths
+    ("uniform_shift_20_128x128", lambda: _grey(128, 128, 128), lambda: _grey(128, 128, 148),
+     "2af5ead05032faafc0818cc27fe86c562e70fe7bea63d38366ef7355051b8fe9", 54.27883917, 0.05),
+    ("uniform_shift_50_128x128", lambda: _grey(128, 128, 128), lambda: _grey(128, 128, 178),
+     "2af5ead05032faafc0818cc27fe86c562e70fe7bea63d38366ef7355051b8fe9", -9.82383315, 0.05),
+])
+def test_ssimulacra2_matches_the_reference_tool(case, original, distorted, digest, expected, tolerance):
+    """Our SSIMULACRA 2 gives libjxl's scores (the PyPI ``ssimulacra2`` 0.3.0 gives 29.2 and -682 on the first two)."""
+    import hashlib
+
+    from hvq.evaluation.metrics import ssimulacra2
+
+    a, b = original(), distorted()
+    assert hashlib.sha256(a.tobytes()).hexdigest() == digest
+    assert ssimulacra2(a, b) == pytest.approx(expected, abs=tolerance)
+
+
+def test_ssimulacra2_is_100_for_identical_images_and_falls_with_distortion():
+    from hvq.evaluation.metrics import ssimulacra2
+    from hvq.evaluation.ssimulacra import blur_kernel
+
+    taps = blur_kernel()
+    assert len(taps) == 11 and taps.sum() == pytest.approx(1.0, abs=1e-12) and np.allclose(taps, taps[::-1])
+    original = np.asarray(_picture(4))
+    scores = [ssimulacra2(original, CLASSICAL["jpeg"].decode(CLASSICAL["jpeg"].encode(original, q)))
+              for q in (10, 50, 95)]
+    assert ssimulacra2(original, original) == 100.0
+    assert scores == sorted(scores) and scores[-1] < 100
+    assert math.isnan(ssimulacra2(original[:7], original[:7]))  # below 8 px: not scored
+
+
+# -- downscale + codec baselines ------------------------------------------------------
+
+
+def test_downscaled_codecs_code_the_small_picture_and_show_it_full_size(dataset):
+    from hvq.evaluation.classical import DOWNSCALED, downscale
+
+    original = np.asarray(Image.open(dataset / "a.png"))  # 64 x 48
+    avif4 = DOWNSCALED["avif-down4"]
+    encoded = avif4.encode(original, 30)
+    assert encoded == CLASSICAL["avif"].encode(downscale(original, 4), 30)  # the 16 x 12 picture, coded
+    assert avif4.decode(encoded).shape == (12, 16, 3)
+    shown = avif4.decode_to(encoded, original.shape)
+    expected = np.asarray(Image.fromarray(avif4.decode(encoded)).resize((64, 48), Image.Resampling.BICUBIC))
+    assert np.array_equal(shown, expected)
+    (m,) = run_classical_task(ClassicalTask(BenchImage(dataset / "a.png", "a.png"), "avif-down4", (30,)))
+    assert m.codec == "avif-down4" and m.bpp == 8 * len(encoded) / (64 * 48)  # over the full-size pixels
+    assert m.psnr == psnr(original, shown)
+    for name, codec in DOWNSCALED.items():
+        assert name == f"{codec.base}-down{codec.factor}" and codec.decode_to(
+            codec.encode(original, codec.sweep[-1]), original.shape).shape == original.shape
+
+
+def test_every_codec_can_be_asked_for_by_name():
+    from hvq.cli.bench import ALL_CODECS
+    from hvq.evaluation.classical import CODECS
+
+    assert ALL_CODECS == ("hvq", *CODECS)
+
+
+def test_downscale_sweeps_hold_the_anchor_qualities():
+    from hvq.evaluation.classical import DOWNSCALED
+
+    path = require_anchor("kodak_lowrate_measured.json")
+    anchors = json.loads(path.read_text())["codecs"]
+    assert sorted(anchors) == sorted(name.replace("-", "_") for name in DOWNSCALED)
+    for name, points in anchors.items():
+        assert sorted(p["q"] for p in points) == sorted(DOWNSCALED[name.replace("_", "-")].sweep)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, value", [("avif-down4", 10), ("webp-down4", 0)])
+def test_kodak_downscale_reproduces_the_lowrate_anchors(kodak_dir, name, value):
+    """The 24 Kodak images give the anchor's mean bpp and PSNR (matched to every printed digit; about 10 s)."""
+    from hvq.evaluation.classical import DOWNSCALED
+
+    path = require_anchor("kodak_lowrate_measured.json")
+    (anchor,) = [p for p in json.loads(path.read_text())["codecs"][name.replace("-", "_")] if p["q"] == value]
+    codec = DOWNSCALED[name]
+    bpp, quality = [], []
+    for image in sorted(kodak_dir.glob("*.png")):
+        original = np.asarray(Image.open(image).convert("RGB"))
+        encoded = codec.encode(original, value)
+        bpp.append(8 * len(encoded) / (original.shape[0] * original.shape[1]))
+        quality.append(psnr(original, codec.decode_to(encoded, original.shape)))
+    assert np.mean(bpp) == pytest.approx(anchor["bpp"], rel=1e-6)
+    assert np.mean(quality) == pytest.approx(anchor["psnr"], abs=1e-4)
+
+
+# -- envelopes: hvq's curve over its levels, the best alternative at a rate --------------
+
+
+def _mean(codec, setting, bpp, psnr_db, score=float("nan")):
+    from hvq.evaluation.records import SettingMean
+
+    return SettingMean(codec, setting, 1, bpp, psnr_db, float("nan"), float("nan"), 0, score)
+
+
+def test_best_alternative_interpolates_in_log_rate_and_never_extrapolates():
+    from hvq.evaluation.envelope import best_alternative, hvq_against_best
+
+    means = [_mean("avif", "quality=0", 0.1, 26.0), _mean("avif", "quality=50", 0.4, 32.0),
+             _mean("avif-down4", "quality=10", 0.01, 21.0), _mean("avif-down4", "quality=50", 0.04, 24.0),
+             _mean("jpeg", "quality=2", 0.08, 21.0), _mean("jpeg", "quality=20", 0.45, 29.0),
+             _mean("hvq", "levels=16", 0.02, 20.5), _mean("hvq", "levels=8", 0.2, 27.0),
+             _mean("hvq", "levels=16,8", 0.21, 27.0)]
+    at_02 = best_alternative(means, "psnr", 0.02)  # halfway in log rate from 0.01 to 0.04
+    assert at_02.codec == "avif-down4" and at_02.quality == pytest.approx(22.5)
+    at_2 = best_alternative(means, "psnr", 0.2)  # avif at 0.2: 26 + 6 * log(2) / log(4) = 29; jpeg less
+    assert at_2.codec == "avif" and at_2.quality == pytest.approx(29.0)
+    assert best_alternative(means, "psnr", 0.05) is None and best_alternative(means, "psnr", 1.0) is None
+    rows = hvq_against_best(means, ["levels=16", "levels=8"], ["psnr", "ssimulacra2"])
+    assert [(r.setting, r.best.codec) for r in rows] == [("levels=16", "avif-down4"), ("levels=8", "avif")]
+    assert [r.delta for r in rows] == [pytest.approx(-2.0), pytest.approx(-2.0)]  # no SSIMULACRA 2 scored
+
+
+def test_hvq_curve_is_the_envelope_of_its_levels():
+    from hvq.evaluation.bjontegaard import curve_of
+    from hvq.evaluation.envelope import envelope
+
+    swept = [_mean("hvq", "levels=16 quality=20", 0.01, 20.0), _mean("hvq", "levels=16 quality=80", 0.03, 22.0),
+             _mean("hvq", "levels=8 quality=20", 0.025, 21.5), _mean("hvq", "levels=8 quality=80", 0.1, 25.0),
+             _mean("hvq", "levels=4 quality=20", 0.12, 24.5), _mean("hvq", "levels=4 quality=80", 0.4, 28.0)]
+    kept = [m.setting for m in envelope(swept, "psnr")]
+    assert kept == ["levels=16 quality=20", "levels=8 quality=20", "levels=16 quality=80", "levels=8 quality=80",
+                    "levels=4 quality=80"]  # level 4 at quality 20 costs more than level 8 at 80 and gives less
+    usable = curve_of(swept, "hvq", "psnr").usable()  # what BD integrates: the same points
+    assert usable.bpp == tuple(m.bpp for m in envelope(swept, "psnr"))
+
+
+class _QualityCodec:
+    """The tiny codec with a ``quality=`` keyword, as ``hvq compress --quality`` will have: records each call."""
+
+    def __init__(self, codec):
+        self.codec, self.model, self.asked = codec, codec.model, []
+
+    def compress(self, image, levels=None, quality=None):
+        self.asked.append(quality)
+        return self.codec.compress(image, levels)
+
+    def decompress(self, data):
+        return self.codec.decompress(data)
+
+
+def test_hvq_quality_sweep_measures_each_level_at_each_quality(tiny_codec, dataset):
+    from hvq.evaluation.hvq_runs import parse_setting, single_level_settings, takes_quality
+
+    swept = _QualityCodec(tiny_codec)
+    assert takes_quality(swept)
+    original = np.asarray(Image.open(dataset / "a.png"))
+    rows = measure_hvq(swept, "a.png", original, qualities=(None, 30, 70), perceptual=False)
+    assert swept.asked == [None, 30, 70]  # one compress per quality
+    settings = [m.setting for m in rows]
+    assert settings[:7] == [f"levels={','.join(map(str, s))}" for s in level_subsets((4, 8, 16))]
+    assert settings[7:] == ["levels=16 quality=30", "levels=8 quality=30", "levels=4 quality=30",
+                            "levels=16 quality=70", "levels=8 quality=70", "levels=4 quality=70"]
+    assert set(single_level_settings((4, 8, 16), (None, 30, 70))) == {s for s in settings if "," not in s}
+    assert parse_setting("levels=16 quality=30") == ((16,), 30.0) and parse_setting("levels=16,8") == ((16, 8), None)
+    assert all(math.isnan(m.ssimulacra2) for m in rows)  # perceptual=False
+
+
+def test_hvq_quality_option_needs_a_codec_that_takes_one(bench, dataset, tiny_model_path, tmp_path):
+    from hvq.codec.runtime.pipeline import Codec
+    from hvq.evaluation.hvq_runs import takes_quality
+
+    result = bench(dataset, "--codecs", "hvq,webp-down2", "--sweep", "webp-down2=20", "--hvq-quality", "40,80",
+                   "--model", tiny_model_path, "-o", tmp_path / "q", "--no-progress", "--no-ssimulacra2")
+    if not takes_quality(Codec.for_model(tiny_model_path)):
+        assert result.exit_code == 1 and "this hvq's compress has no quality setting" in result.output
+        return
+    assert result.exit_code == 0, result.output  # once compress takes quality=: each level a curve
+    document = json.loads((tmp_path / "q" / "rd.json").read_text())
+    assert "levels=16 quality=40" in document["context"]["hvq_curve"]
+    assert document["context"]["hvq_qualities"] == [40.0, 80.0]
+    bad = bench(dataset, "--codecs", "hvq", "--hvq-quality", "120", "--model", tiny_model_path)
+    assert bad.exit_code == 2 and "from 0 to 100" in bad.output
+
+
+def test_downscale_baselines_and_ssimulacra2_reach_every_output(bench, dataset, tiny_model_path, tmp_path):
+    out = tmp_path / "down"
+    result = bench(dataset, "--codecs", "hvq,avif-down2,webp-down4", "--sweep", "avif-down2=10,60",
+                   "--sweep", "webp-down4=0,80", "--model", tiny_model_path, "-o", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    means = {(r["codec"], r["setting"]): r for r in _rows(out / "rd_mean.csv")}
+    assert ("avif-down2", "quality=60") in means and ("webp-down4", "quality=0") in means
+    assert all(float(r["ssimulacra2"]) <= 100 for r in means.values())  # scored for every codec
+    document = json.loads((out / "rd.json").read_text())
+    assert {c["anchor"] for c in document["bd"]} == {"avif-down2", "webp-down4"}
+    assert {c["metric"] for c in document["bd"]} == {"psnr", "ms_ssim_db", "ssimulacra2"}
+    best = document["against_best"]
+    assert best and {b["setting"] for b in best} <= {"levels=16", "levels=8", "levels=4"}
+    markdown = (out / "rd.md").read_text()
+    assert "## hvq against the best alternative at its rate" in markdown and "| SSIMULACRA 2 |" in markdown
+    assert (out / "rd_ssimulacra2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    skipped = bench(dataset, "--codecs", "webp-down4", "--sweep", "webp-down4=50", "-o", tmp_path / "none",
+                    "--no-progress", "--no-ssimulacra2")
+    assert skipped.exit_code == 0 and not (tmp_path / "none" / "rd_ssimulacra2.png").exists()
+    assert _rows(tmp_path / "none" / "rd_mean.csv")[0]["ssimulacra2"] == ""
+
+
+def test_hvq_runs_in_the_main_process_while_the_workers_code(dataset):
+    """``meanwhile`` (hvq, in ``hvq bench``) runs once, before any worker result is collected; the rows are
+    those of a run without it."""
+    images = [BenchImage(dataset / "a.png", "a.png")]
+    calls = []
+    rows = run_classical(images, {"webp-down2": (50,)}, jobs=2, progress=False, ssimulacra2=False,
+                         meanwhile=lambda: calls.append("hvq"))
+    assert calls == ["hvq"] and [(m.codec, m.setting) for m in rows] == [("webp-down2", "quality=50")]
+    alone = run_classical(images, {"webp-down2": (50,)}, jobs=1, progress=False, ssimulacra2=False,
+                          meanwhile=lambda: calls.append("again"))
+    assert calls == ["hvq", "again"] and alone[0].file_bytes == rows[0].file_bytes
