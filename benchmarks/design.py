@@ -418,12 +418,12 @@ def _run_candidate(candidate: Candidate, preset: Preset, data: Path, eval_folder
         ledger["invocations"] = previous["invocations"] + 1
         write_atomic(ledger_path, json.dumps(ledger).encode())
 
-    def progress(kind: str, record: dict) -> None:
+    def progress(kind: str, record) -> None:  # a StepRecord (or a ValidationRecord, not printed)
         account()
-        if record["step"] % (10 * config.log_every) == 0 or record["step"] == config.steps:
-            psnr = " / ".join(f"{record[f'psnr_{f}']:.2f}" for f in config.model.factors)
-            print(f"{name}: step {record['step']}/{config.steps}, CPU {ledger['train_cpu_s']:.0f} s, "
-                  f"loss {record['loss']:.4f}, PSNR {psnr} dB (training batch)", flush=True)
+        if kind == "train" and (record.step % (10 * config.log_every) == 0 or record.step == config.steps):
+            psnr = " / ".join(f"{record.level(f).psnr:.2f}" for f in config.model.factors)
+            print(f"{name}: step {record.step}/{config.steps}, CPU {ledger['train_cpu_s']:.0f} s, "
+                  f"loss {record.loss:.4f}, PSNR {psnr} dB (training batch)", flush=True)
 
     checkpoint = run_dir / CHECKPOINT
     done = checkpoint.exists() and int(load_training_state(checkpoint)["step"]) >= config.steps
