@@ -33,3 +33,27 @@ def fingerprint(tensors: dict[str, np.ndarray], config_json: str) -> bytes:
 def prior_fingerprint(tensors: dict[str, np.ndarray]) -> bytes:
     """Fingerprint of the context prior's tables (zeros when there are none)."""
     return fingerprint(tensors, CONTEXT_PRIOR_NAME) if tensors else bytes(16)
+
+
+def verified_split(tensors: dict[str, np.ndarray], meta: dict) -> tuple[dict[str, np.ndarray], bytes, bytes]:
+    """Split a model file's context tables off ``tensors`` (in place) and check both fingerprints.
+
+    Returns (context tables, model fingerprint, prior fingerprint).  The
+    model fingerprint covers the weights, static tables and config; the
+    prior's covers the context tables, so a refitted prior keeps the model's.
+    ``HvqModelError`` (without the file's name: callers add it) on a mismatch.
+    """
+    from hvq.bitstream.errors import HvqModelError
+    from hvq.bitstream.prior_tables import CONTEXT_PREFIX
+
+    extra = {k: tensors.pop(k) for k in list(tensors) if k.startswith(CONTEXT_PREFIX)}
+    fp = fingerprint(tensors, meta["config"])
+    if fp.hex() != meta.get("fingerprint"):
+        raise HvqModelError(f"fingerprint {fp.hex()} does not match its metadata {meta.get('fingerprint')}")
+    context_fp = prior_fingerprint(extra)
+    if extra and context_fp.hex() != meta.get("prior_fingerprint"):
+        raise HvqModelError(
+            f"prior fingerprint {context_fp.hex()} does not match its metadata {meta.get('prior_fingerprint')}"
+        )
+    return extra, fp, context_fp
+

@@ -22,9 +22,9 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 
 from hvq.bitstream.errors import HvqModelError
-from hvq.bitstream.prior_tables import CONTEXT_PREFIX, PriorTables
+from hvq.bitstream.prior_tables import PriorTables
 from hvq.codec.model.config import ModelConfig
-from hvq.codec.runtime.fingerprints import fingerprint, prior_fingerprint
+from hvq.codec.runtime.fingerprints import verified_split
 
 MODELS_DIR = Path(__file__).parents[1] / "models"  # tests point this at a folder of tiny models
 DEFAULT_FILE = "hvq-default.safetensors"  # the model new files are written with
@@ -122,15 +122,10 @@ def _read_prior(path: str, *stamp) -> ModelPrior:
         config = ModelConfig.from_json(meta["config"])
     except (OSError, SafetensorError, KeyError, ValueError, TypeError) as exc:
         raise HvqModelError(f"{name}: damaged model file: {exc}") from None
-    extra = {k: tensors.pop(k) for k in list(tensors) if k.startswith(CONTEXT_PREFIX)}
-    fp = fingerprint(tensors, meta["config"])
-    if fp.hex() != meta.get("fingerprint"):
-        raise HvqModelError(f"{name}: fingerprint {fp.hex()} does not match its metadata {meta.get('fingerprint')}")
-    context_fp = prior_fingerprint(extra)
-    if extra and context_fp.hex() != meta.get("prior_fingerprint"):
-        raise HvqModelError(
-            f"{name}: prior fingerprint {context_fp.hex()} does not match its metadata {meta.get('prior_fingerprint')}"
-        )
+    try:
+        extra, fp, context_fp = verified_split(tensors, meta)
+    except HvqModelError as exc:
+        raise HvqModelError(f"{name}: {exc}") from None
     try:
         prior = PriorTables.from_tensors({**tensors, **extra}, config.factors, config.codebook_size, context_fp)
     except HvqModelError as exc:

@@ -19,7 +19,6 @@ they are widened to float32 on load, so inference is float32 everywhere.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import tempfile
@@ -34,11 +33,13 @@ from safetensors.numpy import save as save_numpy
 
 from hvq.bitstream.context import LevelContextModel
 from hvq.bitstream.errors import HvqModelError
-from hvq.bitstream.prior_tables import CONTEXT_PREFIX, STATIC_PREFIX, PriorTables
+from hvq.bitstream.prior_tables import STATIC_PREFIX, PriorTables
 from hvq.codec.model.config import ModelConfig
 from hvq.codec.model.vqvae import HierarchicalVQVAE
 from hvq.codec.model.prior import FrequencyPrior
-from hvq.codec.runtime.fingerprints import CONTEXT_PRIOR_NAME, fingerprint, prior_fingerprint  # noqa: F401 (re-exported)
+from hvq.codec.runtime.fingerprints import (  # noqa: F401 (fingerprint, prior_fingerprint re-exported)
+    CONTEXT_PRIOR_NAME, fingerprint, prior_fingerprint, verified_split,
+)
 
 MODEL_FILE_VERSION = 1
 DEFAULT_MODEL = Path(__file__).parents[1] / "models" / "hvq-default.safetensors"
@@ -195,15 +196,7 @@ def _load_cached(path: str, version=None) -> LoadedModel:
         config = ModelConfig.from_json(meta["config"])
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise HvqModelError(f"damaged model file: config: {exc}") from None
-    extra = {k: tensors.pop(k) for k in list(tensors) if k.startswith(CONTEXT_PREFIX)}
-    fp = fingerprint(tensors, meta["config"])
-    if fp.hex() != meta.get("fingerprint"):
-        raise HvqModelError(f"fingerprint {fp.hex()} does not match its metadata {meta.get('fingerprint')}")
-    context_fp = prior_fingerprint(extra)
-    if extra and context_fp.hex() != meta.get("prior_fingerprint"):
-        raise HvqModelError(
-            f"prior fingerprint {context_fp.hex()} does not match its metadata {meta.get('prior_fingerprint')}"
-        )
+    extra, fp, context_fp = verified_split(tensors, meta)
     _check_sizes(config)
     prior = PriorTables.from_tensors({**tensors, **extra}, config.factors, config.codebook_size, context_fp)
     try:
