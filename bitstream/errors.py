@@ -55,3 +55,13 @@ class HvqConfigError(HvqError, ValueError):
 
 class HvqDataError(HvqError):
     """A data folder cannot be used: it is missing, holds no image, or none large enough."""
+
+
+class HvqImageWarning(UserWarning):
+    """Something of the input that hvq cannot keep (later frames, an unusable ICC profile).
+
+    A warning, not an error: the image is still coded.  It lives here, beside
+    the errors, so that the command line can route it without importing the
+    image reader (``hvq info`` starts without numpy or Pillow).
+    """
+

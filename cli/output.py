@@ -151,7 +151,7 @@ def writable_format(suffix: str) -> str:
 
 def show_warnings_as_lines() -> None:
     """hvq's warnings about an input (frames, ICC profile) as one ``Warning: ...`` line each on stderr."""
-    from hvq.codec.runtime.imageio import HvqImageWarning
+    from hvq.bitstream.errors import HvqImageWarning
 
     shown = warnings.showwarning
 

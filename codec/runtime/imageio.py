@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hvq.bitstream.container import MAX_PIXELS, MAX_SIDE
-from hvq.bitstream.errors import HvqImageError
+from hvq.bitstream.errors import HvqImageError, HvqImageWarning  # noqa: F401 (HvqImageWarning re-exported)
 
 if TYPE_CHECKING:
     import torch
@@ -46,10 +46,6 @@ if TYPE_CHECKING:
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}  # RGBa, La: premultiplied, alpha band "a"
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
-
-
-class HvqImageWarning(UserWarning):
-    """Something of the input that hvq cannot keep (later frames, an unusable ICC profile)."""
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:
