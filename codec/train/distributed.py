@@ -56,8 +56,18 @@ def join(device_name: str) -> Placement:
     return Placement(dist.get_rank(), dist.get_world_size(), device)
 
 
-def leave(placement: Placement) -> None:
+def leave(placement: Placement, finished: bool = False) -> None:
+    """Tear the process group down; after a finished run, once every rank is done with it.
+
+    The barrier keeps one rank from destroying its gloo group while another
+    still has work in flight: without it a rank now and then aborted at exit
+    ("terminate called without an active exception", SIGABRT) after a run
+    that had finished.  A rank that failed leaves at once: the others may
+    never reach the barrier.
+    """
     if placement.world_size > 1 and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -130,10 +130,13 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
     """
     run_dir = Path(run_dir)
     placement = join(config.device)
+    finished = False
     try:
-        return _train(config, run_dir, resume, progress, placement)
+        result = _train(config, run_dir, resume, progress, placement)
+        finished = True
+        return result
     finally:
-        leave(placement)
+        leave(placement, finished)
 
 
 def _train(config: TrainConfig, run_dir: Path, resume: bool, progress, placement: Placement) -> HierarchicalVQVAE:
