@@ -36,6 +36,7 @@ from hvq.codec.runtime.registry import default_model, find_model
 from hvq.codec.runtime.tiling import DEFAULT_TILE, candidates_tiled, check_tile, decode_tiled, encode_tiled
 from hvq.bitstream.settings import CHUNK_TYPE as RATE_CHUNK, RateSetting, encode_setting
 from hvq.codec.runtime import rate_control
+from hvq.codec.runtime.distortion import psnr_from_mse
 from hvq.codec.runtime.imageio import pad_to_multiple
 from hvq.codec.runtime.rdoq import DEFAULT_CANDIDATES
 from hvq.codec.runtime.weights import LoadedModel, load_model
@@ -132,7 +133,7 @@ class Codec:
             f = factors[-1]
             pixels = decode_tiled(self.model.net, grids[f], f, width, height, self.tile)
             mse = np.mean((pixels.astype(np.float64) - original) ** 2)
-            return 10 * np.log10(255.0**2 / mse) if mse > 0 else 100.0
+            return psnr_from_mse(mse, 255.0) if mse > 0 else 100.0  # finite for the search's bisection
 
         choice = rate_control.choose(setting, candidates, level_sets, self.model.prior, file_bpp, finest_psnr)
         return write(choice.grids, choice.factors, choice.setting)
