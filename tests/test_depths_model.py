@@ -236,3 +236,24 @@ def test_hvq_train_sets_depths_and_freezing_from_the_command_line(image_folder, 
                                  "--depths", "4:2", "--init-from", str(tmp_path / "run" / "checkpoint.pt"),
                                  "--freeze", "encoder,codebook"])
     assert result.exit_code == 0, result.output
+
+
+def test_the_depths_benchmark_scores_every_depth_and_renders(tmp_path):
+    from hvq.benchmarks.depths import latent_errors, render, score
+
+    folder = tmp_path / "kodak"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(folder / "a.png")
+    net = _trained(DEPTHS)
+    scores = score(net, folder)
+    rows = scores["depths"]["4"]
+    assert [r["depth"] for r in rows] == [1, 2, 3, 4] and rows[0]["psnr"] == scores["levels"]["4"]
+    assert all(b["entropy_bpp"] >= a["entropy_bpp"] for a, b in zip(rows, rows[1:]))
+    errors = latent_errors(net, folder, 1)["4"]
+    assert len(errors) == 4 and errors[-1] < errors[0]
+    (tmp_path / "out" / "arms").mkdir(parents=True)
+    (tmp_path / "out" / "arms" / "rq.json").write_text(json.dumps(
+        {"label": "RQ", "steps": 2, "train_cpu_s": 1.0, "training_depths": {}, "gains": [1, 0.5, 0.2, 0.1],
+         **scores}))
+    text = render(tmp_path / "out", "cmd", {"images": 1, "arms": {"rq": {"4": errors}}})
+    assert "| rq | 4 |" in text and "cmd" in text and (tmp_path / "out" / "depths.json").exists()
