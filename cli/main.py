@@ -74,7 +74,7 @@ def main() -> None:
 @click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--levels", type=LevelList(), default=None, help="Levels to store, e.g. 16,8 (default: all).")
 @click.option("-q", "--quality", type=float, default=None,
-              help="0 (smallest) to 100 (nearest codewords, the default's indices): rate control.")
+              help="0 (smallest) to 100 (pixel error alone): rate control; without it, the nearest codewords.")
 @click.option("--target-bpp", type=float, default=None,
               help="Size of the whole file in bits per pixel (within 5%); picks quality and levels.")
 @click.option("--target-psnr", type=float, default=None,

@@ -9,8 +9,9 @@
 
 With a quality or a target (rate control), ``tokenize``'s nearest codewords
 give way to a choice for rate as well as distortion, between the encoder and
-the coder: ``candidates_tiled -> rate_control.choose (rdoq per trial) ->
-write_tokens`` (with a ``rate`` chunk naming the setting).
+the coder: ``candidates_tiled -> rate_control.choose (rdoq, then the
+pixel passes of pixel_rdoq, per trial) -> write_tokens`` (with a ``rate``
+chunk naming the setting).
 
 ``write_tokens`` and ``read_tokens`` are what ``hvq.encode_tokens`` and
 ``hvq.decode_tokens`` run once they have found the prior.
@@ -35,10 +36,9 @@ from hvq.codec.runtime.imageio import load_image
 from hvq.codec.runtime.registry import default_model, find_model
 from hvq.codec.runtime.tiling import DEFAULT_TILE, candidates_tiled, check_tile, decode_tiled, encode_tiled
 from hvq.bitstream.settings import CHUNK_TYPE as RATE_CHUNK, RateSetting, encode_setting
-from hvq.codec.runtime import rate_control
+from hvq.codec.runtime import pixel_rdoq, rate_control
 from hvq.codec.runtime.distortion import psnr_from_mse
-from hvq.codec.runtime.imageio import pad_to_multiple
-from hvq.codec.runtime.rdoq import DEFAULT_CANDIDATES
+from hvq.codec.runtime.rdoq import DEFAULT_CANDIDATES, cell_code_lengths as code_lengths
 from hvq.codec.runtime.weights import LoadedModel, load_model
 
 # The transforms run tile by tile (codec/runtime/tiling.py), so their memory is set
@@ -110,32 +110,46 @@ class Codec:
     def _compress_rate_controlled(self, image, levels, setting: RateSetting) -> bytes:
         """Rate control's choice of indices between the encoder and the entropy coder."""
         chosen = self.check_levels(levels)
-        rgb = load_image(image_source(image), MAX_TRANSFORM_PIXELS)
-        width, height = rgb.size
-        padded = pad_to_multiple(np.asarray(rgb), self.model.config.max_factor)  # (H', W', 3) uint8
-        del rgb
-        candidates = candidates_tiled(self.model.net, padded, DEFAULT_CANDIDATES, self.tile)
-        original = padded[:height, :width] if setting.mode == "target-psnr" else None
-        del padded
+        pixels = load_pixels(image)  # (H, W, 3) uint8, as tokenize loads it
+        height, width = pixels.shape[:2]
+        net, prior = self.model.net, self.model.prior
+        candidates = candidates_tiled(net, pixels, DEFAULT_CANDIDATES, self.tile)  # padded as encode_tiled pads
         # a free target search tries the coarsest level alone, then down to each finer one
         level_sets = [chosen[: i + 1] for i in range(len(chosen))] if levels is None else [chosen]
+        refined: dict[tuple, np.ndarray] = {}  # a level's grid depends on its quality, coder and parent only
+
+        def refine_at(quality, factors):
+            if not pixel_rdoq.refines(net, factors):
+                return None
+            mu = rate_control.mu_for(quality)
+
+            def refine(factor, grid, parent):
+                key = (factor, quality, prior.coder_for(factor, factors), None if parent is None else parent.tobytes())
+                if key not in refined:
+                    indices = candidates[factor][0]
+                    bits = lambda g: code_lengths(g, indices, factor, factors, prior, parent)  # noqa: E731
+                    refined[key] = pixel_rdoq.refine(net, grid, indices, factor, pixels, bits, mu,
+                                                     tile=self.tile)
+                return refined[key]
+
+            return refine
 
         def write(grids, factors, s=None) -> bytes:
             tokens = Tokens({f: grids[f] for f in factors}, width, height, self.model.fingerprint,
                             self.model.config.max_factor, self.model.config.codebook_size)
             ancillary = () if s is None else ((RATE_CHUNK, encode_setting(s)),)
-            return write_tokens(tokens, self.model.prior, ancillary)
+            return write_tokens(tokens, prior, ancillary)
 
         def file_bpp(grids, factors, s):
             return 8 * len(write(grids, factors, s)) / (width * height)
 
         def finest_psnr(grids, factors):
             f = factors[-1]
-            pixels = decode_tiled(self.model.net, grids[f], f, width, height, self.tile)
-            mse = np.mean((pixels.astype(np.float64) - original) ** 2)
+            decoded = decode_tiled(net, grids[f], f, width, height, self.tile)
+            mse = np.mean((decoded.astype(np.float64) - pixels) ** 2)
             return psnr_from_mse(mse, 255.0) if mse > 0 else 100.0  # finite for the search's bisection
 
-        choice = rate_control.choose(setting, candidates, level_sets, self.model.prior, file_bpp, finest_psnr)
+        choice = rate_control.choose(setting, candidates, level_sets, prior, file_bpp, finest_psnr, refine_at)
         return write(choice.grids, choice.factors, choice.setting)
 
     def decompress(self, data, level: int | None = None, partial: bool = False) -> Image.Image:
@@ -156,10 +170,8 @@ class Codec:
     def tokenize(self, image, levels=None) -> Tokens:
         """The image's index grids at the chosen levels (factors; default all): what compress codes."""
         chosen = self.check_levels(levels)
-        rgb = load_image(image_source(image), MAX_TRANSFORM_PIXELS)
-        width, height = rgb.size
-        pixels = np.asarray(rgb)  # (H, W, 3) uint8, a copy
-        del rgb  # hold the pixels once: large images are tiled to bound memory
+        pixels = load_pixels(image)  # (H, W, 3) uint8
+        height, width = pixels.shape[:2]
         grids = encode_tiled(self.model.net, pixels, self.tile)  # {factor: (H'/f, W'/f) uint16}, nearest codewords
         del pixels
         # Rate control (choosing indices for rate as well as distortion) goes here, one call.
@@ -212,6 +224,12 @@ class Codec:
     def check_file(self, parsed: ParsedFile) -> None:
         """``check_header`` of a parsed file (the prior is checked where levels are read)."""
         self.check_header(parsed.header)
+
+
+def load_pixels(image) -> np.ndarray:
+    """The image as (H, W, 3) uint8 pixels, held once: large images are tiled to bound memory."""
+    rgb = load_image(image_source(image), MAX_TRANSFORM_PIXELS)
+    return np.asarray(rgb)  # a copy; the PIL image goes when this returns
 
 
 def choose_level(parsed: ParsedFile, level: int | None, partial: bool) -> int:

@@ -104,17 +104,20 @@ def encode_tiled(net, image: np.ndarray, tile: int = DEFAULT_TILE) -> dict[int, 
     return grids
 
 
-def candidates_tiled(net, padded: np.ndarray, k: int, tile: int = DEFAULT_TILE) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+@torch.inference_mode()
+def candidates_tiled(net, image: np.ndarray, k: int, tile: int = DEFAULT_TILE) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """The ``k`` nearest codewords of every cell of every level, with their squared latent distances.
 
     What rate control chooses from (``hvq.codec.runtime.rdoq``): {factor:
-    (indices (H/f, W/f, k) uint16, distances (H/f, W/f, k) float32)},
-    nearest first.  Tiled like ``encode_tiled``, and column 0 is exactly its
-    index (the same distances and argmin, ties included), so choosing column
-    0 everywhere reproduces today's grids.
+    (indices (H'/f, W'/f, k) uint16, distances (H'/f, W'/f, k) float32)},
+    nearest first.  Padded and tiled like ``encode_tiled`` (a padded image
+    pads to itself), and column 0 is exactly its index (the same distances
+    and argmin, ties included), so choosing column 0 everywhere reproduces
+    today's grids.
     """
     m = net.config.max_factor
     check_tile(tile, m)
+    padded = pad_to_multiple(image, m)  # (H', W', 3), as encode_tiled pads
     height, width = padded.shape[:2]
     k = min(int(k), net.config.codebook_size)
     out = {
@@ -122,13 +125,12 @@ def candidates_tiled(net, padded: np.ndarray, k: int, tile: int = DEFAULT_TILE) 
         for f in net.config.factors
     }
     for w in windows(height, width, tile, encoder_halo(m)):
-        pixels = padded[w.win_top : w.win_bottom, w.win_left : w.win_right]
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float().div_(255.0)
-        with torch.no_grad():
-            latents = net.encoder(x - 0.5)
-        for f, z in zip(net.config.factors, latents):
+        x = to_tensor(padded[w.win_top : w.win_bottom, w.win_left : w.win_right])
+        for f, z in zip(net.config.factors, net.encoder(x - 0.5)):
+            codebook = net.codebook_of(f)
+            z = codebook.project(z)  # as the codebook compares it (net.encode does the same)
             b, d, h, wd = z.shape
-            distances = net.codebook_of(f).distances(z.permute(0, 2, 3, 1).reshape(-1, d))  # (h*wd, K), as quantize
+            distances = codebook.distances(z.permute(0, 2, 3, 1).reshape(-1, d))  # (h*wd, K), as quantize
             nearest = distances.argmin(1)
             top_d, top_i = distances.topk(k, dim=1, largest=False, sorted=True)
             # topk may order ties differently from argmin: put argmin first, the displaced one in its place
