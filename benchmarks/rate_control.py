@@ -158,7 +158,8 @@ def summarise(records: list[dict], anchors_dir: Path | None) -> dict:
         seconds["all levels"] = {("nearest" if k == "nearest" else f"quality {k}"):
                                  mean([r["all_levels"][k]["seconds"] for r in windowed])
                                  for k in windowed[0]["all_levels"]}
-    return {"images": len(records), "curves": {str(f): c for f, c in curves.items()}, "bd_rate": bd,
+    return {"images": len(records), "image_names": [r["image"] for r in records],
+            "windowed_names": [r["image"] for r in windowed], "curves": {str(f): c for f, c in curves.items()}, "bd_rate": bd,
             "monotone_over_quality": monotone, "windows": windows["mean"], "target_hits": hits,
             "encode_seconds": seconds, "qualities": QUALITIES, "scales": SCALES,
             "window_qualities": WINDOW_QUALITIES}
@@ -215,6 +216,8 @@ def plot(summary: dict, anchors_dir: Path | None, out: Path) -> None:
 def report(summary: dict, command: str) -> str:
     lines = [f"# Rate control on Kodak ({summary['images']} images, shipped model hvq-default)", "",
              f"Command: `{command}`", "",
+             f"Images: {', '.join(summary['image_names'])}; the all-levels file (windows) on "
+             f"{', '.join(summary['windowed_names']) or 'none'}.", "",
              "## Mean RD points per level (each level stored alone)", "",
              "| level | setting | bpp | PSNR dB |", "|---|---|---|---|"]
     for f, c in summary["curves"].items():
@@ -265,6 +268,8 @@ def main(argv=None) -> None:
     parser.add_argument("--images-every", type=int, default=1, help="every Nth image only (a shared CPU)")
     parser.add_argument("--windows-every", type=int, default=3, help="the all-levels file (windows) on every Nth image")
     parser.add_argument("--reverse", action="store_true", help="walk the shard's images from the end")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="summarise the images the log holds so far, measuring none (the report says how many)")
     parser.add_argument("--shard", default="0/1", help="I/N: measure images I, I+N, ... (run N at once; same --out)")
     args = parser.parse_args(argv)
     import torch
@@ -286,7 +291,7 @@ def main(argv=None) -> None:
     shard, shards = (int(x) for x in args.shard.split("/"))
     mine = paths[shard::shards]
     with log.open("a") as f:
-        for path in reversed(mine) if args.reverse else mine:
+        for path in [] if args.summary_only else reversed(mine) if args.reverse else mine:
             read_log()
             if path.name in done:
                 continue
@@ -297,7 +302,9 @@ def main(argv=None) -> None:
             print(f"{path.name}: {time.perf_counter() - start:.0f} s", flush=True)
     read_log()
     missing = [p.name for p in paths if p.name not in done]
-    if missing:
+    if args.summary_only:
+        paths = [p for p in paths if p.name in done]
+    elif missing:
         print(f"{len(missing)} images not measured yet (other shards?); no summary")
         return
     records = [done[p.name] for p in paths]
