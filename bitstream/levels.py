@@ -385,13 +385,16 @@ def stored_levels(parsed: ParsedFile, levels: tuple[int, ...] | None, partial: b
     return tuple(c.factor for c in parsed.levels)
 
 
-def decode_grid(parsed: ParsedFile, factor: int, prior: PriorTables, decoded: dict | None = None) -> np.ndarray:
-    """One stored level's index grid after checking the prior once; its parents are decoded first; CRC-checked.
+def decode_grid(
+    parsed: ParsedFile, factor: int, prior: PriorTables, decoded: dict | None = None, depth: int = 1
+) -> np.ndarray:
+    """One stored level's index grid (at ``depth``) after checking the prior once; CRC-checked.
 
-    ``decoded`` ({(factor, depth): grid}) caches grids across calls on one file.
+    What it is coded given (its parents, its previous depths) is decoded
+    first.  ``decoded`` ({(factor, depth): grid}) caches grids across calls on one file.
     """
     prior.check_file(parsed.header)
-    return _decode(parsed, factor, prior, {} if decoded is None else decoded)
+    return _decode(parsed, factor, prior, {} if decoded is None else decoded, depth)
 
 
 def _decode(parsed: ParsedFile, factor: int, prior: PriorTables, decoded: dict, depth: int = 1) -> np.ndarray:

@@ -17,9 +17,11 @@ from pathlib import Path
 import click
 
 from hvq import __version__
-from hvq.bitstream.errors import HvqError
+from hvq.bitstream.errors import HvqError, HvqUsageError
 from hvq.cli.batch import ThreadPlan, in_order
-from hvq.cli.options import EXIT_CODES, FolderPath, LevelList, force_option, model_option, output_option, threads_option
+from hvq.cli.options import (
+    EXIT_CODES, FolderPath, LevelDepthList, LevelList, force_option, model_option, output_option, threads_option,
+)
 from hvq.cli.inputs import STDIO, image_source, plan, read_stdin
 from hvq.cli.output import (
     check_target, into_folder, show_warnings_as_lines, signals_held, terminate_as_interrupt, writable_format,
@@ -298,7 +300,7 @@ def info(ctx, files, as_json):
 def _describe(path, s) -> str:
     lines = [
         f"{path}: .hvq v{s.version}, {s.width}x{s.height}, {s.file_bytes} bytes, {s.bpp:.4f} bpp"
-        + ("" if s.complete else f", TRUNCATED (missing levels {','.join(map(str, s.missing))})"),
+        + ("" if s.complete else f", TRUNCATED (missing levels {','.join([*map(str, s.missing), *s.missing_depths])})"),
         f"  model {s.model_fingerprint}, codebook {s.codebook_size}, prior {s.prior}"
         + (f" {s.prior_fingerprint}" if s.prior != "static" else ""),
         *([f"  rate control: {s.rate_control}"] if s.rate_control else []),
@@ -309,19 +311,24 @@ def _describe(path, s) -> str:
         lines.append(
             f"  {lv.factor:>5}  {grid:<9} {lv.chunk_bytes:>7}  {lv.bits_per_index:>10.3f}  {lv.bpp:.4f}  {lv.coder}"
         )
+        for d in lv.depths:  # refinement depths, each coded given the one before
+            name = f"{lv.factor}:{d.depth}"
+            lines.append(f"  {name:>5}  {grid:<9} {d.chunk_bytes:>7}  {d.bits_per_index:>10.3f}  {d.bpp:.4f}  {d.coder}")
     return "\n".join(lines)
 
 
 @main.command(epilog=EXIT_CODES)
 @click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--keep", type=LevelList(), required=True, help="Levels to keep, e.g. 16,8.")
+@click.option("--keep", type=LevelDepthList(), required=True,
+              help="Levels to keep, e.g. 16,8; F:D keeps depths 1..D of level F (16,8,4:2).")
 @output_option("The stripped file; - for standard output; FOLDER/.", required=True, stdio=True)
 @model_option
 @force_option
 def strip(input, keep, output, model_path, force):
-    """Drop levels from a .hvq file without running the transforms.
+    """Drop levels, or a level's finest depths, from a .hvq file without running the transforms.
 
-    Chunks are copied as they are.  A level coded given a level that is
+    Chunks are copied as they are; dropping depths drops the tail of a
+    level's chunks.  A level coded given a level that is
     dropped is re-coded from its indices with the prior of the model the
     file names (installed, or --model); only its tables are read, and the
     transforms never run.
@@ -335,6 +342,8 @@ def strip(input, keep, output, model_path, force):
         try:
             data = read_stdin(MAX_FILE_BYTES) if input == STDIO else read_bytes(input)
             stripped = strip_file(data, keep, model_path)
+        except HvqUsageError as exc:  # a depth the file does not store: misuse of --keep
+            raise click.BadParameter(f"{input}: {exc}", param_hint="--keep")
         except HvqError as exc:
             raise _fail(input, exc)
         write_output(output, stripped)

@@ -69,6 +69,26 @@ class LevelList(click.ParamType):
         return factors
 
 
+class LevelDepthList(click.ParamType):
+    """Levels with optional depths, e.g. 16,8,4:2 (F: the level with every depth; F:D: depths 1..D)."""
+
+    name = "LEVELS"
+
+    def convert(self, value, param, ctx):
+        from hvq.bitstream.errors import HvqUsageError
+        from hvq.bitstream.levels import as_selection
+
+        if isinstance(value, tuple):
+            return value
+        try:
+            selection = as_selection(str(value))
+        except HvqUsageError as exc:
+            self.fail(f"{value!r}: {exc}", param, ctx)
+        if any(f < 1 for f, _ in selection):
+            self.fail(f"{value!r} names no level", param, ctx)
+        return selection
+
+
 class FolderPath(type(Path())):
     """An ``-o`` given with a trailing slash: the folder to write into (made if missing), not a file name."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hvq.bitstream.container import read_file
 from hvq.bitstream.errors import HvqModelError
-from hvq.bitstream.levels import Tokens, as_levels, needs_prior, read_tokens, stored_levels, strip, write_tokens
+from hvq.bitstream.levels import Tokens, as_levels, as_selection, needs_prior, read_tokens, stored_levels, strip, write_tokens
 from hvq.bitstream.prior_tables import PriorTables
 from hvq.codec.runtime.registry import find_model, read_prior
 
@@ -45,9 +45,9 @@ def decode_tokens(data, levels=None, model=None, prior: PriorTables | None = Non
 
 
 def strip_file(data, keep, model=None) -> bytes:
-    """Keep only the levels in ``keep``: parsed once, the prior read only if a level must be re-coded."""
+    """Keep only the levels in ``keep`` ("16,8,4:2": F:D keeps depths 1..D): parsed once, the prior read only if a level must be re-coded."""
     parsed = read_file(data)
-    keep = as_levels(keep) or ()
+    keep = as_selection(keep) or ()
     header = parsed.header
     prior = None
     if needs_prior(parsed, keep):

@@ -92,11 +92,19 @@ def save_model(
     prior: FrequencyPrior,
     path: str | Path,
     context: dict[int, LevelContextModel] | None = None,
+    depth_context: dict[tuple[int, int], LevelContextModel] | None = None,
 ) -> bytes:
-    """Write a deployable model file, with a context prior if given; returns the model fingerprint."""
+    """Write a deployable model file, with a context prior (and depth prior) if given; returns the model fingerprint.
+
+    The depth prior's tables (``(factor, depth) -> model``) go beside the
+    context prior's, under its fingerprint; a model without them keeps its
+    exact file.
+    """
+    if depth_context and not context:
+        raise ValueError("a depth prior is stored beside a context prior")
     tensors = model_tensors(net, prior)
     fp = fingerprint(tensors, net.config.to_json())
-    extra = PriorTables(prior.tables, context or {}).to_tensors()
+    extra = PriorTables(prior.tables, context or {}, depth=depth_context or {}).to_tensors()
     metadata = {
         "format": "hvq-model",
         "model_file_version": str(MODEL_FILE_VERSION),

@@ -151,18 +151,19 @@ def hvq_read(data: bytes, prior: PriorTables):
     h = parsed.header
     head = (h.version, h.width, h.height, h.grid_multiple, h.factors, h.codebook_size,
             h.model_fingerprint, h.prior_kind, h.prior_fingerprint)
-    levels = [(c.factor, (c.grid_height, c.grid_width), c.coder, c.index_crc, c.payload) for c in parsed.levels]
+    head += (dict(h.depths),)
+    levels = [(c.factor, c.depth, (c.grid_height, c.grid_width), c.coder, c.index_crc, c.payload) for c in parsed.chunks]
     grids, cache = {}, {}
-    for c in parsed.levels:
+    for c in parsed.chunks:
         try:
-            grids[c.factor] = decode_grid(parsed, c.factor, prior, cache).tolist()
+            grids[c.factor, c.depth] = decode_grid(parsed, c.factor, prior, cache, c.depth).tolist()
         except HvqTruncatedError:
-            grids[c.factor] = "truncated"
+            grids[c.factor, c.depth] = "truncated"
         except HvqFormatError:
-            grids[c.factor] = "format"
+            grids[c.factor, c.depth] = "format"
         except HvqModelError:
-            grids[c.factor] = "model"
-    return head, levels, parsed.complete, parsed.missing, grids
+            grids[c.factor, c.depth] = "model"
+    return head, levels, parsed.complete, parsed.missing, parsed.missing_refinements, grids
 
 
 def ref_read(data: bytes, tables: ref.Tables):
@@ -176,18 +177,19 @@ def ref_read(data: bytes, tables: ref.Tables):
     h = file.header
     head = (h.version, h.width, h.height, h.grid_multiple, h.factors, h.codebook_size,
             h.model_fingerprint, h.prior_kind, h.prior_fingerprint)
-    levels = [(lv.factor, lv.grid, lv.coder, lv.index_crc, lv.payload) for lv in file.levels]
+    head += (h.depths,)
+    levels = [(lv.factor, lv.depth, lv.grid, lv.coder, lv.index_crc, lv.payload) for lv in file.levels]
     grids, cache = {}, {}
     for lv in file.levels:
         try:
-            grids[lv.factor] = ref.decode_level(file, lv.factor, tables, cache).tolist()
+            grids[lv.factor, lv.depth] = ref.decode_level(file, lv.factor, tables, cache, lv.depth).tolist()
         except ref.TruncatedError:
-            grids[lv.factor] = "truncated"
+            grids[lv.factor, lv.depth] = "truncated"
         except ref.FormatError:
-            grids[lv.factor] = "format"
+            grids[lv.factor, lv.depth] = "format"
         except ref.ModelError:
-            grids[lv.factor] = "model"
-    return head, levels, file.complete, file.missing, grids
+            grids[lv.factor, lv.depth] = "model"
+    return head, levels, file.complete, file.missing, file.missing_depths, grids
 
 
 def test_the_corpus_files_start_with_a_mode_byte():
@@ -201,7 +203,7 @@ def test_both_readers_agree_on_every_seed(seed):
     ours = ref_read(data, fuzz_model().tables)
     assert ours == hvq_read(data, targets.fuzz_prior())
     if ours not in ("format", "truncated"):
-        assert all(isinstance(grid, list) for grid in ours[4].values())  # every whole level of a seed decodes
+        assert all(isinstance(grid, list) for grid in ours[5].values())  # every whole level of a seed decodes
         if ours[2]:
             ref.check_model(ref.read_file(data), fuzz_model())  # the fingerprints name the fuzz model
 
@@ -244,7 +246,7 @@ def test_the_shipped_version_1_file_reads_alike():
     ref.check_model(ref.read_file(data), model)  # fingerprint recomputed from the model file
     ours = ref_read(data, model.tables)
     assert ours == hvq_read(data, prior)
-    assert [lv[2] for lv in ours[1]] == [1, 1, 1]
+    assert [lv[3] for lv in ours[1]] == [1, 1, 1]
 
 
 @pytest.mark.parametrize("stored", [(16, 8, 4), (16, 4), (8,)])
@@ -260,7 +262,7 @@ def test_the_shipped_context_prior_codes_alike(stored):
     data = write_file(header, chunks)
     ours = ref_read(data, model.tables)
     assert ours == hvq_read(data, prior)
-    assert {f: np.array(ours[4][f]).tolist() for f in stored} == {f: grids[f].tolist() for f in stored}
+    assert {f: np.array(ours[5][f, 1]).tolist() for f in stored} == {f: grids[f].tolist() for f in stored}
 
 
 # -- the end rule on whole files (FORMAT.md 8.3) -------------------------------------------------
