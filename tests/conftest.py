@@ -144,3 +144,22 @@ def photo():
     y, x = np.mgrid[0:37, 0:45]
     rgb = np.stack([x * 5, y * 6, (x + y) * 3], axis=-1) % 256
     return Image.fromarray(rgb.astype(np.uint8), "RGB")
+
+
+def random_depth_prior(depths, static: dict, k: int, seed: int = 0) -> dict:
+    """Seeded random depth-prior tables: {(factor, d): model} for d = 2..D of each (factor, D) in ``depths``."""
+    from hvq.bitstream.prior_tables import depth_model
+
+    rng = np.random.default_rng(1000 + seed)
+    models = {}
+    for factor, deepest in dict(depths).items():
+        for depth in range(2, deepest + 1):
+            models[(factor, depth)] = depth_model(
+                static[factor],
+                parent=rng.integers(-128, 128, (k, k)).astype(np.int8),
+                parent_horizontal=rng.integers(-60, 60, (k + 1, k)).astype(np.int8),
+                parent_vertical=rng.integers(-60, 60, (k + 1, k)).astype(np.int8),
+                horizontal=rng.integers(-60, 60, (k + 1, k)).astype(np.int8),
+                vertical=rng.integers(-60, 60, (k + 1, k)).astype(np.int8),
+            )
+    return models

@@ -1,0 +1,350 @@
+"""Format 3: refinement depths in the file, the depth prior (coder 4), strip and info with depths.
+
+Synthetic tokens and random integer tables (``conftest.random_context_prior``,
+``random_depth_prior``) stand in for a model: the bitstream needs no network.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import random_context_prior, random_depth_prior
+from hvq.bitstream.container import (
+    CODER_CONTEXT_PARENT,
+    CODER_DEPTH,
+    SIGNATURE,
+    parse,
+    strip_levels,
+)
+from hvq.bitstream.context import previous_contexts
+from hvq.bitstream.errors import HvqError, HvqFormatError, HvqModelError, HvqTruncatedError, HvqUsageError
+from hvq.bitstream.info import inspect_file
+from hvq.bitstream.levels import Tokens, as_selection, read_tokens, strip, write_tokens
+from hvq.bitstream.prior_tables import PriorTables
+from hvq.cli.main import main
+
+K = 16
+FACTORS = (16, 8, 4)
+DEPTHS = {8: 2, 4: 3}
+MODEL_FP = bytes(range(16))
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def make_prior(depths=DEPTHS, seed: int = 0) -> PriorTables:
+    context = random_context_prior(FACTORS, K, seed)
+    static = {f: m.static for f, m in context.items()}
+    return PriorTables(static, context, bytes([7]) * 16, random_depth_prior(depths, static, K, seed))
+
+
+PRIOR = make_prior()
+
+
+def make_tokens(width=40, height=24, depths=DEPTHS, seed=0) -> Tokens:
+    """Grids whose depths are correlated with the depth before (as a residual quantiser's are)."""
+    rng = np.random.default_rng(seed)
+    hp, wp = -(-height // 16) * 16, -(-width // 16) * 16
+    grids = {f: rng.integers(0, K, (hp // f, wp // f)) for f in FACTORS}
+    refinements = {}
+    for factor, deepest in depths.items():
+        stack, previous = [], grids[factor]
+        for _ in range(deepest - 1):
+            keep = rng.random(previous.shape) < 0.5
+            previous = np.where(keep, (previous + 1) % K, rng.integers(0, K, previous.shape))
+            stack.append(previous)
+        refinements[factor] = np.stack(stack)
+    return Tokens(grids, width, height, MODEL_FP, 16, K, refinements)
+
+
+TOKENS = make_tokens()
+DATA3 = write_tokens(TOKENS, PRIOR)
+
+
+def chunks_of(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, data) of every chunk after the signature."""
+    out, pos = [], len(SIGNATURE)
+    while pos < len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        out.append((kind, data[pos + 8 : pos + 8 + length]))
+        pos += 12 + length
+    return out
+
+
+def build(chunks) -> bytes:
+    """A file from (type, data) chunks, CRCs computed."""
+    parts = [SIGNATURE]
+    for kind, body in chunks:
+        parts.append(struct.pack(">I4s", len(body), kind) + body + struct.pack(">I", zlib.crc32(kind + body)))
+    return b"".join(parts)
+
+
+def levl(body: bytes, **fields) -> bytes:
+    """A LEVL body with fixed fields replaced (factor, gh, gw, coder, depth, crc, length)."""
+    names = ("factor", "gh", "gw", "coder", "depth", "crc", "length")
+    values = dict(zip(names, struct.unpack_from(">HHHBBII", body)))
+    values.update(fields)
+    return struct.pack(">HHHBBII", *(values[n] for n in names)) + body[16:]
+
+
+def names(data: bytes) -> list[str]:
+    return [c.name for c in parse(data).chunks]
+
+
+# -- Tokens ---------------------------------------------------------------------------------------
+
+
+def test_tokens_hold_refinements_read_only_and_compare_them():
+    t = TOKENS
+    assert t.depths == {16: 1, 8: 2, 4: 3} and t.depth(4) == 3
+    assert t.refinements[4].dtype == np.uint16 and t.refinements[4].shape == (2, 8, 12)
+    assert not t.refinements[4].flags.writeable
+    assert np.array_equal(t.refinement(4, 1), t.grid(4)) and np.array_equal(t.refinement(4, 3), t.refinements[4][1])
+    assert t == make_tokens() and t != make_tokens(seed=1)
+    assert t != t.select(FACTORS, {4: 2}) and t.select(FACTORS, {4: 2}) == make_tokens(depths={8: 2, 4: 2})
+    assert t.select((16, 4), {4: 1}).depths == {16: 1, 4: 1}
+    assert "x3 depths" in repr(t)
+
+
+def test_tokens_refuse_bad_refinements():
+    grids = {f: g for f, g in TOKENS.grids.items()}
+    with pytest.raises(HvqFormatError, match="refinements of level 2"):
+        Tokens(grids, 40, 24, MODEL_FP, 16, K, {2: np.zeros((1, 1, 1))})
+    with pytest.raises(HvqFormatError, match=r"level 4 refinements are \(2, 8, 11\)"):
+        Tokens(grids, 40, 24, MODEL_FP, 16, K, {4: np.zeros((2, 8, 11))})
+    with pytest.raises(HvqFormatError, match=r"level 4 refinements are \(0, 8, 12\)"):
+        Tokens(grids, 40, 24, MODEL_FP, 16, K, {4: np.zeros((0, 8, 12))})
+    with pytest.raises(HvqFormatError, match=r"outside \[0, 16\)"):
+        Tokens(grids, 40, 24, MODEL_FP, 16, K, {4: np.full((1, 8, 12), 16)})
+    with pytest.raises(HvqUsageError, match="level 4 has depths 1..3, not 4"):
+        TOKENS.select(FACTORS, {4: 4})
+    with pytest.raises(HvqFormatError, match="level 4:4 is not in these tokens"):
+        TOKENS.refinement(4, 4)
+
+
+def test_selection_syntax():
+    assert as_selection("16,8,4:2") == ((16, None), (8, None), (4, 2))
+    assert as_selection(((4, 3), 8, "16")) == ((4, 3), (8, None), (16, None))
+    for bad, message in (("4:0", "depth 0"), ("4:x", "not a level with a depth"), ("4:17", "depth 17"), ("", "names no level")):
+        with pytest.raises(HvqUsageError, match=message):
+            as_selection(bad)
+
+
+# -- writing and reading ------------------------------------------------------------------------
+
+
+def test_round_trip_writes_format_3_coarse_first_then_by_depth():
+    parsed = parse(DATA3)
+    assert parsed.header.version == 3 and parsed.header.depths == ((8, 2), (4, 3))
+    assert names(DATA3) == ["level 16", "level 8", "level 8:2", "level 4", "level 4:2", "level 4:3"]
+    assert [c.coder for c in parsed.refinements] == [CODER_DEPTH] * 3
+    assert parsed.level(4).coder == CODER_CONTEXT_PARENT  # depth 1 is coded as in format 2
+    assert read_tokens(parsed, FACTORS, PRIOR) == TOKENS
+    assert read_tokens(parsed, (4,), PRIOR, {4: 2}) == TOKENS.select((4,), {4: 2})
+    assert write_tokens(TOKENS, PRIOR) == DATA3  # deterministic
+
+
+def test_tokens_without_refinements_are_written_as_format_2_byte_for_byte():
+    plain = TOKENS.select(FACTORS, {8: 1, 4: 1})
+    data = write_tokens(plain, PRIOR)
+    assert parse(data).header.version == 2
+    assert data == write_tokens(plain, make_prior(depths={}))  # the depth tables play no part
+    assert write_tokens(plain, PRIOR) == strip(DATA3, ((16, None), (8, 1), (4, 1)))
+
+
+def test_refinements_need_depth_tables():
+    with pytest.raises(HvqModelError, match=r"no depth tables for level 4:3 \(it codes level 4 at depths 1..2\)"):
+        write_tokens(TOKENS, make_prior(depths={8: 2, 4: 2}))
+    with pytest.raises(HvqModelError, match="no depth tables for level 8:2"):
+        write_tokens(TOKENS, make_prior(depths={}))
+
+
+def test_a_depth_is_coded_given_the_previous_depth_at_the_same_cell():
+    previous = np.arange(12).reshape(3, 4)
+    p, ph, pv = previous_contexts(previous, outside=99)
+    assert np.array_equal(p, previous)
+    assert ph[0].tolist() == [99, 2, 1, 99]  # even column: left neighbour; odd: right
+    assert pv[:, 0].tolist() == [99, 8, 4]  # even row: above; odd: below
+
+
+def test_a_file_claiming_more_depths_than_its_model_has_is_refused():
+    with pytest.raises(HvqFormatError, match=r"chunk LEVL \(level 4:3\) is deeper than the model's depth prior"):
+        read_tokens(parse(DATA3), (4,), make_prior(depths={8: 2, 4: 2}))
+
+
+# -- truncation and damage ------------------------------------------------------------------------
+
+SMALL = make_tokens(32, 16, depths={4: 3}, seed=3)
+SMALL_PRIOR = make_prior(depths={4: 3}, seed=3)
+SMALL_DATA = write_tokens(SMALL, SMALL_PRIOR)
+
+
+def decode_whole(data: bytes) -> dict:
+    """Every (factor, depth) grid a possibly cut file holds whole, decoded."""
+    parsed = parse(data)
+    return {(c.factor, c.depth): read_tokens(parsed, (c.factor,), SMALL_PRIOR, {c.factor: c.depth}).refinement(c.factor, c.depth)
+            for c in parsed.chunks}
+
+
+def test_every_truncation_decodes_every_complete_depth_or_names_the_cut():
+    offsets = [c.offset + c.chunk_bytes for c in parse(SMALL_DATA).chunks]
+    for n in range(1, len(SMALL_DATA)):
+        try:
+            grids = decode_whole(SMALL_DATA[:n])
+        except HvqTruncatedError:
+            assert n < len(SIGNATURE) + 12 + 72  # only a file without a whole HEAD is refused
+            continue
+        expected = sum(1 for end in offsets if end <= n)
+        assert len(grids) == expected, n
+        for (f, d), grid in grids.items():
+            assert np.array_equal(grid, SMALL.refinement(f, d))
+    assert parse(SMALL_DATA[: offsets[-1]]).missing_refinements == ()
+    cut = parse(SMALL_DATA[: offsets[-2]])
+    assert cut.missing_refinements == ((4, 3),) and cut.depth_of(4) == 2
+    with pytest.raises(HvqTruncatedError, match="level 4:3 is missing"):
+        read_tokens(cut, (4,), SMALL_PRIOR, {4: 3})
+    assert read_tokens(cut, (4,), SMALL_PRIOR).depth(4) == 2  # every complete depth
+
+
+def test_every_single_bit_flip_is_a_one_line_error_or_the_same_grids():
+    original = decode_whole(SMALL_DATA)
+    for bit in range(8 * len(SMALL_DATA)):
+        damaged = bytearray(SMALL_DATA)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        try:
+            grids = decode_whole(bytes(damaged))
+        except HvqError as exc:
+            assert "\n" not in str(exc)
+            continue
+        for key, grid in grids.items():  # a flip that still decodes must give the very grids
+            assert np.array_equal(grid, original[key]), (bit, key)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c[:6] + [c[4]] + c[6:], r"level 4:2\) is out of order"),
+        (lambda c: c[:5] + [c[4]] + c[5:], r"level 4:2\) is stored twice"),
+        (lambda c: c[:4] + c[5:], r"level 4:3\) does not follow level 4:2"),
+        (lambda c: c[:3] + [c[4]] + [c[3]] + c[5:], r"level 4:2\) does not follow level 4, the depth it is coded given"),
+        (lambda c: c[:6] + [(b"LEVL", levl(c[5][1], depth=4))] + c[6:], r"level 4:4\) is not declared in HEAD \(level 4 has 3 depths\)"),
+        (lambda c: c[:5] + [(b"LEVL", levl(c[5][1], depth=0))] + c[6:], r"level 4:0\) has depth 0, outside 1..16"),
+        (lambda c: c[:5] + [(b"LEVL", levl(c[5][1], depth=200))] + c[6:], r"level 4:200\) has depth 200"),
+        (lambda c: c[:5] + [(b"LEVL", levl(c[5][1], coder=3))] + c[6:], r"level 4:3\) uses coder 3, but depth 3 needs coder 4"),
+        (lambda c: c[:3] + [(b"LEVL", levl(c[3][1], coder=4))] + c[4:], r"level 4\) uses coder 4, but depth 1 needs coder 1, 2 or 3"),
+        (lambda c: c[:4] + c[6:], r"HEAD declares levels 16,8,4:3 but the file holds 16,8,4"),
+    ],
+    ids=["out-of-order", "duplicate", "gap", "before-its-level", "undeclared", "depth-0", "depth-200", "coder-3", "coder-4", "missing"],
+)
+def test_structural_faults_name_the_level_and_depth(edit, message):
+    chunks = chunks_of(SMALL_DATA)  # HEAD, 16, 8, 4, 4:2, 4:3, DONE
+    assert [k for k, _ in chunks] == [b"HEAD"] + [b"LEVL"] * 5 + [b"DONE"]
+    with pytest.raises(HvqFormatError, match=message):
+        parse(build(edit(chunks)))
+
+
+def test_head_depth_table_faults():
+    chunks = chunks_of(SMALL_DATA)
+    head = bytearray(chunks[0][1])
+    assert len(head) == 72 and head[56:72] == bytes([0, 0, 3, 1, 1] + [0] * 11)  # byte b: level 2**b
+    for table, message in (
+        (bytes([0, 0, 3, 1, 0] + [0] * 11), "HEAD declares 0 depths for level 16, outside 1..16"),
+        (bytes([0, 1, 3, 1, 1] + [0] * 11), "HEAD declares 1 depths for level 2, which it does not store"),
+        (bytes([0, 0, 1, 1, 1] + [0] * 11), "a version-3 HEAD declares no refinement depth"),
+        (bytes([0, 0, 17, 1, 1] + [0] * 11), "HEAD declares 17 depths for level 4, outside 1..16"),
+    ):
+        head[56:72] = table
+        with pytest.raises(HvqFormatError, match=message):
+            parse(build([(b"HEAD", bytes(head))] + chunks[1:]))
+    as_v2 = bytearray(chunks[0][1][:56])
+    as_v2[0:2] = b"\x00\x02"
+    with pytest.raises(HvqFormatError, match=r"LEVL \(level 16\) has a non-zero reserved byte"):
+        parse(build([(b"HEAD", bytes(as_v2))] + chunks[1:]))  # a version-2 file must not carry depth bytes
+
+
+# -- strip ----------------------------------------------------------------------------------------
+
+
+def test_strip_drops_a_tail_of_depths_verbatim():
+    kept = strip_levels(DATA3, as_selection("16,8,4:2"))  # no prior: nothing is re-coded
+    assert names(kept) == ["level 16", "level 8", "level 8:2", "level 4", "level 4:2"]
+    assert kept == write_tokens(TOKENS.select(FACTORS, {4: 2}), PRIOR)
+    assert read_tokens(parse(kept), FACTORS, PRIOR) == TOKENS.select(FACTORS, {4: 2})
+    whole = {(c.factor, c.depth): c.payload for c in parse(DATA3).chunks}
+    assert all(whole[c.factor, c.depth] == c.payload for c in parse(kept).chunks)
+    assert strip_levels(DATA3, as_selection("16,8,4")) == DATA3  # F keeps every depth of F
+
+
+def test_strip_dropping_a_parent_level_recodes_its_child_and_keeps_the_depths():
+    kept = strip(DATA3, as_selection("16,4:3"), PRIOR)
+    assert names(kept) == ["level 16", "level 4", "level 4:2", "level 4:3"]
+    assert kept == write_tokens(TOKENS.select((16, 4)), PRIOR)
+
+
+@pytest.mark.parametrize(
+    "keep, message",
+    [("16,4:4", "cannot keep level 4:4: level 4 stores depths 1..3"), ("16:2", "cannot keep level 16:2"),
+     ("4:2,4:3", "level 4 is named twice with different depths")],
+)
+def test_strip_refuses_depths_the_file_does_not_store(keep, message):
+    with pytest.raises(HvqUsageError, match=message):
+        strip_levels(DATA3, as_selection(keep))
+
+
+# -- info and the command line ---------------------------------------------------------------------
+
+
+def test_info_lists_depths_per_level():
+    info = inspect_file(DATA3)
+    assert [(lv.factor, [d.depth for d in lv.depths]) for lv in info.levels] == [(16, []), (8, [2]), (4, [2, 3])]
+    parsed = parse(DATA3)
+    for lv in info.levels:
+        for d in lv.depths:
+            chunk = parsed.chunk(lv.factor, d.depth)
+            assert d.bits_per_index == round(8 * len(chunk.payload) / (lv.grid_height * lv.grid_width), 4)
+            assert d.coder == "depth+previous"
+    cut = inspect_file(DATA3[: parse(DATA3).chunk(4, 3).offset])
+    assert not cut.complete and cut.missing == () and cut.missing_depths == ("4:3",)
+    json.dumps(info.to_dict())
+
+
+def test_cli_strip_and_info_with_depths(tmp_path):
+    source = tmp_path / "d.hvq"
+    source.write_bytes(DATA3)
+    run = CliRunner().invoke
+    result = run(main, ["strip", str(source), "--keep", "16,8,4:2", "-o", str(tmp_path / "s.hvq")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "s.hvq").read_bytes() == strip_levels(DATA3, as_selection("16,8,4:2"))
+    text = run(main, ["info", str(source)]).output
+    assert "  4:2  12x8" in text and "  4:3  12x8" in text and "depth+previous" in text and ".hvq v3" in text
+    listed = json.loads(run(main, ["info", "--json", str(tmp_path / "s.hvq")]).output)
+    assert [[d["depth"] for d in lv["depths"]] for lv in listed["levels"]] == [[], [2], [2]]
+    cut = tmp_path / "cut.hvq"
+    cut.write_bytes(DATA3[:-40])
+    assert "TRUNCATED (missing levels 4:3)" in run(main, ["info", str(cut)]).output
+    for keep, message in (("16,4:0", "depth 0"), ("4:x", "not a level with a depth"), ("16,4:9", "cannot keep level 4:9")):
+        result = run(main, ["strip", str(source), "--keep", keep, "-o", str(tmp_path / "bad.hvq")])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert not (tmp_path / "bad.hvq").exists()
+
+
+# -- old files ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["shipped-v1.hvq", "shipped-v2.hvq", "scene-128x96-q40.hvq"])
+def test_format_1_and_2_files_read_as_before(name):
+    from hvq.codec.runtime.registry import read_prior
+
+    data = (DATA / name).read_bytes()
+    parsed = parse(data)
+    assert parsed.header.version in (1, 2) and parsed.refinements == () and parsed.header.depths == ()
+    prior = read_prior(Path(__file__).resolve().parents[1] / "codec" / "models" / "hvq-default.safetensors").prior
+    tokens = read_tokens(parsed, parsed.header.factors, prior)
+    assert tokens.refinements == {} and set(tokens.depths.values()) == {1}
+    if parsed.header.version == 2 and not parsed.ancillary:
+        assert write_tokens(tokens, prior) == data  # format 2, byte for byte
