@@ -414,9 +414,10 @@ def _parse_head(data: bytes) -> Header:
     factors = tuple(sorted((1 << b for b in range(16) if mask >> b & 1), reverse=True))
     if not factors:
         raise HvqFormatError("HEAD declares no levels")
-    depths = _parse_depth_table(table, mask) if version >= 3 else ()
-    header = Header(width, height, multiple, k, fingerprint, factors, version, prior_kind, prior_fingerprint, depths)
+    header = Header(width, height, multiple, k, fingerprint, factors, version, prior_kind, prior_fingerprint)
     _check_header(header)
+    if version >= 3:  # the depth table is checked last (FORMAT.md, section 4, check 11)
+        header = replace(header, depths=_parse_depth_table(table, mask))
     return header
 
 
@@ -438,11 +439,8 @@ def _parse_depth_table(table: bytes, mask: int) -> tuple[tuple[int, int], ...]:
 
 def _parse_levl(data: bytes, header: Header, offset: int, chunk_bytes: int) -> LevelChunk:
     # _check_length_field has checked the chunk's length against its payload length
-    factor, gh, gw, coder, depth, crc, length = _LEVL.unpack_from(data)
-    if header.version < 3:
-        if depth:
-            raise HvqFormatError(f"chunk LEVL (level {factor}) has a non-zero reserved byte")
-        depth = 1
+    factor, gh, gw, coder, depth_byte, crc, length = _LEVL.unpack_from(data)
+    depth = depth_byte if header.version >= 3 else 1  # the byte is reserved before version 3
     name = f"LEVL ({level_name(factor, depth)})"
     if header.version >= 3 and not 1 <= depth <= MAX_DEPTH:
         raise HvqFormatError(f"chunk LEVL (level {factor}:{depth}) has depth {depth}, outside 1..{MAX_DEPTH}")
@@ -453,6 +451,8 @@ def _parse_levl(data: bytes, header: Header, offset: int, chunk_bytes: int) -> L
     if (gh, gw) != header.grid_shape(factor):
         raise HvqFormatError(f"chunk {name} grid {gh}x{gw} does not match the image size")
     _check_coder(header, factor, coder, depth)
+    if header.version < 3 and depth_byte:
+        raise HvqFormatError(f"chunk {name} has a non-zero reserved byte")
     if length % 4 or length > max_payload_bytes(gh * gw):
         raise HvqFormatError(f"chunk {name} payload length {length} is impossible for its grid")
     return LevelChunk(factor, gh, gw, coder, crc, bytes(data[_LEVL.size :]), offset, chunk_bytes, depth)

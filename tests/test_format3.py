@@ -348,3 +348,34 @@ def test_format_1_and_2_files_read_as_before(name):
     assert tokens.refinements == {} and set(tokens.depths.values()) == {1}
     if parsed.header.version == 2 and not parsed.ancillary:
         assert write_tokens(tokens, prior) == data  # format 2, byte for byte
+
+
+# -- the worked example of FORMAT.md section 15.1 -------------------------------------------------
+
+
+def test_the_worked_example_of_format_md():
+    """Section 15.1's 208 bytes: zero context and depth tables, so every index costs 4 bits and shows through."""
+    from hvq.bitstream.context import LevelContextModel
+    from hvq.bitstream.prior_tables import depth_model
+    from hvq.codec.runtime.fingerprints import prior_fingerprint
+
+    ones, zeros = np.ones(K, np.int32), (lambda rows: np.zeros((rows, K), np.int8))
+    context = {
+        16: LevelContextModel(ones, np.zeros(K, np.int16), zeros(K + 1), zeros(K + 1)),
+        8: LevelContextModel(ones, np.zeros(K, np.int16), zeros(K + 1), zeros(K + 1), zeros(K), zeros(K + 1), zeros(K + 1)),
+    }
+    depth = {(8, 2): depth_model(ones, parent=zeros(K), parent_horizontal=zeros(K + 1), parent_vertical=zeros(K + 1),
+                                 horizontal=zeros(K + 1), vertical=zeros(K + 1))}
+    fp = prior_fingerprint(PriorTables({16: ones, 8: ones}, context, depth=depth).to_tensors())
+    prior = PriorTables({16: ones, 8: ones}, context, fp, depth)
+    tokens = Tokens({16: [[8, 8]], 8: [[14, 14, 14, 14], [3, 3, 3, 3]]}, 20, 12,
+                    bytes.fromhex("771ecfbe803d1e110191f0f0ba147046"), 16, K, {8: [[[1, 2, 3, 4], [5, 6, 7, 8]]]})
+    data = write_tokens(tokens, prior)
+    spec = (Path(__file__).resolve().parents[1] / "bitstream" / "FORMAT.md").read_text()
+    section = spec[spec.index("### 15.1"):spec.index("## 16.")]
+    dump = next(block for block in section.split("```\n") if block.startswith("00000000"))
+    assert bytes.fromhex("".join(line[10:57] for line in dump.splitlines())) == data
+    assert len(data) == 208 and read_tokens(parse(data), (16, 8), prior) == tokens
+    cut = parse(data[:160])
+    assert cut.missing_refinements == ((8, 2),) and read_tokens(cut, (8,), prior).depth(8) == 1
+    assert parse(strip_levels(data, as_selection("16,8:1"))).header.version == 2

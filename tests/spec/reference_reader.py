@@ -269,11 +269,8 @@ def _head(body: bytes) -> Header:
 
 
 def _levl(body: bytes, header: Header, previous: Level | None) -> Level:
-    factor, gh, gw, coder, depth, crc, length = struct.unpack_from(">HHHBBII", body)
-    if header.version < 3:  # the depth byte is reserved before version 3
-        if depth:
-            raise FormatError(f"level {factor} reserved byte")
-        depth = 1
+    factor, gh, gw, coder, depth_byte, crc, length = struct.unpack_from(">HHHBBII", body)
+    depth = depth_byte if header.version == 3 else 1  # the byte is reserved before version 3
     if not 1 <= depth <= 16:
         raise FormatError(f"level {factor}:{depth} depth out of range")
     if factor not in header.factors or depth > header.depth(factor):
@@ -288,6 +285,8 @@ def _levl(body: bytes, header: Header, previous: Level | None) -> Level:
         raise FormatError(f"level {factor} context-coded without a context prior")
     if coder == 3 and 2 * factor not in header.factors:
         raise FormatError(f"level {factor} coded given an undeclared level")
+    if header.version < 3 and depth_byte:
+        raise FormatError(f"level {factor} reserved byte")
     if length % 4 or length > 4 * (-(-24 * gh * gw // 32) + 2):
         raise FormatError(f"level {factor} payload length")
     if depth == 1 and previous is not None and factor >= previous.factor:
