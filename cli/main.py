@@ -74,7 +74,9 @@ def main() -> None:
 @output_option("Output file (one input); - for standard output (never a terminal); FOLDER/ (a trailing slash) is -d FOLDER.",
                stdio=True)
 @click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-@click.option("--levels", type=LevelList(), default=None, help="Levels to store, e.g. 16,8 (default: all).")
+@click.option("--levels", type=LevelDepthList(), default=None,
+              help="Levels to store, e.g. 16,8 (default: all, each at every depth the model has); "
+                   "F:D stores depths 1..D of level F, as strip --keep does (16,8,4:2).")
 @click.option("-q", "--quality", type=float, default=None,
               help="0 (smallest) to 100 (nearest codewords, the default's indices): rate control.")
 @click.option("--target-bpp", type=float, default=None,
@@ -109,9 +111,11 @@ def compress(ctx, inputs, output, output_dir, levels, quality, target_bpp, targe
     except HvqError as exc:  # its message names the model file
         raise click.ClickException(str(exc))
     try:
-        chosen = codec.check_levels(levels)
+        codec.check_selection(levels)  # levels and depths the model has
     except HvqError as exc:
         raise click.BadParameter(str(exc), param_hint="--levels")
+    # without a depth named, the factors alone (what rate control takes); else the selection with depths
+    chosen = levels and (tuple(f for f, _ in levels) if all(d is None for _, d in levels) else levels)
     sources = [job.source for job in jobs]
     threads_plan = ThreadPlan.for_files(threads, len(jobs))
 
@@ -120,7 +124,7 @@ def compress(ctx, inputs, output, output_dir, levels, quality, target_bpp, targe
             raise click.ClickException(f"{job.target}: also the output of {job.clash}, an earlier input")
         check_target(job.target, sources, force, stdout_ok=True)
         # a target search picks the levels too, unless --levels names them
-        return codec.compress(image_source(job.source), chosen if levels else None, **rate)
+        return codec.compress(image_source(job.source), chosen or None, **rate)
 
     _run_batch(ctx, jobs, work, threads_plan, "compress")
 
@@ -212,12 +216,14 @@ def _rate_options(quality, target_bpp, target_psnr) -> dict:
                "FOLDER/ for FOLDER/IN.png.", stdio=True)
 @click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder (IN's name, suffix .png).")
 @click.option("--level", type=int, default=None, help="Level to decode (default: the finest stored).")
+@click.option("--depth", type=click.IntRange(min=1), default=None,
+              help="Refinement depths of the level to decode, 1 for its grid alone (default: every depth stored whole).")
 @click.option("--partial", is_flag=True, help="Decode the finest complete level of a truncated file.")
 @model_option
 @threads_option
 @force_option
 @click.pass_context
-def decompress(ctx, inputs, output, output_dir, level, partial, model_path, threads, force):
+def decompress(ctx, inputs, output, output_dir, level, depth, partial, model_path, threads, force):
     """Decode .hvq files to images; the format follows the output's suffix.
 
     Only formats Pillow writes RGB images in are accepted, checked before
@@ -261,7 +267,7 @@ def decompress(ctx, inputs, output, output_dir, level, partial, model_path, thre
             raise click.ClickException(f"{job.target}: written from another input in this run")
         check_target(job.target, list(inputs), force, stdout_ok=True)
         source = read_stdin(MAX_FILE_BYTES) if job.source == STDIO else job.source
-        image = decompress_file(source, level, codec.model if codec else None, partial=partial)
+        image = decompress_file(source, level, codec.model if codec else None, partial=partial, depth=depth)
         buffer = io.BytesIO()
         image.save(buffer, format=image_format)
         return buffer.getvalue()

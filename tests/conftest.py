@@ -87,7 +87,8 @@ def make_tiny_model(path: Path, seed: int = 0, context: bool = False, **override
     """A seeded random model with a k-means-initialised codebook and skewed prior tables.
 
     With ``context``, it also carries random context-prior tables (whose
-    static tables are the model's).
+    static tables are the model's), and a random depth prior for the levels
+    of ``depths=`` (an override of the config).
     """
     import torch
 
@@ -108,7 +109,8 @@ def make_tiny_model(path: Path, seed: int = 0, context: bool = False, **override
     if context:
         models = random_context_prior(config.factors, config.codebook_size, seed)
         models = {f: replace(m, static=prior.tables[f]) for f, m in models.items()}
-    save_model(net, prior, path, models)
+    depth_models = random_depth_prior(config.depths, prior.tables, config.codebook_size, seed) if context else None
+    save_model(net, prior, path, models, depth_models)
     return path
 
 

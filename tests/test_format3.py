@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from conftest import random_context_prior, random_depth_prior
 from hvq.bitstream.container import (
@@ -379,3 +380,120 @@ def test_the_worked_example_of_format_md():
     cut = parse(data[:160])
     assert cut.missing_refinements == ((8, 2),) and read_tokens(cut, (8,), prior).depth(8) == 1
     assert parse(strip_levels(data, as_selection("16,8:1"))).header.version == 2
+
+
+# -- the runtime: a tiny random model with depths 4:3 ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def depth_model_path(tmp_path_factory):
+    from conftest import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("depths") / "tiny-depths.safetensors", context=True, depths=((4, 3),))
+
+
+@pytest.fixture(scope="module")
+def depth_codec(depth_model_path):
+    from hvq.codec.runtime.pipeline import Codec
+
+    return Codec.for_model(depth_model_path)
+
+
+@pytest.fixture(scope="module")
+def picture():
+    rng = np.random.default_rng(4)
+    smooth = np.cumsum(rng.normal(0, 6, (40, 56, 3)), axis=1) + 128
+    return Image.fromarray(np.clip(smooth, 0, 255).astype(np.uint8))
+
+
+def test_tokenize_fills_refinements_and_detokenize_decodes_each_depth(depth_codec, picture):
+    tokens = depth_codec.tokenize(picture)
+    assert tokens.depths == {16: 1, 8: 1, 4: 3}
+    assert np.array_equal(tokens.grid(4), depth_codec.tokenize(picture, "4:1").grid(4))  # depth 1: encode()'s grid
+    assert depth_codec.tokenize(picture, "16,4:2").depths == {16: 1, 4: 2}
+    images = [np.asarray(depth_codec.detokenize(tokens, 4, d)).astype(int) for d in (1, 2, 3)]
+    assert np.array_equal(images[2], np.asarray(depth_codec.detokenize(tokens)))  # default: the deepest held
+    assert np.array_equal(images[0], np.asarray(depth_codec.detokenize(tokens.select((4,), {4: 1}))))
+    with pytest.raises(HvqFormatError, match="level 4:4 is not in these tokens"):
+        depth_codec.detokenize(tokens, 4, 4)
+    with pytest.raises(HvqModelError, match=r"model has no level 4:4 \(level 4 has depths 1..3\)"):
+        depth_codec.tokenize(picture, "16,4:4")
+
+
+def test_refinements_need_a_model_with_depth_tables(tmp_path, picture):
+    from conftest import make_tiny_model
+    from hvq.codec.runtime.pipeline import Codec
+
+    codec = Codec.for_model(make_tiny_model(tmp_path / "static.safetensors", depths=((4, 3),)))
+    with pytest.raises(HvqModelError, match="no depth tables for level 4:2"):
+        codec.compress(picture)
+    assert parse(codec.compress(picture, "16,8,4:1")).header.version == 2
+
+
+def test_the_depth_prior_is_stored_under_the_prior_fingerprint(depth_model_path, tmp_path):
+    from conftest import make_tiny_model
+    from hvq.codec.runtime.weights import load_model
+
+    model = load_model(depth_model_path)
+    assert sorted(model.prior.depth) == [(4, 2), (4, 3)] and model.prior.depth_of(4) == 3
+    plain = load_model(make_tiny_model(tmp_path / "plain.safetensors", context=True, depths=((4, 3),)))
+    assert plain.fingerprint == model.fingerprint  # the same weights: the depth tables are the prior's
+    without = load_model(make_tiny_model(tmp_path / "nodepth.safetensors", context=True))
+    assert not without.prior.depth and without.prior.context_fingerprint != model.prior.context_fingerprint
+
+
+def test_cli_end_to_end_with_depths(depth_model_path, depth_codec, picture, tmp_path):
+    run = CliRunner().invoke
+    src = tmp_path / "pic.png"
+    picture.save(src)
+    full, kept = tmp_path / "pic.hvq", tmp_path / "kept.hvq"
+    assert run(main, ["compress", str(src), "-o", str(full), "--model", str(depth_model_path)]).exit_code == 0
+    text = run(main, ["info", str(full)]).output
+    assert ".hvq v3" in text and "    4:2  " in text and "    4:3  " in text
+    listed = json.loads(run(main, ["info", "--json", str(full)]).output)
+    assert [d["depth"] for d in listed["levels"][-1]["depths"]] == [2, 3]
+    result = run(main, ["strip", str(full), "--keep", "16,8,4:2", "-o", str(kept)])
+    assert result.exit_code == 0, result.output
+    direct = tmp_path / "direct.hvq"
+    assert run(main, ["compress", str(src), "-o", str(direct), "--levels", "16,8,4:2",
+                      "--model", str(depth_model_path)]).exit_code == 0
+    assert direct.read_bytes() == kept.read_bytes()  # strip == compressing with those depths
+    pixels = {}
+    for depth in (1, 2, 3):
+        out = tmp_path / f"d{depth}.png"
+        result = run(main, ["decompress", str(full), "--level", "4", "--depth", str(depth), "-o", str(out),
+                            "--model", str(depth_model_path)])
+        assert result.exit_code == 0, result.output
+        pixels[depth] = np.asarray(Image.open(out))
+    stripped = tmp_path / "kept.png"
+    assert run(main, ["decompress", str(kept), "-o", str(stripped), "--model", str(depth_model_path)]).exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(stripped)), pixels[2])
+    default = tmp_path / "default.png"
+    assert run(main, ["decompress", str(full), "-o", str(default), "--model", str(depth_model_path)]).exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(default)), pixels[3])
+    cut = tmp_path / "cut.hvq"
+    cut.write_bytes(full.read_bytes()[: parse(full.read_bytes()).chunk(4, 3).offset + 20])
+    preview = tmp_path / "preview.png"
+    result = run(main, ["decompress", str(cut), "--partial", "-o", str(preview), "--model", str(depth_model_path)])
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(np.asarray(Image.open(preview)), pixels[2])  # every complete depth
+    result = run(main, ["decompress", str(kept), "--depth", "3", "-o", str(tmp_path / "x.png"), "--model", str(depth_model_path)])
+    assert result.exit_code == 1 and "level 4:3 is not stored" in result.output
+    result = run(main, ["compress", str(src), "-o", str(tmp_path / "y.hvq"), "--levels", "4:7", "--model", str(depth_model_path)])
+    assert result.exit_code == 2 and "level 4 has depths 1..3" in result.output
+
+
+def test_token_shards_carry_refinements(depth_model_path, depth_codec, picture, tmp_path):
+    from hvq.codec.runtime.shards import TokenDataset
+
+    src = tmp_path / "in"
+    src.mkdir()
+    picture.save(src / "a.png")
+    (src / "b.hvq").write_bytes(depth_codec.compress(picture, "16,8,4:2"))
+    result = CliRunner().invoke(main, ["tokens", str(src), "-o", str(tmp_path / "tok"), "--model", str(depth_model_path)])
+    assert result.exit_code == 0, result.output
+    found = dict(TokenDataset.open(tmp_path / "tok"))
+    assert found["a.png"] == depth_codec.tokenize(picture)
+    assert found["b.hvq"] == depth_codec.tokenize(picture, "16,8,4:2")
+    manifest = json.loads((tmp_path / "tok" / "manifest.json").read_text())
+    assert manifest["images"][0]["levels"]["4"]["depths"] in (2, 3) and "depths" not in manifest["images"][0]["levels"]["8"]

@@ -207,6 +207,10 @@ def _load_cached(path: str, version=None) -> LoadedModel:
     extra, fp, context_fp = verified_split(tensors, meta)
     _check_sizes(config)
     prior = PriorTables.from_tensors({**tensors, **extra}, config.factors, config.codebook_size, context_fp)
+    for factor, _ in prior.depth:
+        if prior.depth_of(factor) > config.depth_of(factor):
+            raise HvqModelError(f"depth prior of level {factor} goes to depth {prior.depth_of(factor)}, "
+                                f"but the network's level {factor} has depths 1..{config.depth_of(factor)}")
     try:
         net = HierarchicalVQVAE(config)
     except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as exc:  # a consistent file with sizes no net has
