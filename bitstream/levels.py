@@ -25,7 +25,8 @@ is coded given depth d - 1 of the same level (coder 4), and comes right
 after it, so that a file cut anywhere still holds whole depths::
 
     16:1 | 8:1 context+parent(16) | 4:1 context+parent(8) | 4:2 given 4:1 | 4:3 given 4:2
-  Decoding a level decodes its chain of parents first
+
+Decoding a level decodes its chain of parents first
 (entropy decoding only: no transform runs), and every grid is checked against
 its index CRC.  Dropping a level that another level is coded given re-codes
 that level, from indices to indices: no transform runs there either.

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hvq.bitstream.coder import encode_indices_in_context
 from hvq.bitstream.container import CODER_CONTEXT, CODER_CONTEXT_PARENT, CODER_RANGE_STATIC
 from hvq.bitstream.errors import HvqDataError
 from hvq.bitstream.levels import encode_level
@@ -128,11 +129,16 @@ class PriorFitReport:
     prior_fingerprint: bytes
     fitting_images: int
     heldout_images: int
-    heldout_bits: dict  # {coder name: {factor: bits per index}} on the held-out images (empty if none)
+    heldout_bits: dict  # {coder name: {factor (or "4:2", a depth): bits per index}} on the held-out images (empty if none)
 
 
-def heldout_bits(grids: list[dict[int, np.ndarray]], prior: PriorTables) -> dict:
-    """Bits per index of each coder on index grids, by coding them (the real payload sizes)."""
+def heldout_bits(grids: list[dict[int, np.ndarray]], prior: PriorTables, stacks: list[dict] | None = None) -> dict:
+    """Bits per index of each coder on index grids, by coding them (the real payload sizes).
+
+    With ``stacks`` (every depth of each image, ``encode_stacks``), also
+    each refinement depth's, coded given the depth before it (coder 4, as
+    "depth+previous" under keys "F:D").
+    """
     coders = {"static": CODER_RANGE_STATIC, "context": CODER_CONTEXT, "context+parent": CODER_CONTEXT_PARENT}
     bits: dict = {}
     for name, coder in coders.items():
@@ -142,6 +148,11 @@ def heldout_bits(grids: list[dict[int, np.ndarray]], prior: PriorTables) -> dict
                 continue
             total = sum(8 * len(encode_level(image[factor], factor, coder, image, prior)) for image in grids)
             bits.setdefault(name, {})[factor] = total / sum(image[factor].size for image in grids)
+    for (factor, depth), model in sorted(prior.depth.items(), key=lambda item: (-item[0][0], item[0][1])):
+        images = [image[factor] for image in stacks or () if image[factor].shape[0] >= depth]
+        if images:
+            total = sum(8 * len(encode_indices_in_context(s[depth - 1], model, s[depth - 2], previous=True)) for s in images)
+            bits.setdefault("depth+previous", {})[f"{factor}:{depth}"] = total / sum(s[depth - 1].size for s in images)
     return bits
 
 
@@ -164,11 +175,12 @@ def fit_context_prior_for_model(
                          f"after holding out {holdout_percent}%")
     with torch.no_grad():
         stacks = encode_stacks(model.net, fitting, progress)
-        held_grids = encode_grids(model.net, held, progress) if held else []
+        held_stacks = encode_stacks(model.net, held, progress) if held else []
+        held_grids = [{f: stack[0] for f, stack in image.items()} for image in held_stacks]
     context, depth_models = fit_priors(stacks, model.prior.static, dict(model.config.depths), config, progress)
     fingerprint = save_model(model.net, FrequencyPrior(model.prior.static), output, context, depth_models)
     if fingerprint != model.fingerprint:  # a bug, not an input: no HvqError
         raise RuntimeError("re-saving changed the model fingerprint; the weights did not round-trip")
     written = load_model(output)
-    report_bits = heldout_bits(held_grids, written.prior) if held_grids else {}
+    report_bits = heldout_bits(held_grids, written.prior, held_stacks) if held_grids else {}
     return PriorFitReport(fingerprint, written.prior.context_fingerprint, len(fitting), len(held), report_bits)
