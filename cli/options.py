@@ -41,9 +41,20 @@ def output_option(help: str | None = None, *, folder: bool = False, stdio: bool 
         kind = OutputPath()
     elif folder:
         kind = click.Path(file_okay=False, path_type=Path)
+        settings.setdefault("callback", _not_standard_output)
     else:
         kind = click.Path(dir_okay=False, path_type=Path)
     return click.option("-o", "--output", dest, type=kind, help=help, **settings)
+
+
+def _not_standard_output(ctx, param, value):
+    """A folder output is never ``-``: a command that writes several files cannot write them to stdout.
+
+    Without this check ``hvq bench -o -`` made a folder named ``-``.
+    """
+    if value is not None and str(value) == "-":
+        raise click.BadParameter("this command writes a folder of files, not standard output; name a folder", ctx, param)
+    return value
 
 
 def data_option(help: str, required: bool = False):

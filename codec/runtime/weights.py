@@ -177,7 +177,8 @@ def load_model(path: str | Path | None = None) -> LoadedModel:
     resolved = os.path.realpath(path if path is not None else DEFAULT_MODEL)  # a loop of links: named by stat
     try:
         stat_ = os.stat(resolved)
-        version = (stat_.st_mtime_ns, stat_.st_size)  # a file rewritten in place is loaded again
+        # a file rewritten in place (ctime, mtime, size) or replaced by a rename (inode) is loaded again
+        version = (stat_.st_ino, stat_.st_ctime_ns, stat_.st_mtime_ns, stat_.st_size)
     except OSError:
         version = None  # _load_cached reports it
     try:
