@@ -497,3 +497,28 @@ def test_token_shards_carry_refinements(depth_model_path, depth_codec, picture, 
     assert found["b.hvq"] == depth_codec.tokenize(picture, "16,8,4:2")
     manifest = json.loads((tmp_path / "tok" / "manifest.json").read_text())
     assert manifest["images"][0]["levels"]["4"]["depths"] in (2, 3) and "depths" not in manifest["images"][0]["levels"]["8"]
+    result = CliRunner().invoke(main, ["detokenize", str(tmp_path / "tok"), "-o", str(tmp_path / "img"), "--level", "4",
+                                       "--depth", "2", "--model", str(depth_model_path)])
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "img" / "a.png")),
+                          np.asarray(depth_codec.detokenize(found["a.png"], 4, 2)))
+
+
+def test_the_fitted_depth_prior_learns_what_the_previous_depth_says():
+    """Depth 2 is mostly a function of depth 1 here: the fitted coder-4 tables must code it far below log2(K) bits."""
+    from hvq.bitstream.coder import encode_indices_in_context
+    from hvq.codec.fit.context_prior import ContextFitConfig, fit_depth_prior
+
+    rng = np.random.default_rng(9)
+    stacks = []
+    for _ in range(6):
+        first = rng.integers(0, K, (16, 16))
+        second = np.where(rng.random(first.shape) < 0.9, (3 * first + 1) % K, rng.integers(0, K, first.shape))
+        stacks.append({4: np.stack([first, second])})
+    static = {4: np.ones(K, np.int32)}
+    models = fit_depth_prior(stacks, static, {4: 2}, ContextFitConfig(steps=120, batch_tokens=2048, lr=0.1))
+    assert list(models) == [(4, 2)] and models[(4, 2)].has_parent
+    held = rng.integers(0, K, (16, 16))
+    follows = np.where(rng.random(held.shape) < 0.9, (3 * held + 1) % K, rng.integers(0, K, held.shape))
+    bits = 8 * len(encode_indices_in_context(follows, models[(4, 2)], held, previous=True)) / held.size
+    assert bits < 2.0  # uniform would be 4 bits; the previous depth predicts 90% of the cells
