@@ -468,6 +468,9 @@ def test_cli_end_to_end_with_depths(depth_model_path, depth_codec, picture, tmp_
     stripped = tmp_path / "kept.png"
     assert run(main, ["decompress", str(kept), "-o", str(stripped), "--model", str(depth_model_path)]).exit_code == 0
     assert np.array_equal(np.asarray(Image.open(stripped)), pixels[2])
+    import hvq
+
+    assert np.array_equal(np.asarray(hvq.decompress(full, 4, model=depth_model_path, depth=2)), pixels[2])
     default = tmp_path / "default.png"
     assert run(main, ["decompress", str(full), "-o", str(default), "--model", str(depth_model_path)]).exit_code == 0
     assert np.array_equal(np.asarray(Image.open(default)), pixels[3])
