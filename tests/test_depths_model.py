@@ -236,3 +236,15 @@ def test_hvq_train_sets_depths_and_freezing_from_the_command_line(image_folder, 
                                  "--depths", "4:2", "--init-from", str(tmp_path / "run" / "checkpoint.pt"),
                                  "--freeze", "encoder,codebook"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_model_file_keeps_the_depth_scales_and_gains_in_full_precision(tmp_path):
+    """The depths' look-up scales and gains decide indices, like the codebook: float32 in the file, not float16."""
+    from safetensors.numpy import load_file
+
+    from conftest import make_tiny_model
+
+    path = make_tiny_model(tmp_path / "m.safetensors", context=True, depths=((4, 3),))
+    tensors = load_file(str(path))
+    depth_buffers = [n for n in tensors if n.startswith("residuals.")]
+    assert depth_buffers and all(tensors[n].dtype == np.float32 for n in depth_buffers if "initialised" not in n)

@@ -72,14 +72,15 @@ class LoadedModel:
 
 
 def model_tensors(net: HierarchicalVQVAE, prior: FrequencyPrior) -> dict[str, np.ndarray]:
-    """The tensors of a deployable file: half-precision convs, float32 codebook, int32 tables."""
+    """The tensors of a deployable file: half-precision convs, float32 codebook and depth scales, int32 tables."""
     tensors: dict[str, np.ndarray] = {}
     for name, value in net.state_dict().items():
         if _training_only(name):
             continue
         array = value.detach().cpu().numpy()
-        if _is_codebook(name):
-            tensors[name] = array.astype(np.float32)  # codeword distances decide indices: keep full precision
+        if _is_codebook(name) or name.startswith("residuals."):
+            # codeword distances decide indices, and so do the depths' look-up scales and gains: full precision
+            tensors[name] = array.astype(np.float32)
         else:
             tensors[name] = array.astype(np.float16)
     for factor, table in prior.tables.items():
