@@ -41,9 +41,20 @@ def output_option(help: str | None = None, *, folder: bool = False, stdio: bool 
         kind = OutputPath()
     elif folder:
         kind = click.Path(file_okay=False, path_type=Path)
+        settings.setdefault("callback", _not_standard_output)
     else:
         kind = click.Path(dir_okay=False, path_type=Path)
     return click.option("-o", "--output", dest, type=kind, help=help, **settings)
+
+
+def _not_standard_output(ctx, param, value):
+    """A folder output is never ``-``: a command that writes several files cannot write them to stdout.
+
+    Without this check ``hvq bench -o -`` made a folder named ``-``.
+    """
+    if value is not None and str(value) == "-":
+        raise click.BadParameter("this command writes a folder of files, not standard output; name a folder", ctx, param)
+    return value
 
 
 def data_option(help: str, required: bool = False):
@@ -67,6 +78,26 @@ class LevelList(click.ParamType):
         if not factors or any(f < 1 for f in factors):
             self.fail(f"{value!r} names no level", param, ctx)
         return factors
+
+
+class LevelDepthList(click.ParamType):
+    """Levels with optional depths, e.g. 16,8,4:2 (F: the level with every depth; F:D: depths 1..D)."""
+
+    name = "LEVELS"
+
+    def convert(self, value, param, ctx):
+        from hvq.bitstream.errors import HvqUsageError
+        from hvq.bitstream.levels import as_selection
+
+        if isinstance(value, tuple):
+            return value
+        try:
+            selection = as_selection(str(value))
+        except HvqUsageError as exc:
+            self.fail(f"{value!r}: {exc}", param, ctx)
+        if any(f < 1 for f, _ in selection):
+            self.fail(f"{value!r} names no level", param, ctx)
+        return selection
 
 
 class FolderPath(type(Path())):

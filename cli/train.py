@@ -19,8 +19,39 @@ from click.core import ParameterSource
 from hvq.bitstream.errors import HvqError
 from hvq.cli.options import EXIT_CODES, LevelList, data_option, force_option, model_option, output_option
 from hvq.cli.output import check_run_folder, check_writable
-from hvq.codec.model.config import ModelConfig
-from hvq.codec.train.config import CONFIG, TrainConfig
+from hvq.codec.model.config import RESIDUAL_KINDS, ModelConfig
+from hvq.codec.train.config import CONFIG, FREEZABLE, TrainConfig
+
+
+class DepthList(click.ParamType):
+    """Refinement depths per level, ``FACTOR:DEPTHS`` pairs separated by commas, e.g. 4:4 or 4:4,8:2."""
+
+    name = "F:D,..."
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            pairs = tuple(tuple(int(n) for n in part.split(":")) for part in str(value).split(",") if part.strip())
+        except ValueError:
+            pairs = ((),)
+        if not pairs or any(len(p) != 2 for p in pairs):
+            self.fail(f"{value!r} is not a list of FACTOR:DEPTHS pairs such as 4:4", param, ctx)
+        return pairs
+
+
+class PartList(click.ParamType):
+    """Parts of the model to hold still, comma-separated: encoder, codebook."""
+
+    name = "PARTS"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = tuple(p.strip() for p in str(value).split(",") if p.strip())
+        if not parts or any(p not in FREEZABLE for p in parts):
+            self.fail(f"{value!r}: give a comma-separated list of {', '.join(FREEZABLE)}", param, ctx)
+        return parts
 
 # option name -> (TrainConfig field, click type, help)
 _RECIPE = {
@@ -37,7 +68,9 @@ _RECIPE = {
     "usage_temperature": ("usage_temperature", click.FloatRange(0, min_open=True),
                           "Softness of the usage term's assignments, in codeword spacings."),
     "seed": ("seed", int, "Seed of crops, flips, k-means and restarts."),
-    "init_from": ("init_from", click.Path(exists=True, dir_okay=False), "Start from this checkpoint's weights."),
+    "init_from": ("init_from", click.Path(exists=True, dir_okay=False),
+                  "Start from this checkpoint's weights (its depths may differ: fine-tuning depths onto it)."),
+    "freeze": ("freeze", PartList(), "Hold these still, e.g. encoder,codebook (needs --init-from)."),
     "val_data": ("val_data", click.Path(exists=True, file_okay=False), "Held-out images to validate on (Kodak)."),
     "val_every": ("val_every", click.IntRange(1), "Steps between validation passes."),
     "val_images": ("val_images", click.IntRange(0), "Validate on the first N images only (0: all)."),
@@ -63,7 +96,7 @@ def _config_options(func):
     for name, (field_name, kind, text) in reversed(list({**_RECIPE, **_HARDWARE}.items())):
         shown = defaults[field_name]
         flag = "--" + name.replace("_", "-")
-        suffix = "" if shown is None else f"  [default: {shown}]"
+        suffix = "" if shown is None or shown == () else f"  [default: {shown}]"
         func = click.option(flag, name, type=kind, default=None, help=text + suffix)(func)
     return func
 
@@ -84,7 +117,8 @@ def _read_config(path, parse, kind: str):
         raise click.ClickException(f"{path}: {exc}")
 
 
-def _model_config(base: ModelConfig, model_config, codebook_size, code_dim, levels) -> ModelConfig:
+def _model_config(base: ModelConfig, model_config, codebook_size, code_dim, levels, depths=None,
+                  residual_quantiser=None) -> ModelConfig:
     """``base`` (or the --model-config file instead), with the sizes given on the command line."""
     if model_config:
         base = _read_config(model_config, ModelConfig.from_json, "model config")
@@ -95,6 +129,10 @@ def _model_config(base: ModelConfig, model_config, codebook_size, code_dim, leve
         changes["code_dim"] = code_dim
     if levels is not None:
         changes["factors"] = tuple(sorted(levels))
+    if depths is not None:
+        changes["depths"] = depths
+    if residual_quantiser is not None:
+        changes["residual_quantiser"] = residual_quantiser
     return replace(base, **changes)
 
 
@@ -110,9 +148,14 @@ def _model_config(base: ModelConfig, model_config, codebook_size, code_dim, leve
 @click.option("--codebook-size", type=click.IntRange(2, 65536), default=None, help="Codewords K  [default: 512]")
 @click.option("--code-dim", type=click.IntRange(1), default=None, help="Codeword dimension D  [default: 64]")
 @click.option("--levels", type=LevelList(), default=None, help="Level factors, e.g. 4,8,16  [default: 4,8,16]")
+@click.option("--depths", type=DepthList(), default=None,
+              help="Refinement depths per level, e.g. 4:4 (level 4 at depths 1-4)  [default: none]")
+@click.option("--residual-quantiser", type=click.Choice(RESIDUAL_KINDS), default=None,
+              help="Depths in training: rq (nearest codeword) or rsq (drawn, RSQ-VAE)  [default: rq]")
 @_config_options
 @click.pass_context
-def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_size, code_dim, levels, **options):
+def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_size, code_dim, levels, depths,
+          residual_quantiser, **options):
     """Train a model on folders of images (resumable, DDP under torchrun).
 
     Crops are random and flipped; the metrics go to RUN/metrics.jsonl and,
@@ -132,7 +175,8 @@ def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_s
             if not config_path.exists():
                 raise click.ClickException(f"{run_dir}: no {CONFIG} to resume")
             refused = sorted(given - _RESUMABLE) + [n for n in ("data", "config", "model_config", "codebook_size",
-                                                                 "code_dim", "levels") if _given(ctx, n)]
+                                                                 "code_dim", "levels", "depths",
+                                                                 "residual_quantiser") if _given(ctx, n)]
             if refused:
                 raise click.UsageError(f"--resume keeps the run's recipe; it cannot change {', '.join(refused)}")
             config = replace(_read_config(config_path, TrainConfig.from_json, "training config"), **changes)
@@ -143,7 +187,8 @@ def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_s
             data = tuple(data_dirs) or (base.data if base else ())
             if not data:
                 raise click.BadParameter("give at least one --data folder", param_hint="--data")
-            model = _model_config(base.model if base else ModelConfig(), model_config, codebook_size, code_dim, levels)
+            model = _model_config(base.model if base else ModelConfig(), model_config, codebook_size, code_dim, levels,
+                                  depths, residual_quantiser)
             config = replace(base, data=data, model=model, **changes) if base else TrainConfig(
                 data=data, model=model, **changes)
     except HvqError as exc:  # a setting refused by ModelConfig or TrainConfig
@@ -174,7 +219,10 @@ def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_s
         else:
             bar.write(f"step {record.step} validation, levels {levels}: PSNR {each('psnr', '.2f')} dB, "
                       f"MS-SSIM {each('ms_ssim', '.3f')}, bits/index {each('bits_per_index', '.2f')}, "
-                      f"usage {each('usage', '.0f', 100)}% (all levels {100 * record.usage_all:.0f}%)")
+                      f"usage {each('usage', '.0f', 100)}% (all levels {100 * record.usage_all:.0f}%)"
+                      + "".join(f"; level {f} at depths 1-{n}: PSNR "
+                                + "/".join(f"{d.psnr:.2f}" for d in record.depths if d.factor == f) + " dB"
+                                for f, n in config.model.depths))
 
     try:
         run_training(config, run_dir, resume=resume, progress=progress)

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -290,6 +291,9 @@ def test_refused_input_is_one_line(bench, dataset, tmp_path):
     unwritable = bench(dataset, "--codecs", "jpeg", "-o", blocker / "results")
     assert unwritable.exit_code == 1 and "cannot write results there" in unwritable.output
     assert len(unwritable.output.strip().splitlines()) == 1
+    stdout = bench(dataset, "--codecs", "jpeg", "-o", "-")
+    assert stdout.exit_code == 2 and "writes a folder of files, not standard output" in stdout.output
+    assert not Path("-").exists()
     bad_sweep = bench(dataset, "--codecs", "jpeg", "--sweep", "webp=50")
     assert bad_sweep.exit_code == 2 and "webp is not among --codecs" in bad_sweep.output
     bad_anchors = tmp_path / "anchors.json"

@@ -83,6 +83,19 @@ def test_strip_imports_no_heavy_package(hvq_file, tmp_path):
     assert loaded.isdisjoint(HEAVY + ("torch",)), loaded & set(HEAVY + ("torch",))
 
 
+def test_tokens_of_an_image_imports_no_heavy_package(tiny_model_path, tmp_path):
+    loaded = imported_by(PROBE, "tokens", SCENE, "-o", tmp_path / "t", "--model", tiny_model_path)
+    assert (tmp_path / "t" / "manifest.json").exists()
+    assert loaded.isdisjoint(HEAVY), loaded & set(HEAVY)
+
+
+def test_tokens_of_a_file_imports_no_torch(tiny_model_path, hvq_file, tmp_path):
+    # a file's tokens are entropy decoding alone: the prior's integer tables, no transform
+    loaded = imported_by(PROBE, "tokens", hvq_file, "-o", tmp_path / "t", "--model", tiny_model_path)
+    assert (tmp_path / "t" / "manifest.json").exists()
+    assert loaded.isdisjoint(HEAVY + ("torch",)), loaded & set(HEAVY + ("torch",))
+
+
 def test_pillow_plugin_imports_no_heavy_package(tiny_model_path, hvq_file):
     loaded = imported_by(PLUGIN_PROBE, hvq_file, tiny_model_path)
     assert loaded.isdisjoint(HEAVY), loaded & set(HEAVY)

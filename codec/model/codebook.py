@@ -75,11 +75,15 @@ class SharedCodebook(nn.Module):
         """Codewords for an index grid (B, H, W) -> (B, D, H, W)."""
         return self.embed[indices].permute(0, 3, 1, 2).contiguous()
 
-    def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Nearest codewords for latents z (B, D, H, W): (indices (B, H, W), z_q (B, D, H, W))."""
+    def quantize(self, z: torch.Tensor, stochastic: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest codewords for latents z (B, D, H, W): (indices (B, H, W), z_q (B, D, H, W)).
+
+        ``stochastic`` True draws the indices in training whatever the codebook's
+        own setting (the RSQ depths of ``hvq.codec.model.residual``); None follows it.
+        """
         b, d, h, w = z.shape
         flat = z.permute(0, 2, 3, 1).reshape(-1, d)
-        if self.stochastic and self.training:
+        if (self.stochastic if stochastic is None else stochastic) and self.training:
             indices = sample_indices(self.distances(flat), codeword_spacing(self.embed)).view(b, h, w)
         else:
             indices = self.nearest(flat).view(b, h, w)

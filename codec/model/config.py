@@ -19,6 +19,10 @@ DOWNSAMPLE_KINDS = ("subsample", "avgpool", "conv", "residual")
 LOOKUP_KINDS = ("euclidean", "cosine")
 # How the codebook's EMA weighs the levels: every vector alike (the product's), or each level alike.
 BALANCE_KINDS = ("pooled", "level")
+# How refinement depths quantise a level's residual (hvq.codec.model.residual): nearest codeword at
+# every depth (RQ-VAE), or, in training only, an index drawn at every depth (RSQ-VAE, seed 001).
+RESIDUAL_KINDS = ("rq", "rsq")
+MAX_DEPTH = 16  # refinement depths per level, depth 1 included
 # Fields added after hvq 0.1; their defaults are what every earlier model was, so
 # to_json leaves them out at their defaults and earlier fingerprints still hold.
 ADDED_AFTER_0_1 = (
@@ -31,6 +35,8 @@ ADDED_AFTER_0_1 = (
     "decoder_blocks",
     "shared_tail",
     "topdown",
+    "depths",
+    "residual_quantiser",
 )
 
 
@@ -79,6 +85,17 @@ class ModelConfig:
       codewords, which the file stores before it (VQ-VAE-2's injected
       top-down decoding); such a model decodes level f only from a file that
       holds every coarser level.
+
+    Refinement depths (issue 14, ``hvq.codec.model.residual``), likewise left
+    out of the JSON at their defaults:
+
+    - ``depths``: (factor, D) pairs, D in [2, 16], for the levels that take
+      D - 1 refinements of their depth-1 codes (absent: depth 1 only).  Each
+      depth quantises what is left of the level's latent with the same shared
+      codebook; one decoder per level serves every depth;
+    - ``residual_quantiser`` "rsq": training draws every depth's index
+      (RSQ-VAE, seed 001); "rq" takes the nearest codeword.  Inference is
+      nearest-codeword either way.
     """
 
     codebook_size: int = 512
@@ -100,6 +117,8 @@ class ModelConfig:
     decoder_blocks: int = 1  # residual blocks at each level's own grid
     shared_tail: bool = False  # one decoder tail from 1/4 to the image, for every level
     topdown: bool = False  # finer decoders also read the coarser levels' codewords
+    depths: tuple[tuple[int, int], ...] = ()  # (factor, D >= 2) of the levels with refinement depths
+    residual_quantiser: str = "rq"  # a key of RESIDUAL_KINDS
 
     def __post_init__(self) -> None:
         """Refuse sizes no network can be built from (``HvqConfigError``).
@@ -123,6 +142,7 @@ class ModelConfig:
             raise HvqConfigError(f"lookup must be one of {', '.join(LOOKUP_KINDS)}")
         if self.codebook_balance not in BALANCE_KINDS:
             raise HvqConfigError(f"codebook_balance must be one of {', '.join(BALANCE_KINDS)}")
+        self._check_depths()
         if self.decoder_blocks < 1:
             raise HvqConfigError("decoder_blocks must be >= 1")
         if not 2 <= self.codebook_size <= 65536:
@@ -132,6 +152,28 @@ class ModelConfig:
         missing = [f for f in needed if f not in widths]
         if missing:
             raise HvqConfigError(f"decoder_channels lacks widths for factors {missing}")
+
+    def _check_depths(self) -> None:
+        """Normalise ``depths`` to sorted (factor, D) int pairs and refuse what no level can take."""
+        try:
+            depths = tuple(sorted((int(f), int(d)) for f, d in self.depths))
+        except (TypeError, ValueError):
+            raise HvqConfigError("depths must be (factor, depth) pairs, e.g. [[4, 4]]") from None
+        object.__setattr__(self, "depths", depths)
+        if self.residual_quantiser not in RESIDUAL_KINDS:
+            raise HvqConfigError(f"residual_quantiser must be one of {', '.join(RESIDUAL_KINDS)}")
+        seen = [f for f, _ in depths]
+        if len(set(seen)) != len(seen):
+            raise HvqConfigError("depths names a level twice")
+        for factor, depth in depths:
+            if factor not in self.factors:
+                raise HvqConfigError(f"depths names level {factor}, which is not one of the factors")
+            if not 2 <= depth <= MAX_DEPTH:
+                raise HvqConfigError(f"depths of level {factor} must be in [2, {MAX_DEPTH}] (got {depth})")
+
+    def depth_of(self, factor: int) -> int:
+        """How many depths level ``factor`` quantises: 1 + its refinements (1 for a level without)."""
+        return dict(self.depths).get(factor, 1)
 
     @property
     def chain_factors(self) -> tuple[int, ...]:

@@ -14,6 +14,13 @@ after every level's decoder; ``topdown`` feeds each level's decoder the
 coarser levels' codewords too (``hvq.codec.model.topdown``), so
 ``decode`` then needs them as ``parents``.
 
+Refinement depths (``config.depths``, ``hvq.codec.model.residual``): a level
+with D depths quantises its latent's residual D - 1 more times with the same
+codebook; ``encode_depths`` returns every depth, and ``decode(...,
+refinements=)`` adds depths 2..R+1 to depth 1.  In training each crop draws
+how many depths its level's decoder sees (quantiser dropout).  A level
+without depths, and ``decode`` without refinements, run exactly as before.
+
 ``forward`` serves training (every level's reconstruction and VQ terms; the
 distortion part of the objective lives in ``hvq.codec.train.objective``);
 ``encode`` and ``decode`` are what the codec runs, in eval mode and without
@@ -33,6 +40,7 @@ from hvq.codec.model.codebook import SharedCodebook
 from hvq.codec.model.config import ModelConfig
 from hvq.codec.model.decoder import DecoderTail, LevelDecoder
 from hvq.codec.model.encoder import CodeSpaceEncoder, Encoder
+from hvq.codec.model.residual import ResidualDepths, drawn_depths, reconstruction
 from hvq.codec.model.topdown import coarser_levels, topdown_input
 
 
@@ -45,7 +53,9 @@ class LevelOutput:
     latent: torch.Tensor  # (B, D, H/f, W/f), before quantisation
     indices: torch.Tensor  # (B, H/f, W/f)
     codebook: torch.Tensor  # scalar ||sg(z) - e||^2 (optimised by the EMA, logged here)
-    commitment: torch.Tensor  # scalar ||z - sg(e)||^2
+    commitment: torch.Tensor  # scalar ||z - sg(e)||^2 (with depths: mean over depths of ||z - sg(z_q(d))||^2)
+    depth_indices: torch.Tensor | None = None  # (B, D, H/f, W/f) of a level with depths, else None
+    drawn: torch.Tensor | None = None  # (B,) depths each crop was reconstructed from (quantiser dropout)
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,20 @@ class HierarchicalVQVAE(nn.Module):
         })
         if config.shared_tail:
             self.tail = DecoderTail(config)
+        if config.depths:  # absent otherwise, so older models' weights keep their keys
+            self.residuals = nn.ModuleDict({str(f): ResidualDepths(d, config.ema_decay) for f, d in config.depths})
+        self.codebook_frozen = False  # set by freeze(): no k-means, EMA or restarts
+
+    def freeze(self, parts: tuple[str, ...]) -> None:
+        """Stop training ``parts`` ("encoder": no gradients; "codebook": no EMA, k-means or restarts).
+
+        Fine-tuning depths onto a trained model keeps its depth-1 codes: with
+        both frozen, every depth-1 index of every level stays what it was.
+        """
+        if "encoder" in parts:
+            self.encoder.requires_grad_(False)
+        if "codebook" in parts:
+            self.codebook_frozen = True
 
     def _new_codebook(self) -> SharedCodebook:
         c = self.config
@@ -89,7 +113,11 @@ class HierarchicalVQVAE(nn.Module):
         return [self.codebook_of(f).project(z) for f, z in zip(self.config.factors, self.encoder(x - 0.5))]
 
     def _synthesise(self, z_q: dict[int, torch.Tensor], factor: int) -> torch.Tensor:
-        """Level ``factor``'s decoder (and the shared tail) on its codewords: unclamped x_hat - 0.5."""
+        """Level ``factor``'s decoder (and the shared tail) on its codewords: unclamped x_hat - 0.5.
+
+        ``z_q[factor]`` holds the level's codewords with its refinements added;
+        the coarser levels' (top-down parents) are always depth 1.
+        """
         z = topdown_input(z_q, factor, self.config.factors) if self.config.topdown else z_q[factor]
         h = self.decoders[str(factor)](z)
         return self.tail(h) if self.config.shared_tail else h
@@ -112,28 +140,62 @@ class HierarchicalVQVAE(nn.Module):
         """Training pass: x (B, 3, H, W) in [0, 1] -> every level's reconstruction and VQ terms."""
         latents = self._latents(x)
         groups = self.codebook_groups()
-        if self.training:
+        if self.training and not self.codebook_frozen:
             for codebook, members in groups:
                 if not bool(codebook.initialised):
                     codebook.kmeans_init([latents[i] for i in members])
-        quantised = [self.codebook_of(f).quantize(z) for f, z in zip(self.config.factors, latents)]
-        if self.training:
-            # A codebook's EMA step sees the vectors of all the levels it serves at once.
+        factors = self.config.factors
+        quantised, depth_codes = [], {}
+        for f, z in zip(factors, latents):
+            if self.depth_of(f) > 1:
+                codes = self._quantize_depths(f, z)
+                depth_codes[f] = codes
+                quantised.append((codes.indices[:, 0], codes.codewords[0]))
+            else:
+                quantised.append(self.codebook_of(f).quantize(z))
+        if self.training and not self.codebook_frozen:
+            # A codebook's EMA step sees the vectors of all the levels it serves at once,
+            # and every depth's (scaled) residuals as vectors of their level.
+            rows = [torch.cat(depth_codes[f].vectors) if f in depth_codes else z for f, z in zip(factors, latents)]
+            picks = [depth_codes[f].indices.transpose(0, 1).reshape(-1, *z.shape[-2:]) if f in depth_codes else q[0]
+                     for f, z, q in zip(factors, latents, quantised)]
             for codebook, members in groups:
-                codebook.update([latents[i] for i in members], [quantised[i][0] for i in members])
+                codebook.update([rows[i] for i in members], [picks[i] for i in members])
         levels = []
         total = x.new_zeros(())
         # straight-through estimator: the decoders see codewords, the encoder gets their gradients
-        z_st = {f: z + (z_q - z).detach() for f, z, (_, z_q) in zip(self.config.factors, latents, quantised)}
-        for factor, z, (indices, z_q) in zip(self.config.factors, latents, quantised):
-            codebook_term = F.mse_loss(z_q, z.detach())
-            commitment = F.mse_loss(z, z_q.detach())
-            x_hat = self._synthesise(z_st, factor) + 0.5
+        z_st = {f: z + (z_q - z).detach() for f, z, (_, z_q) in zip(factors, latents, quantised)}
+        for factor, z, (indices, z_q) in zip(factors, latents, quantised):
+            codes, drawn, inputs = depth_codes.get(factor), None, z_st
+            if codes is None:
+                codebook_term = F.mse_loss(z_q, z.detach())
+                commitment = F.mse_loss(z, z_q.detach())
+            else:
+                depth = len(codes.codewords)
+                drawn = drawn_depths(z.shape[0], depth, z.device) if self.training else torch.full(
+                    (z.shape[0],), depth, dtype=torch.int64, device=z.device)
+                z_q = reconstruction(codes.codewords, drawn)
+                inputs = {**z_st, factor: z + (z_q - z).detach()}
+                codebook_term = F.mse_loss(z_q, z.detach())
+                # commitment per depth: z pulled towards each partial sum, averaged so beta keeps its scale
+                partial = torch.cumsum(torch.stack(codes.codewords), 0)
+                commitment = torch.stack([F.mse_loss(z, p.detach()) for p in partial]).mean()
+            x_hat = self._synthesise(inputs, factor) + 0.5
             # The codebook term carries no gradient under EMA updates; it is part
             # of the reported loss so runs stay comparable with gradient codebooks.
             total = total + codebook_term.detach() + self.config.commitment_beta * commitment
-            levels.append(LevelOutput(factor, x_hat, z, indices, codebook_term, commitment))
+            levels.append(LevelOutput(factor, x_hat, z, indices, codebook_term, commitment,
+                                      None if codes is None else codes.indices, drawn))
         return ForwardOutput(tuple(levels), total)
+
+    def _quantize_depths(self, factor: int, z: torch.Tensor):
+        """Every depth of level ``factor``'s latent z (B, C, h, w): a ``DepthCodes``."""
+        stochastic = True if self.config.residual_quantiser == "rsq" else None  # rsq draws at every depth
+        return self.residuals[str(factor)].quantize(self.codebook_of(factor), z, stochastic)
+
+    def depth_of(self, factor: int) -> int:
+        """How many depths level ``factor`` has: 1 + the refinements ``decode`` takes."""
+        return self.config.depth_of(factor)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -141,18 +203,40 @@ class HierarchicalVQVAE(nn.Module):
         latents = self._latents(x)
         return {f: self.codebook_of(f).quantize(z)[0] for f, z in zip(self.config.factors, latents)}
 
+    @torch.no_grad()
+    def encode_depths(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Every depth's indices of every level: x -> {factor: (B, D_f, H/f, W/f) int64}, depth 1 first.
+
+        ``[:, 0]`` is ``encode(x)[f]``; a level without depths has D_f = 1.
+        """
+        latents = self._latents(x)
+        out = {}
+        for f, z in zip(self.config.factors, latents):
+            if self.depth_of(f) > 1:
+                out[f] = self._quantize_depths(f, z).indices
+            else:
+                out[f] = self.codebook_of(f).quantize(z)[0][:, None]
+        return out
+
     def parents_needed(self, factor: int) -> tuple[int, ...]:
         """The coarser levels whose indices ``decode`` needs beside level ``factor``'s (none unless top-down)."""
         return coarser_levels(self.config.factors, factor) if self.config.topdown else ()
 
     @torch.no_grad()
-    def decode(self, indices: torch.Tensor, factor: int, parents: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    def decode(self, indices: torch.Tensor, factor: int, parents: dict[int, torch.Tensor] | None = None,
+               refinements: torch.Tensor | None = None) -> torch.Tensor:
         """Reconstruction from one level: indices (B, H/f, W/f) -> x_hat (B, 3, H, W) in [0, 1].
 
         A top-down model also needs ``parents``: the indices of every level in
-        ``parents_needed(factor)``, by factor, on grids covering the same region.
+        ``parents_needed(factor)``, by factor, on grids covering the same region
+        (depth 1 only).  ``refinements`` (B, R, H/f, W/f) are the indices of
+        depths 2..R+1 (R < ``depth_of(factor)``); None or R = 0 decode depth 1.
         """
         z_q = {factor: self.codebook_of(factor).lookup(indices)}
+        if refinements is not None and refinements.shape[1] > 0:
+            if self.depth_of(factor) == 1:
+                raise ValueError(f"level {factor} of this model has no refinement depths")
+            z_q[factor] = z_q[factor] + self.residuals[str(factor)].refinement(self.codebook_of(factor), refinements)
         for g in self.parents_needed(factor):
             if parents is None or g not in parents:
                 raise ValueError(f"level {factor} of a top-down model decodes only with level {g}'s indices")

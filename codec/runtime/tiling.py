@@ -82,26 +82,30 @@ def check_tile(tile: int, multiple: int) -> int:
 
 
 @torch.inference_mode()  # no autograd bookkeeping at all (the nets' no_grad still records versions)
-def encode_tiled(net, image: np.ndarray, tile: int = DEFAULT_TILE) -> dict[int, np.ndarray]:
+def encode_tiled(net, image: np.ndarray, tile: int = DEFAULT_TILE, depths: bool = False) -> dict[int, np.ndarray]:
     """Index grids of every level for a uint8 (H, W, 3) image, one window at a time.
 
     The image is padded here to the coarsest grid (``pad_to_multiple``), as
-    ``decode_tiled`` crops it back: pad and crop sit side by side.
+    ``decode_tiled`` crops it back: pad and crop sit side by side.  With
+    ``depths``, every depth of every level (``net.encode_depths``): {factor:
+    (D_f, H'/f, W'/f)}, depth 1 first; a residual quantiser works cell by
+    cell, so its depths tile like the grids.
     """
     m = net.config.max_factor
     check_tile(tile, m)
     padded = pad_to_multiple(image, m)  # (H', W', 3): edge rows and columns repeated
     height, width = padded.shape[:2]
-    grids = {f: np.empty((height // f, width // f), dtype=np.uint16) for f in net.config.factors}
+    stacks = {f: np.empty((net.depth_of(f) if depths else 1, height // f, width // f), dtype=np.uint16)
+              for f in net.config.factors}
     for w in windows(height, width, tile, encoder_halo(m)):
         pixels = padded[w.win_top : w.win_bottom, w.win_left : w.win_right]
         x = to_tensor(pixels)
-        indices = net.encode(x)
-        for f, grid in grids.items():
-            inner = indices[f][0, (w.top - w.win_top) // f : (w.bottom - w.win_top) // f,
+        indices = net.encode_depths(x) if depths else {f: g[:, None] for f, g in net.encode(x).items()}
+        for f, stack in stacks.items():
+            inner = indices[f][0, :, (w.top - w.win_top) // f : (w.bottom - w.win_top) // f,
                                (w.left - w.win_left) // f : (w.right - w.win_left) // f]
-            grid[w.top // f : w.bottom // f, w.left // f : w.right // f] = inner.numpy()
-    return grids
+            stack[:, w.top // f : w.bottom // f, w.left // f : w.right // f] = inner.numpy()
+    return stacks if depths else {f: stack[0] for f, stack in stacks.items()}
 
 
 @torch.inference_mode()
@@ -162,13 +166,14 @@ def decoder_halo_cells(net, factor: int, parents) -> int:
 
 @torch.inference_mode()
 def decode_tiled(net, grid: np.ndarray, factor: int, width: int, height: int, tile: int = DEFAULT_TILE,
-                 parents: dict[int, np.ndarray] | None = None) -> np.ndarray:
+                 parents: dict[int, np.ndarray] | None = None, refinements: np.ndarray | None = None) -> np.ndarray:
     """The (height, width, 3) uint8 image of one level's index grid, one window at a time.
 
     Windows are cut on the grid (tile and halo in cells); each decoded
     window is cropped to its tile and rounded to 8 bits (``to_pixels``).
     ``parents`` ({factor: grid}) are the coarser levels a top-down model's
     decoder also reads (``net.parents_needed``); they are cut to the same windows.
+    ``refinements`` (R, rows, cols): the level's depths 2..R+1, cut likewise.
     """
     check_tile(tile, net.config.max_factor)
     cells = max(1, tile // factor)
@@ -186,7 +191,11 @@ def decode_tiled(net, grid: np.ndarray, factor: int, width: int, height: int, ti
                                       w.win_left * factor // g : w.win_right * factor // g].astype(np.int64))[None]
                 for g, p in parents.items()
             }
-        x_hat = net.decode(window, factor, parent_windows)[0]
+        refined = None
+        if refinements is not None and len(refinements):
+            refined = torch.from_numpy(
+                refinements[:, w.win_top : w.win_bottom, w.win_left : w.win_right].astype(np.int64))[None]
+        x_hat = net.decode(window, factor, parent_windows, refinements=refined)[0]
         y0, x0 = (w.top - w.win_top) * factor, (w.left - w.win_left) * factor
         bottom, right = min(w.bottom * factor, height), min(w.right * factor, width)
         out[top:bottom, left:right] = to_pixels(x_hat[:, y0 : y0 + bottom - top, x0 : x0 + right - left])

@@ -20,6 +20,9 @@ METRICS = "metrics.jsonl"
 VALIDATION = "validation.jsonl"
 CURVES = "curves.png"
 
+# What --freeze may hold still while fine-tuning (hvq.codec.model.vqvae.HierarchicalVQVAE.freeze).
+FREEZABLE = ("encoder", "codebook")
+
 MS_SSIM_MIN_CROP = 33  # five MS-SSIM scales need a side > (window - 1) * 16 with the smallest window, 3
 
 
@@ -54,6 +57,8 @@ class TrainConfig:
     usage_temperature: float = 1.0
     seed: int = 0
     init_from: str | None = None  # a checkpoint.pt whose weights start the run (fine-tuning)
+    # Parts held still (of FREEZABLE), for adding depths to a trained model; needs init_from.
+    freeze: tuple[str, ...] = ()
     val_data: str | None = None  # folder of held-out images (Kodak for hvq's own runs)
     val_every: int = 1000
     val_images: int = 0  # validate on the first N images of val_data; 0 = all
@@ -67,6 +72,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Refuse a recipe no run can follow (``HvqConfigError``: it comes from options or a config file)."""
         object.__setattr__(self, "data", tuple(self.data))
+        object.__setattr__(self, "freeze", tuple(sorted(set(self.freeze))))
+        if any(part not in FREEZABLE for part in self.freeze):
+            raise HvqConfigError(f"freeze takes {' and '.join(FREEZABLE)}")
+        if self.freeze and not self.init_from:
+            raise HvqConfigError("freezing parts of the model needs init_from (a trained checkpoint)")
         multiple = self.model.max_factor
         if self.crop < multiple or self.crop % multiple:
             raise HvqConfigError(f"crop must be a multiple of {multiple} (the coarsest level's factor)")

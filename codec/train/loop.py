@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from hvq.codec.train.config import CHECKPOINT, CONFIG, METRICS, VALIDATION, Trai
 from hvq.codec.train.data import CropSampler, list_images, step_batches
 from hvq.codec.train.distributed import Placement, check_in_sync, join, leave
 from hvq.codec.train.objective import objective
-from hvq.codec.train.records import LevelStep, StepRecord
+from hvq.codec.train.records import DepthStep, LevelStep, StepRecord
 from hvq.codec.train.validation import load_validation_images, perplexity, validate
 
 
@@ -89,14 +90,32 @@ class _Run:
         if resume and checkpoint.exists():
             self._restore(self._load_weights(checkpoint))
         elif config.init_from:
-            self._load_weights(config.init_from)
+            self._load_weights(config.init_from, other_depths=True)
+        self.model.freeze(config.freeze)
 
-    def _load_weights(self, path: str | Path) -> dict:
-        """Load a checkpoint's weights into the model (its config must be this run's); returns the checkpoint."""
+    def _load_weights(self, path: str | Path, other_depths: bool = False) -> dict:
+        """Load a checkpoint's weights into the model (its config must be this run's); returns the checkpoint.
+
+        ``other_depths``: the checkpoint may differ in its refinement depths
+        alone (``depths``, ``residual_quantiser``): fine-tuning depths onto a
+        trained model.  Its depth scales are then loaded where they fit and
+        start afresh where they do not.
+        """
         state = load_training_state(path)
-        if ModelConfig.from_json(state["model_config"]) != self.config.model:
+        theirs = ModelConfig.from_json(state["model_config"])
+        ours = self.config.model
+        if other_depths:
+            theirs = replace(theirs, depths=ours.depths, residual_quantiser=ours.residual_quantiser)
+        if theirs != ours:
             raise HvqModelError(f"{path}: its model config differs from this run's")
-        self.model.load_state_dict(state["model"])
+        weights = state["model"]
+        if other_depths:
+            own = self.model.state_dict()
+            weights = {**{k: v for k, v in own.items() if k.startswith("residuals.")},
+                       **{k: v for k, v in weights.items() if not k.startswith("residuals.")
+                          or (k in own and own[k].shape == v.shape)}}
+            weights = {k: v for k, v in weights.items() if k in own}
+        self.model.load_state_dict(weights)
         return state
 
     def _restore(self, state: dict) -> None:
@@ -158,6 +177,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress, placement
         metrics = (run_dir / METRICS).open("a")
     factors = config.model.factors
     window = {f: np.zeros(config.model.codebook_size, dtype=np.int64) for f in factors}
+    depth_window = {(f, d): np.zeros(config.model.codebook_size, dtype=np.int64)
+                    for f, depth in config.model.depths for d in range(1, depth + 1)}
     batches = step_batches(sampler, run.step, config.steps, config.batch_size, placement.rank, config.workers)
     started = time.time()
     model.train()
@@ -177,6 +198,10 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress, placement
             hist = np.bincount(level.indices.reshape(-1).cpu().numpy(), minlength=config.model.codebook_size)
             window[level.factor] += hist
             run.val_counts[level.factor] += hist
+            if level.depth_indices is not None:
+                for d in range(level.depth_indices.shape[1]):
+                    depth_window[level.factor, d + 1] += np.bincount(
+                        level.depth_indices[:, d].reshape(-1).cpu().numpy(), minlength=config.model.codebook_size)
         last = run.step == config.steps
         if placement.is_main and (run.step % config.log_every == 0 or last):
             record = StepRecord(
@@ -201,13 +226,18 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress, placement
                     int((codebook.cluster_size < config.model.dead_code_threshold).sum())
                     for codebook, _ in model.codebook_groups()
                 ),
+                depths=tuple(
+                    DepthStep(t.factor, d + 1, psnr_from_mse(mse) if mse == mse else float("nan"),
+                              t.depth_share[d], perplexity(depth_window[t.factor, d + 1]))
+                    for t in terms for d, mse in enumerate(t.depth_mse)
+                ),
             )
             metrics.write(record.to_json() + "\n")
             metrics.flush()
             if progress is not None:
                 progress("train", record)
         if run.step % config.log_every == 0:
-            for counts in window.values():
+            for counts in (*window.values(), *depth_window.values()):
                 counts[:] = 0
         if val_images and (run.step % config.val_every == 0 or last):
             if placement.is_main:

@@ -19,6 +19,11 @@ mean pushes each level's encoder head to spread its latents over all codewords
 (the "entropy penalty" of MAGVIT-v2 and of Yu et al. 2023, batch term only:
 the commitment term already makes single assignments confident).  The
 codebook itself follows its EMA and gets no gradient from it.
+
+A level with refinement depths is scored like any level, on the
+reconstruction each crop's drawn depths give (quantiser dropout,
+``hvq.codec.model.residual``); its log also gets the MSE at each depth over
+the crops that drew it.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ class LevelTerms:
     ms_ssim: float  # NaN when not computed (weight 0)
     commitment: float
     usage: float  # 1 - normalised entropy of the batch's mean soft assignment
+    depth_mse: tuple[float, ...] = ()  # a level with depths: MSE over the crops drawn at depth 1, 2, ... (NaN: none)
+    depth_share: tuple[float, ...] = ()  # ... and the share of the batch's crops drawn at each depth
 
 
 def ms_ssim_window(side: int) -> int:
@@ -110,7 +117,22 @@ def objective(
         if weights.usage > 0:
             usage = usage_penalty(codebooks[level.factor], level.latent, weights.usage_temperature)
             total = total + weights.usage * usage
-        terms.append(
-            LevelTerms(level.factor, mse.item(), l1.item(), similarity.item(), level.commitment.item(), usage.item())
-        )
+        depth_mse, depth_share = depth_scores(level.x_hat, x, level.drawn, level.depth_indices)
+        terms.append(LevelTerms(level.factor, mse.item(), l1.item(), similarity.item(), level.commitment.item(),
+                                usage.item(), depth_mse, depth_share))
     return total, terms
+
+
+@torch.no_grad()
+def depth_scores(x_hat: torch.Tensor, x: torch.Tensor, drawn: torch.Tensor | None,
+                 depth_indices: torch.Tensor | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per depth d = 1..D: the MSE over the crops reconstructed from d depths (NaN when none), and their share."""
+    if drawn is None or depth_indices is None:
+        return (), ()
+    per_crop = (x_hat.detach() - x).pow(2).mean((1, 2, 3))  # (B,)
+    mse, share = [], []
+    for d in range(1, depth_indices.shape[1] + 1):
+        chosen = drawn == d
+        mse.append(per_crop[chosen].mean().item() if bool(chosen.any()) else float("nan"))
+        share.append(chosen.float().mean().item())
+    return tuple(mse), tuple(share)

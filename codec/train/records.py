@@ -5,13 +5,16 @@ the lines of ``metrics.jsonl`` and ``validation.jsonl``.  A line is a flat
 JSON object with a key per score and level, ``psnr_4``, ``usage_16``, ...,
 so the files stay easy to read with ``jq`` or pandas, and every log written
 since the first runs still loads: a score an older run did not log (L1,
-perplexity, ...) comes back as NaN and is simply not drawn.
+perplexity, ...) comes back as NaN and is simply not drawn.  A level with
+refinement depths adds keys per depth, ``psnr_4_d2``, ``perplexity_4_d2``,
+... (depth 1 included), which the per-level keys' parser passes over.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -39,6 +42,48 @@ def _levels(cls, raw: dict) -> tuple:
     names = [f.name for f in fields(cls) if f.name != "factor"]
     return tuple(cls(factor, **{n: float(raw.get(f"{n}_{factor}", NAN)) for n in names})
                  for factor in _level_keys(raw, "psnr"))
+
+
+def _flatten_depths(depths) -> dict:
+    """Per-depth scores as ``<score>_<factor>_d<depth>`` keys (NaN scores left out)."""
+    flat = {}
+    for depth in depths:
+        for f in fields(depth):
+            value = getattr(depth, f.name)
+            if f.name not in ("factor", "depth") and not math.isnan(value):
+                flat[f"{f.name}_{depth.factor}_d{depth.depth}"] = value
+    return flat
+
+
+_DEPTH_KEY = re.compile(r"[a-z]+_(\d+)_d(\d+)$")
+
+
+def _depths(cls, raw: dict) -> tuple:
+    """One ``cls`` per (level, depth) named by some ``<score>_<factor>_d<depth>`` key, in order."""
+    pairs = sorted({(int(m[1]), int(m[2])) for m in map(_DEPTH_KEY.match, raw) if m})
+    names = [f.name for f in fields(cls) if f.name not in ("factor", "depth")]
+    return tuple(cls(f, d, **{n: float(raw.get(f"{n}_{f}_d{d}", NAN)) for n in names}) for f, d in pairs)
+
+
+@dataclass(frozen=True)
+class DepthStep:
+    """One depth of a level with refinement depths, on the crops of a logged step that drew it."""
+
+    factor: int
+    depth: int  # 1 = the level's ordinary quantisation
+    psnr: float  # dB, over the crops reconstructed from this many depths (NaN: none drew it)
+    share: float = NAN  # share of the batch's crops drawn at this depth (quantiser dropout)
+    perplexity: float = NAN  # exp(entropy) of this depth's indices since the last logged step
+
+
+@dataclass(frozen=True)
+class DepthValidation:
+    """One depth of a level with refinement depths, over the validation images."""
+
+    factor: int
+    depth: int
+    psnr: float  # dB, decoded from depths 1..depth, to 8 bits
+    usage: float = NAN  # share of the codebook this depth chose
 
 
 class _Levels:
@@ -76,18 +121,19 @@ class StepRecord(_Levels):
     loss: float = NAN
     world_size: int = 1
     dead_codes: int = 0  # codewords whose EMA use is below the restart threshold
+    depths: tuple[DepthStep, ...] = ()  # levels with refinement depths only
 
     def to_json(self) -> str:
         head = {"step": self.step, "time_s": self.time_s, "lr": self.lr, "loss": self.loss,
                 "world_size": self.world_size, "dead_codes": self.dead_codes}
-        return json.dumps({**head, **_flatten(self.levels, skip_nan=("ms_ssim",))})
+        return json.dumps({**head, **_flatten(self.levels, skip_nan=("ms_ssim",)), **_flatten_depths(self.depths)})
 
     @classmethod
     def from_json(cls, line: str) -> "StepRecord":
         raw = json.loads(line)
         return cls(int(raw["step"]), _levels(LevelStep, raw), float(raw.get("time_s", NAN)),
                    float(raw.get("lr", NAN)), float(raw.get("loss", NAN)), int(raw.get("world_size", 1)),
-                   int(raw.get("dead_codes", 0)))
+                   int(raw.get("dead_codes", 0)), _depths(DepthStep, raw))
 
 
 @dataclass(frozen=True)
@@ -111,16 +157,18 @@ class ValidationRecord(_Levels):
     levels: tuple[LevelValidation, ...]  # fine to coarse
     usage_all: float = NAN  # share of the codebook chosen by some level
     usage_every: float = NAN  # ... and by every level
+    depths: tuple[DepthValidation, ...] = ()  # levels with refinement depths only, every depth
 
     def to_json(self) -> str:
         return json.dumps({"step": self.step, **_flatten(self.levels),
-                           "usage_all": self.usage_all, "usage_every": self.usage_every})
+                           "usage_all": self.usage_all, "usage_every": self.usage_every,
+                           **_flatten_depths(self.depths)})
 
     @classmethod
     def from_json(cls, line: str) -> "ValidationRecord":
         raw = json.loads(line)
         return cls(int(raw["step"]), _levels(LevelValidation, raw), float(raw.get("usage_all", NAN)),
-                   float(raw.get("usage_every", NAN)))
+                   float(raw.get("usage_every", NAN)), _depths(DepthValidation, raw))
 
 
 def read_log(path: str | Path, kind: type) -> list:

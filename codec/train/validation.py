@@ -4,6 +4,8 @@ Run on whole held-out images (Kodak in hvq's own runs, never trained on).
 Bits per index is the cross-entropy of the validation indices under the
 static prior that ``hvq export`` would fit from the training indices counted
 since the last validation, so it tracks the rate the shipped file would pay.
+A level with refinement depths is also scored at every depth (PSNR decoded
+from depths 1..d, and each depth's codebook usage).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from hvq.codec.model.vqvae import HierarchicalVQVAE
 from hvq.codec.runtime.distortion import psnr_from_mse
 from hvq.codec.runtime.image_files import list_images, read_image
 from hvq.codec.runtime.imageio import pad_to_multiple, to_tensor
-from hvq.codec.train.records import LevelValidation, ValidationRecord
+from hvq.codec.train.records import DepthValidation, LevelValidation, ValidationRecord
 
 MS_SSIM_MIN_SIDE = 161  # five scales of an 11-px window
 
@@ -85,6 +87,9 @@ def validate(model: HierarchicalVQVAE, images: list[torch.Tensor], train_counts:
     l1 = {f: [] for f in factors}
     similarity = {f: [] for f in factors}
     counts = {f: np.zeros(size, dtype=np.int64) for f in factors}
+    depth_psnr = {(f, d): [] for f, depth in model.config.depths for d in range(2, depth + 1)}
+    depth_counts = {(f, d): np.zeros(size, dtype=np.int64) for f, depth in model.config.depths
+                    for d in range(1, depth + 1)}
     for image in images:
         x = image.to(device)
         h, w = x.shape[-2:]
@@ -98,6 +103,16 @@ def validate(model: HierarchicalVQVAE, images: list[torch.Tensor], train_counts:
             psnr[factor].append(psnr_from_mse(torch.mean((x_hat - x) ** 2).item()))
             if min(h, w) >= MS_SSIM_MIN_SIDE:
                 similarity[factor].append(ms_ssim(x_hat.double(), x.double(), data_range=1.0).item())
+        if model.config.depths:
+            for factor, grids in model.encode_depths(padded).items():
+                if grids.shape[1] == 1:
+                    continue
+                for d in range(1, grids.shape[1] + 1):
+                    depth_counts[factor, d] += np.bincount(grids[:, d - 1].reshape(-1).cpu().numpy(), minlength=size)
+                    if d > 1:
+                        x_hat = model.decode(grids[:, 0], factor, encoded, grids[:, 1:d])[..., :h, :w]
+                        x_hat = torch.round(x_hat * 255) / 255
+                        depth_psnr[factor, d].append(psnr_from_mse(torch.mean((x_hat - x) ** 2).item()))
     model.train(was_training)
     used, train_used = codebook_usage(counts), codebook_usage(train_counts)
     levels = tuple(
@@ -112,4 +127,9 @@ def validate(model: HierarchicalVQVAE, images: list[torch.Tensor], train_counts:
         )
         for f in factors
     )
-    return ValidationRecord(step, levels, used.all_levels, used.every_level)
+    depths = tuple(
+        DepthValidation(f, d, float(np.mean(psnr[f] if d == 1 else depth_psnr[f, d])),
+                        float((depth_counts[f, d] > 0).mean()))
+        for f, depth in model.config.depths for d in range(1, depth + 1)
+    )
+    return ValidationRecord(step, levels, used.all_levels, used.every_level, depths)
