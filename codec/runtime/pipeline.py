@@ -127,6 +127,11 @@ class Codec:
     def _compress_rate_controlled(self, image, levels, setting: RateSetting) -> bytes:
         """Rate control's choice of indices between the encoder and the entropy coder."""
         chosen = self.check_levels(levels)
+        deep = [f for f in chosen if self.model.net.depth_of(f) > 1]
+        if deep:  # rather than silently leave out the refinements the plain file would hold
+            raise rate_control.HvqRateError(
+                f"rate control chooses depth-1 indices only, and level {deep[0]} of this model has refinement "
+                "depths; compress without a quality or target")
         pixels = load_pixels(image)  # (H, W, 3) uint8, as tokenize loads it
         height, width = pixels.shape[:2]
         net, prior = self.model.net, self.model.prior
