@@ -34,6 +34,7 @@ DEPTH_VERSION = 3  # written for files with refinement depths; versions 1 to 3 a
 MAX_DEPTH = 16  # depths per level: a LEVL's depth byte and HEAD's depth table hold 1..16
 
 # Limits, checked before any allocation (like Pillow's decompression-bomb guard).
+MAX_CODEBOOK_SIZE = 1 << 16  # indices are stored as uint16 (HEAD's codebook size, Tokens' grids)
 MAX_SIDE = 1 << 15  # pixels, each of width and height
 MAX_PIXELS = 1 << 28  # width * height
 MAX_FILE_BYTES = 1 << 30
@@ -205,8 +206,8 @@ def _check_header(header: Header) -> None:
             raise HvqFormatError(f"level factor {f} is not a power of two up to the grid multiple {m}")
     if len(header.model_fingerprint) != 16:
         raise HvqFormatError("model fingerprint must be 16 bytes")
-    if not 2 <= header.codebook_size <= 65536:
-        raise HvqFormatError(f"codebook size {header.codebook_size} outside 2..65536")
+    if not 2 <= header.codebook_size <= MAX_CODEBOOK_SIZE:
+        raise HvqFormatError(f"codebook size {header.codebook_size} outside 2..{MAX_CODEBOOK_SIZE}")
     if header.prior_kind not in PRIOR_NAMES:
         raise HvqFormatError(f"unknown prior kind {header.prior_kind}")
     if len(header.prior_fingerprint) != 16:

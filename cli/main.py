@@ -20,7 +20,7 @@ from hvq import __version__
 from hvq.bitstream.errors import HvqError, HvqUsageError
 from hvq.cli.batch import ThreadPlan, in_order
 from hvq.cli.options import (
-    EXIT_CODES, FolderPath, LevelDepthList, LevelList, force_option, model_option, output_option, threads_option,
+    EXIT_CODES, FolderPath, LevelDepthList, LevelFactor, LevelList, force_option, model_option, output_option, threads_option,
 )
 from hvq.cli.inputs import STDIO, image_source, plan, read_stdin
 from hvq.cli.output import (
@@ -215,7 +215,7 @@ def _rate_options(quality, target_bpp, target_psnr) -> dict:
 @output_option("Output image (one input; default: IN.png); - for PNG on standard output (never a terminal); "
                "FOLDER/ for FOLDER/IN.png.", stdio=True)
 @click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder (IN's name, suffix .png).")
-@click.option("--level", type=int, default=None, help="Level to decode (default: the finest stored).")
+@click.option("--level", type=LevelFactor(), default=None, help="Level to decode (default: the finest stored).")
 @click.option("--depth", type=click.IntRange(min=1), default=None,
               help="Refinement depths of the level to decode, 1 for its grid alone (default: every depth stored whole).")
 @click.option("--partial", is_flag=True, help="Decode the finest complete level of a truncated file.")

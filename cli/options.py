@@ -80,6 +80,24 @@ class LevelList(click.ParamType):
         return factors
 
 
+class LevelFactor(click.ParamType):
+    """One level factor, e.g. 16: a power of two from 4 up (what a level can be, in any model)."""
+
+    name = "N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            factor = value
+        else:
+            try:
+                factor = int(str(value))
+            except ValueError:
+                self.fail(f"{value!r} is not a level such as 16", param, ctx)
+        if factor < 4 or factor & (factor - 1):
+            self.fail(f"{factor} is not a level: levels are powers of two from 4 up (4, 8, 16, ...)", param, ctx)
+        return factor
+
+
 class LevelDepthList(click.ParamType):
     """Levels with optional depths, e.g. 16,8,4:2 (F: the level with every depth; F:D: depths 1..D)."""
 

@@ -15,7 +15,7 @@ import click
 
 from hvq.bitstream.errors import HvqError
 from hvq.cli.inputs import images_in
-from hvq.cli.options import EXIT_CODES, LevelDepthList, force_option, model_option, output_option
+from hvq.cli.options import EXIT_CODES, LevelDepthList, LevelFactor, force_option, model_option, output_option
 from hvq.cli.output import check_target, terminate_as_interrupt, write_atomic
 
 
@@ -88,7 +88,7 @@ def tokens(ctx, inputs, output, levels, shard_size, model_path, force):
 @click.command(epilog=EXIT_CODES)
 @click.argument("tokens_dir", metavar="TOKENS", type=click.Path(exists=True, path_type=Path))
 @output_option("Folder for the images (PNG, named as in the manifest).", folder=True, dest="output_dir", required=True)
-@click.option("--level", type=int, required=True, help="Level to decode, e.g. 16.")
+@click.option("--level", type=LevelFactor(), required=True, help="Level to decode, e.g. 16.")
 @click.option("--depth", type=click.IntRange(min=1), default=None,
               help="Refinement depths of the level to decode (default: every depth the tokens hold).")
 @model_option

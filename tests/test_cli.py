@@ -155,6 +155,10 @@ def test_misuse_exits_2(run, photo_file, tmp_path, tiny_model_path):
         result = run("compress", photo_file, "--levels", levels, "--model", tiny_model_path)
         assert result.exit_code == 2, (levels, result.output)
     assert "model has no level 32" in result.output
+    for level in ("0", "3", "-4", "x"):  # no level of any model: misuse, before the file is read
+        result = run("decompress", tmp_path / "absent.hvq", "--level", level, "-o", tmp_path / "x.png")
+        assert result.exit_code == 2 and "--level" in result.output, (level, result.output)
+        assert not (tmp_path / "x.png").exists()
 
 
 def test_help_lists_exit_codes(run):
