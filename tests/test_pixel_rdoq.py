@@ -75,3 +75,14 @@ def test_top_down_models_keep_the_latent_choice(tiny_context_codec):
             return (16,) if factor < 16 else ()
 
     assert not pixel_rdoq.refines(TopDown(), (16, 8))
+
+
+def test_changed_cells_never_touch_even_on_equal_gains():
+    rng = np.random.default_rng(2)
+    gain = rng.normal(size=(20, 24))
+    gain[5:9, 5:9] = 3.0  # a plateau of equal gains
+    chosen = pixel_rdoq._local_maxima(gain, 1)
+    rows, cols = np.nonzero(chosen)
+    assert chosen[5, 5] and (gain[chosen] > 0).all()
+    for r, c in zip(rows, cols):
+        assert chosen[max(0, r - 1) : r + 2, max(0, c - 1) : c + 2].sum() == 1
