@@ -68,7 +68,8 @@ def compress(image, levels=None, model=None, quality=None, target_bpp=None, targ
 
     ``image``: a PIL image, a path, an image file's bytes, a binary file
     object or an HxWx3 uint8 array.  ``levels``: factors, e.g. ``(16, 8)``,
-    ``16`` or ``"16,8"`` (default: all).  ``model``: a model file or None
+    ``16`` or ``"16,8"`` (default: all), each with every refinement depth the
+    model has; ``"16,8,4:2"`` (or ``(4, 2)`` entries) keeps depths 1..2 of level 4.  ``model``: a model file or None
     for the default model.  ``quality`` (0..100), ``target_bpp`` or
     ``target_psnr`` (one at most) trade distortion for size (rate control);
     without them each index is the nearest codeword.
@@ -78,15 +79,16 @@ def compress(image, levels=None, model=None, quality=None, target_bpp=None, targ
     return Codec.for_model(model).compress(image, levels, quality, target_bpp, target_psnr)
 
 
-def decompress(data, level=None, model=None):
+def decompress(data, level=None, model=None, depth=None):
     """Decode .hvq bytes, a path or a binary file object to a PIL RGB image at ``level`` (default: the finest stored).
 
     ``detokenize(decode_tokens(data, (level,)), level)`` with the model the
-    file names (or ``model``).
+    file names (or ``model``).  ``depth``: how many of the level's refinement
+    depths to decode (default: every one the file holds whole).
     """
     from hvq.codec.runtime.pipeline import decompress as decompress_file
 
-    return decompress_file(data, level, model)
+    return decompress_file(data, level, model, depth=depth)
 
 
 def tokenize(image, levels=None, model=None) -> "Tokens":
@@ -96,11 +98,11 @@ def tokenize(image, levels=None, model=None) -> "Tokens":
     return Codec.for_model(model).tokenize(image, levels)
 
 
-def detokenize(tokens: "Tokens", level=None, model=None):
-    """One level of ``tokens`` (default: their finest) as a PIL RGB image, with the model they name."""
+def detokenize(tokens: "Tokens", level=None, model=None, depth=None):
+    """One level of ``tokens`` (default: their finest, at its deepest depth) as a PIL RGB image, with the model they name."""
     from hvq.codec.runtime.pipeline import detokenize as detokenize_tokens
 
-    return detokenize_tokens(tokens, level, model)
+    return detokenize_tokens(tokens, level, model, depth)
 
 
 def encode_tokens(tokens: "Tokens", model=None, prior=None) -> bytes:

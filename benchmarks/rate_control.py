@@ -1,28 +1,33 @@
-"""Rate control on Kodak with the shipped model: RD curves per level, BD-rate, target accuracy, encode time.
+"""Rate control on Kodak with the shipped model: RD curves per level, BD-rate, target windows, encode time.
 
-Run (niced, the CPU is shared)::
+Run (niced, the CPU is shared; two shards at once share one log)::
 
     nice -n 10 python -m hvq.benchmarks.rate_control --kodak ../shared/datasets/kodak \\
-        --out benchmarks/results/rate_control
+        --out benchmarks/results/rate_control --shard 0/2 &
+    nice -n 10 python -m hvq.benchmarks.rate_control --kodak ../shared/datasets/kodak \\
+        --out benchmarks/results/rate_control --shard 1/2
 
-Per image it measures:
+Per image it measures, through ``Codec.compress`` / ``decompress`` (the product's path):
 
-- each level stored alone (the RD curve's points, as ``hvq bench`` takes
-  them), at every quality in ``QUALITIES``: file bpp and PSNR; Q = 100 is
-  the nearest codeword;
+- each level stored alone, with the nearest codewords (no setting) and at
+  every quality in ``QUALITIES`` (RDOQ with the pixel-distortion passes):
+  file bpp, PSNR and encode seconds;
 - the downscale baseline of the same level: the image resized by ``SCALES``
   (Lanczos), coded with the nearest codewords, decoded and resized back
-  (bicubic), the classical way to reach rates below a level's;
-- the all-levels file at every quality (the monotonicity check: bytes and
-  the finest level's PSNR per image);
-- ``--target-bpp`` and ``--target-psnr`` at the targets below: reached within
-  tolerance, refused as out of reach, or missed;
-- encode time of ``Codec.compress``: nearest codewords, and each quality.
+  (bicubic); with the full-size nearest point it is the nearest-codeword
+  curve that RDOQ's BD-rate is measured against;
+- on every ``--windows-every``-th image, the all-levels file at
+  ``WINDOW_QUALITIES``: its bytes and each level's PSNR (the monotonicity
+  check), and the windows a target search can reach: the files of levels
+  16, 16+8 and 16+8+4 are prefixes of it (a level's chunk is the same in
+  each, so a prefix's size is the file's less the finer chunks), and Q 0
+  and 100 are a search's ends.
 
 Then BD-rate (pchip, ``hvq.evaluation.bjontegaard``) of each level's RDOQ
-curve against (a) its nearest-codeword downscale curve and (b) hvq's
-three-level nearest-codeword curve, and a plot of the curves with the
-classical and downscale anchors of ../shared/anchors.
+curve against its nearest-codeword (downscale) curve, the share of a grid
+of targets that lie in a window (a search bisects Q inside a window, so
+these are reached; ``tests/test_rate_control.py`` checks the search), the
+gaps between windows, and a plot with the classical and downscale anchors.
 """
 
 from __future__ import annotations
@@ -30,19 +35,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-# Few points: the CPU is shared, and each decodes a level (seconds each on the 2-core machine).
-QUALITIES = (100, 60, 30, 0)
-SCALES = (0.7,)
-BYTE_QUALITIES = (100, 80, 60, 40, 20, 0)  # all-levels file: bytes only (no decode)
-TARGET_BPP = (0.02, 0.05, 0.1, 0.2, 0.3, 0.45)
-TARGET_PSNR = (20, 22, 24, 26, 28)
-TIMED_QUALITIES = (50,)
+QUALITIES = (100, 50, 0)
+SCALES = (0.7, 1.2)
+WINDOW_QUALITIES = (100, 50, 0)
+TARGET_BPP = (0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+TARGET_PSNR = tuple(20 + 0.5 * i for i in range(21))  # 20..30 dB
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -51,29 +55,30 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(psnr(a, b))
 
 
-def measure_image(codec, path: Path, targets: bool) -> dict:
+def measure_image(codec, path: Path, windows: bool) -> dict:
     from hvq.bitstream.info import inspect_file
-    from hvq.codec.runtime import rate_control, rdoq
-    from hvq.codec.runtime.imageio import load_image, pad_to_multiple
-    from hvq.codec.runtime.tiling import candidates_tiled, decode_tiled
+    from hvq.codec.runtime.imageio import load_image
 
-    net, prior = codec.model.net, codec.model.prior
     rgb_image = load_image(path, 1 << 26)
     rgb = np.asarray(rgb_image)
     height, width = rgb.shape[:2]
     pixels = width * height
     factors = codec.check_levels(None)  # coarse first
-    padded = pad_to_multiple(rgb, codec.model.config.max_factor)
-    candidates = candidates_tiled(net, padded, rdoq.DEFAULT_CANDIDATES, codec.tile)
-    record = {"image": path.name, "levels": {}, "downscale": {}, "all_levels": {}, "targets": [], "encode_s": {}}
+    record = {"image": path.name, "levels": {}, "downscale": {}, "all_levels": {}}
+
+    def point(levels, quality):
+        start = time.perf_counter()
+        data = codec.compress(rgb, levels, quality=quality)
+        seconds = time.perf_counter() - start
+        return data, seconds
+
     for f in factors:
         points = []
-        for q in QUALITIES:
-            grids = rdoq.choose_indices(candidates, (f,), prior, rate_control.lambdas_for(q, (f,)))
-            setting = None if q == 100 else rate_control.setting_for(quality=q)
-            data = codec._write(grids, (f,), width, height, setting)
-            decoded = decode_tiled(net, grids[f], f, width, height, codec.tile)
-            points.append({"quality": q, "bpp": 8 * len(data) / pixels, "psnr": _psnr(rgb, decoded)})
+        for q in (None, *QUALITIES):
+            data, seconds = point((f,), q)
+            decoded = np.asarray(codec.decompress(data))
+            points.append({"quality": q, "bpp": 8 * len(data) / pixels, "psnr": _psnr(rgb, decoded),
+                           "seconds": seconds})
         record["levels"][str(f)] = points
         down = []
         for s in SCALES:
@@ -82,33 +87,18 @@ def measure_image(codec, path: Path, targets: bool) -> dict:
             back = codec.decompress(data).resize((width, height), Image.BICUBIC)
             down.append({"scale": s, "bpp": 8 * len(data) / pixels, "psnr": _psnr(rgb, np.asarray(back))})
         record["downscale"][str(f)] = down
-    for q in BYTE_QUALITIES:
-        grids = rdoq.choose_indices(candidates, factors, prior, rate_control.lambdas_for(q, factors))
-        data = codec._write(grids, factors, width, height, None if q == 100 else rate_control.setting_for(quality=q))
-        record["all_levels"][str(q)] = {"bytes": len(data)}
-    if not targets:
-        return record
-    for kind, values in (("bpp", TARGET_BPP), ("psnr", TARGET_PSNR)):
-        for target in values:
-            start = time.perf_counter()
-            try:
-                data = codec.compress(rgb_image, **{f"target_{kind}": target})
-            except rate_control.HvqTargetError as exc:
-                record["targets"].append({"kind": kind, "target": target, "reached": None, "nearest": exc.nearest,
-                                          "seconds": time.perf_counter() - start})
-                continue
-            seconds = time.perf_counter() - start
+    if windows:
+        for q in (None, *WINDOW_QUALITIES):
+            data, seconds = point(factors, q)
             info = inspect_file(data)
-            value = 8 * len(data) / pixels if kind == "bpp" else _psnr(rgb, np.asarray(codec.decompress(data)))
-            record["targets"].append({"kind": kind, "target": target, "reached": value, "seconds": seconds,
-                                      "levels": [lv.factor for lv in info.levels], "setting": info.rate_control})
-    for q in (None, *TIMED_QUALITIES):
-        times = []
-        for _ in range(2):
-            start = time.perf_counter()
-            codec.compress(rgb_image, quality=q)
-            times.append(time.perf_counter() - start)
-        record["encode_s"]["nearest" if q is None else str(q)] = min(times)
+            chunk = {lv.factor: lv.chunk_bytes for lv in info.levels}
+            prefixes = {}
+            for i, f in enumerate(factors):  # the file of levels factors[:i+1] is this one less the finer chunks
+                size = len(data) - sum(chunk[g] for g in factors[i + 1 :])
+                decoded = np.asarray(codec.decompress(data, level=f))
+                prefixes[str(f)] = {"bpp": 8 * size / pixels, "psnr": _psnr(rgb, decoded)}
+            record["all_levels"]["nearest" if q is None else str(q)] = {"bytes": len(data), "seconds": seconds,
+                                                                         "prefixes": prefixes}
     return record
 
 
@@ -119,56 +109,74 @@ def summarise(records: list[dict], anchors_dir: Path | None) -> dict:
     mean = lambda xs: float(np.mean(xs))  # noqa: E731
     curves = {}
     for f in factors:
-        curves[f] = {
-            "rdoq": [(q, mean([r["levels"][str(f)][i]["bpp"] for r in records]),
-                      mean([r["levels"][str(f)][i]["psnr"] for r in records])) for i, q in enumerate(QUALITIES)],
-            "downscale": [(1.0, *curves_point(records, f, None))] + [
-                (s, mean([r["downscale"][str(f)][i]["bpp"] for r in records]),
-                 mean([r["downscale"][str(f)][i]["psnr"] for r in records])) for i, s in enumerate(SCALES)],
-        }
-    nearest = Curve("hvq nearest (levels)", tuple(curves[f]["rdoq"][0][1] for f in factors),
-                    tuple(curves[f]["rdoq"][0][2] for f in factors))
+        pts = lambda i: (mean([r["levels"][str(f)][i]["bpp"] for r in records]),  # noqa: E731
+                         mean([r["levels"][str(f)][i]["psnr"] for r in records]))
+        down = [(s, mean([r["downscale"][str(f)][i]["bpp"] for r in records]),
+                 mean([r["downscale"][str(f)][i]["psnr"] for r in records])) for i, s in enumerate(SCALES)]
+        curves[f] = {"nearest": [None, *pts(0)], "rdoq": [(q, *pts(i + 1)) for i, q in enumerate(QUALITIES)],
+                     "downscale": sorted(down + [(1.0, *pts(0))])}
     bd = []
     for f in factors:
         rd = Curve(f"rdoq level {f}", tuple(p[1] for p in curves[f]["rdoq"]), tuple(p[2] for p in curves[f]["rdoq"]))
-        down = Curve(f"nearest level {f} downscaled", tuple(p[1] for p in curves[f]["downscale"]),
-                     tuple(p[2] for p in curves[f]["downscale"]))
-        for anchor in (down, nearest):
-            result = compare(rd, anchor, "psnr")
-            bd.append({"level": f, "anchor": anchor.name, "bd_rate_percent": result.bd_rate,
-                       "bd_psnr_db": result.bd_quality, "note": result.rate_note or result.quality_note})
-    monotone = {"all_levels_bytes": 0, "images": len(records)}
-    for r in records:
-        ordered = [r["all_levels"][str(q)]["bytes"] for q in sorted(BYTE_QUALITIES)]
-        monotone["all_levels_bytes"] += all(a <= b for a, b in zip(ordered, ordered[1:]))
+        anchor = Curve(f"nearest level {f} (scales {', '.join(str(p[0]) for p in curves[f]['downscale'])})",
+                       tuple(p[1] for p in curves[f]["downscale"]), tuple(p[2] for p in curves[f]["downscale"]))
+        result = compare(rd, anchor, "psnr")
+        bd.append({"level": f, "anchor": anchor.name, "bd_rate_percent": result.bd_rate,
+                   "bd_psnr_db": result.bd_quality, "note": result.rate_note or result.quality_note})
+    monotone = {"images": len(records)}
     for f in factors:
         monotone[f"level_{f}_bytes"] = monotone[f"level_{f}_psnr"] = 0
         for r in records:
-            points = sorted(r["levels"][str(f)], key=lambda p: p["quality"])
+            points = sorted(r["levels"][str(f)][1:], key=lambda p: p["quality"])
             monotone[f"level_{f}_bytes"] += all(a["bpp"] <= b["bpp"] for a, b in zip(points, points[1:]))
             monotone[f"level_{f}_psnr"] += all(a["psnr"] <= b["psnr"] for a, b in zip(points, points[1:]))
-    targets = {}
-    for kind, values in (("bpp", TARGET_BPP), ("psnr", TARGET_PSNR)):
+    windowed = [r for r in records if r["all_levels"]]
+    monotone["windowed_images"] = len(windowed)
+    monotone["all_levels_bytes"] = monotone["all_levels_psnr"] = 0
+    finest = str(factors[-1])
+    for r in windowed:
+        points = [r["all_levels"][str(q)] for q in sorted(WINDOW_QUALITIES)]
+        monotone["all_levels_bytes"] += all(a["bytes"] <= b["bytes"] for a, b in zip(points, points[1:]))
+        monotone["all_levels_psnr"] += all(a["prefixes"][finest]["psnr"] <= b["prefixes"][finest]["psnr"]
+                                           for a, b in zip(points, points[1:]))
+    windows, hits = _windows(windowed, factors), {}
+    for kind, values, tol in (("bpp", TARGET_BPP, None), ("psnr", TARGET_PSNR, 0.1)):
+        inside = []
         for t in values:
-            rows = [x for r in records for x in r["targets"] if x["kind"] == kind and x["target"] == t]
-            reached = [x for x in rows if x["reached"] is not None]
-            within = [x for x in reached if (abs(x["reached"] - t) <= 0.05 * t if kind == "bpp"
-                                             else abs(x["reached"] - t) <= 0.1)]
-            targets[f"{kind} {t}"] = {"images": len(rows), "reached": len(reached), "within_tolerance": len(within),
-                                      "refused_out_of_reach": len(rows) - len(reached),
-                                      "mean_seconds": mean([x["seconds"] for x in rows]) if rows else None}
-    timed = [r for r in records if r["encode_s"]]
-    encode = {k: mean([r["encode_s"][k] for r in timed]) for k in timed[0]["encode_s"]} if timed else {}
-    return {"images": len(records), "curves": {str(f): c for f, c in curves.items()}, "bd_rate": bd,
-            "monotone_over_quality": monotone, "targets": targets, "encode_seconds": encode,
-            "qualities": QUALITIES, "scales": SCALES, "byte_qualities": BYTE_QUALITIES,
-            "timed_images": len(timed)}
+            n = 0
+            for spans in windows["per_image"]:
+                n += any((lo * 0.95 <= t <= hi * 1.05) if kind == "bpp" else (lo - tol <= t <= hi + tol)
+                         for lo, hi in (s[kind] for s in spans.values()))
+            inside.append({"target": t, "images": len(windows["per_image"]), "reachable": n})
+        hits[kind] = inside
+    seconds = {}
+    for f in factors:
+        seconds[str(f)] = {("nearest" if p["quality"] is None else f"quality {p['quality']}"):
+                           mean([r["levels"][str(f)][i]["seconds"] for r in records])
+                           for i, p in enumerate(records[0]["levels"][str(f)])}
+    if windowed:
+        seconds["all levels"] = {("nearest" if k == "nearest" else f"quality {k}"):
+                                 mean([r["all_levels"][k]["seconds"] for r in windowed])
+                                 for k in windowed[0]["all_levels"]}
+    return {"images": len(records), "image_names": [r["image"] for r in records],
+            "windowed_names": [r["image"] for r in windowed], "curves": {str(f): c for f, c in curves.items()}, "bd_rate": bd,
+            "monotone_over_quality": monotone, "windows": windows["mean"], "target_hits": hits,
+            "encode_seconds": seconds, "qualities": QUALITIES, "scales": SCALES,
+            "window_qualities": WINDOW_QUALITIES}
 
 
-def curves_point(records, f, _):
-    """Level f at full size with the nearest codewords (the downscale curve's scale-1 point)."""
-    return (float(np.mean([r["levels"][str(f)][0]["bpp"] for r in records])),
-            float(np.mean([r["levels"][str(f)][0]["psnr"] for r in records])))
+def _windows(records: list[dict], factors) -> dict:
+    """Per image and level set (named by its finest level): the bpp and PSNR a quality can reach."""
+    per_image = []
+    for r in records:
+        spans = {}
+        for f in factors:
+            pts = [r["all_levels"][str(q)]["prefixes"][str(f)] for q in WINDOW_QUALITIES]
+            spans[str(f)] = {k: (min(p[k] for p in pts), max(p[k] for p in pts)) for k in ("bpp", "psnr")}
+        per_image.append(spans)
+    mean = {str(f): {k: [float(np.mean([s[str(f)][k][j] for s in per_image])) for j in (0, 1)]
+                     for k in ("bpp", "psnr")} for f in factors} if per_image else {}
+    return {"per_image": per_image, "mean": mean}
 
 
 def plot(summary: dict, anchors_dir: Path | None, out: Path) -> None:
@@ -179,11 +187,11 @@ def plot(summary: dict, anchors_dir: Path | None, out: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(9, 6))
     colours = {"16": "tab:blue", "8": "tab:orange", "4": "tab:green"}
-    nearest = [(c["rdoq"][0][1], c["rdoq"][0][2]) for c in summary["curves"].values()]
+    nearest = [(c["nearest"][1], c["nearest"][2]) for c in summary["curves"].values()]
     ax.plot(*zip(*sorted(nearest)), "k-o", label="hvq nearest codeword (levels 16, 8, 4)", zorder=5)
     for f, c in summary["curves"].items():
         col = colours.get(f)
-        ax.plot([p[1] for p in c["rdoq"]], [p[2] for p in c["rdoq"]], "-^", color=col, label=f"hvq RDOQ level {f} (Q 100..0)")
+        ax.plot([p[1] for p in c["rdoq"]], [p[2] for p in c["rdoq"]], "-^", color=col, label=f"hvq RDOQ + pixel passes, level {f} (Q 100..0)")
         ax.plot([p[1] for p in c["downscale"]], [p[2] for p in c["downscale"]], ":s", color=col, alpha=0.7,
                 label=f"hvq nearest level {f}, downscaled by {', '.join(str(p[0]) for p in c['downscale'])}")
     if anchors_dir is not None:
@@ -205,38 +213,49 @@ def plot(summary: dict, anchors_dir: Path | None, out: Path) -> None:
     fig.savefig(out, dpi=120)
 
 
-def report(summary: dict) -> str:
-    lines = [f"# Rate control on Kodak ({summary['images']} images, shipped model)", "",
+def report(summary: dict, command: str) -> str:
+    lines = [f"# Rate control on Kodak ({summary['images']} images, shipped model hvq-default)", "",
+             f"Command: `{command}`", "",
+             f"Images: {', '.join(summary['image_names'])}; the all-levels file (windows) on "
+             f"{', '.join(summary['windowed_names']) or 'none'}.", "",
              "## Mean RD points per level (each level stored alone)", "",
-             "| level | Q | bpp | PSNR dB |", "|---|---|---|---|"]
+             "| level | setting | bpp | PSNR dB |", "|---|---|---|---|"]
     for f, c in summary["curves"].items():
+        lines.append(f"| {f} | nearest | {c['nearest'][1]:.4f} | {c['nearest'][2]:.2f} |")
         for q, b, p in c["rdoq"]:
-            lines.append(f"| {f} | {q} | {b:.4f} | {p:.2f} |")
-    lines += ["", "| level | downscale | bpp | PSNR dB |", "|---|---|---|---|"]
-    for f, c in summary["curves"].items():
-        for s, b, p in c["downscale"]:
-            lines.append(f"| {f} | {s} | {b:.4f} | {p:.2f} |")
-    lines += ["", "## BD-rate of RDOQ (pchip, at equal PSNR; negative: RDOQ needs fewer bits)", "",
+            lines.append(f"| {f} | quality {q} | {b:.4f} | {p:.2f} |")
+        for sc, b, p in c["downscale"]:
+            if sc != 1.0:
+                lines.append(f"| {f} | nearest, image scaled by {sc} | {b:.4f} | {p:.2f} |")
+    lines += ["", "## BD-rate of RDOQ against the nearest codewords (pchip, at equal PSNR; negative: RDOQ needs fewer bits)",
+              "", "The nearest-codeword curve of a level is its full-size point and the image rescaled (Lanczos) "
+              "before coding, bicubic back after decoding.", "",
               "| level | anchor | BD-rate % | BD-PSNR dB | note |", "|---|---|---|---|---|"]
     for row in summary["bd_rate"]:
         rate = "—" if row["bd_rate_percent"] is None else f"{row['bd_rate_percent']:+.1f}"
         q = "—" if row["bd_psnr_db"] is None else f"{row['bd_psnr_db']:+.3f}"
         lines.append(f"| {row['level']} | {row['anchor']} | {rate} | {q} | {row['note']} |")
     m = summary["monotone_over_quality"]
-    lines += ["", f"Monotone in Q (images out of {m['images']}): all-levels file bytes over Q = "
-              f"{', '.join(map(str, sorted(summary['byte_qualities'])))}: {m['all_levels_bytes']}; "
-              f"each level alone over Q = {', '.join(map(str, sorted(summary['qualities'])))}: "
-              + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in m.items() if k.startswith("level_")) + ".", "",
-              f"## Targets ({summary['timed_images']} images)", "", "| target | images | reached | within tolerance | refused (out of reach) | mean s |",
-              "|---|---|---|---|---|---|"]
-    for name, t in summary["targets"].items():
-        lines.append(f"| {name} | {t['images']} | {t['reached']} | {t['within_tolerance']} | "
-                     f"{t['refused_out_of_reach']} | {t['mean_seconds']:.2f} |")
-    lines += ["", f"## Encode time (Codec.compress, mean over {summary['timed_images']} images, best of 2)", "", "| setting | s | x nearest |",
-              "|---|---|---|"]
-    base = summary["encode_seconds"]["nearest"]
-    for k, v in summary["encode_seconds"].items():
-        lines.append(f"| {'nearest' if k == 'nearest' else 'quality ' + k} | {v:.3f} | {v / base:.2f} |")
+    lines += ["", f"Monotone over Q = {', '.join(map(str, sorted(summary['qualities'])))} (images out of {m['images']}): "
+              + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in m.items() if k.startswith("level_"))
+              + f"; the all-levels file over Q = {', '.join(map(str, sorted(summary['window_qualities'])))} "
+              f"({m['windowed_images']} images): bytes {m['all_levels_bytes']}, finest PSNR {m['all_levels_psnr']}.", "",
+              f"## Target windows ({m['windowed_images']} images; mean over images)", "",
+              "| levels stored | bpp from | bpp to | PSNR from | PSNR to |", "|---|---|---|---|---|"]
+    for f, w in summary["windows"].items():
+        lines.append(f"| 16 .. {f} | {w['bpp'][0]:.4f} | {w['bpp'][1]:.4f} | {w['psnr'][0]:.2f} | {w['psnr'][1]:.2f} |")
+    for kind, unit in (("bpp", "bpp (±5%)"), ("psnr", "dB (±0.1)")):
+        rows = summary["target_hits"][kind]
+        total = sum(r["images"] for r in rows)
+        hit = sum(r["reachable"] for r in rows)
+        lines += ["", f"Targets in {unit} inside a window: {hit} of {total} ({100 * hit / max(total, 1):.0f}%): "
+                  + ", ".join(f"{r['target']:g}: {r['reachable']}/{r['images']}" for r in rows)]
+    lines += ["", "## Encode time (Codec.compress, mean seconds per image, one thread, shared CPU)", "",
+              "| levels | setting | s | x nearest |", "|---|---|---|---|"]
+    for levels, row in summary["encode_seconds"].items():
+        base = row["nearest"]
+        for k, v in row.items():
+            lines.append(f"| {levels} | {k} | {v:.2f} | {v / base:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -246,8 +265,11 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--anchors", type=Path, default=None)
     parser.add_argument("--images", type=int, default=None, help="the first N images only")
-    parser.add_argument("--targets-every", type=int, default=6, help="targets and timing on every Nth image")
+    parser.add_argument("--images-every", type=int, default=1, help="every Nth image only (a shared CPU)")
+    parser.add_argument("--windows-every", type=int, default=3, help="the all-levels file (windows) on every Nth image")
     parser.add_argument("--reverse", action="store_true", help="walk the shard's images from the end")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="summarise the images the log holds so far, measuring none (the report says how many)")
     parser.add_argument("--shard", default="0/1", help="I/N: measure images I, I+N, ... (run N at once; same --out)")
     args = parser.parse_args(argv)
     import torch
@@ -257,7 +279,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     codec = Codec.for_model(None)
-    paths = sorted(args.kodak.glob("*.png"))[: args.images]
+    paths = sorted(args.kodak.glob("*.png"))[: args.images][:: args.images_every]
     log = args.out / "images.jsonl"
     done: dict[str, dict] = {}
 
@@ -269,26 +291,29 @@ def main(argv=None) -> None:
     shard, shards = (int(x) for x in args.shard.split("/"))
     mine = paths[shard::shards]
     with log.open("a") as f:
-        for path in reversed(mine) if args.reverse else mine:
+        for path in [] if args.summary_only else reversed(mine) if args.reverse else mine:
             read_log()
             if path.name in done:
                 continue
             start = time.perf_counter()
-            rec = measure_image(codec, path, targets=paths.index(path) % args.targets_every == 0)
+            rec = measure_image(codec, path, windows=(paths.index(path) // shards) % args.windows_every == 0)
             done[path.name] = rec
             os.write(f.fileno(), (json.dumps(rec) + "\n").encode())  # one write: shards append to one log
             print(f"{path.name}: {time.perf_counter() - start:.0f} s", flush=True)
     read_log()
     missing = [p.name for p in paths if p.name not in done]
-    if missing:
+    if args.summary_only:
+        paths = [p for p in paths if p.name in done]
+    elif missing:
         print(f"{len(missing)} images not measured yet (other shards?); no summary")
         return
     records = [done[p.name] for p in paths]
     summary = summarise(records, args.anchors)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (args.out / "rate_control.md").write_text(report(summary))
+    command = "python -m hvq.benchmarks.rate_control " + " ".join(argv if argv is not None else sys.argv[1:])
+    (args.out / "rate_control.md").write_text(report(summary, command))
     plot(summary, args.anchors, args.out / "rd_levels.png")
-    print(report(summary))
+    print(report(summary, command))
 
 
 if __name__ == "__main__":

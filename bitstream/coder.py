@@ -31,6 +31,7 @@ from hvq.bitstream.context import (
     frequencies_of,
     neighbours,
     parent_contexts,
+    previous_contexts,
     score_terms,
 )
 from hvq.bitstream.errors import HvqFormatError, HvqModelError
@@ -134,8 +135,11 @@ def decode_indices(
     return np.asarray(symbols, dtype=np.uint16).reshape(shape)
 
 
-def check_level(grid: np.ndarray, index_crc: int, factor: int) -> np.ndarray:
-    """Compare a decoded grid with its stored CRC, so that a desync is an error, not a wrong image."""
+def check_level(grid: np.ndarray, index_crc: int, factor: int | str) -> np.ndarray:
+    """Compare a decoded grid with its stored CRC, so that a desync is an error, not a wrong image.
+
+    ``factor`` names the level (an int, or "4:2" for a refinement depth).
+    """
     if index_checksum(grid) != index_crc:
         raise HvqFormatError(f"level {factor} indices fail their checksum: the stream and prior disagree")
     return grid
@@ -192,14 +196,21 @@ def _decode_pass(decoder, encoder, level: int | None, count: int, coder_model, r
 class _Passes:
     """The two passes' coder models for one grid: what encoder and decoder share."""
 
-    def __init__(self, model: LevelContextModel, shape: tuple[int, int], parent: np.ndarray | None):
+    def __init__(self, model: LevelContextModel, shape: tuple[int, int], parent: np.ndarray | None, previous: bool):
         if parent is not None and not model.has_parent:
             raise HvqModelError("this level's context model has no parent tables")
         self.model = model
         self.anchors = anchor_mask(shape)
         self.others = ~self.anchors
         k = model.codebook_size
-        self.parent_context = None if parent is None else parent_contexts(parent, shape, outside=k)
+        if parent is None:
+            self.parent_context = None
+        elif previous:  # a refinement depth: the previous depth, same grid
+            if parent.shape != tuple(shape):
+                raise ValueError(f"previous depth grid {parent.shape} is not the grid's {tuple(shape)}")
+            self.parent_context = previous_contexts(parent, outside=k)
+        else:
+            self.parent_context = parent_contexts(parent, shape, outside=k)
 
     def _parent_terms(self, mask):
         return [] if self.parent_context is None else [c[mask] for c in self.parent_context]
@@ -220,11 +231,16 @@ class _Passes:
         return _row_family(), (terms, contexts, None if with_parent else self.model.bias)
 
 
-def encode_indices_in_context(grid: np.ndarray, model: LevelContextModel, parent: np.ndarray | None) -> bytes:
-    """Range-code a grid with the context prior, given the coarser level's grid (or None); returns the payload."""
+def encode_indices_in_context(
+    grid: np.ndarray, model: LevelContextModel, parent: np.ndarray | None, previous: bool = False
+) -> bytes:
+    """Range-code a grid with the context prior, given the coarser level's grid (or None); returns the payload.
+
+    ``previous``: ``parent`` is the previous depth of the same level (coder 4), not the coarser level.
+    """
     grid = np.asarray(grid)
     _check_symbols(grid, model.codebook_size)
-    passes = _Passes(model, grid.shape, parent)
+    passes = _Passes(model, grid.shape, parent, previous)
     encoder = constriction.stream.queue.RangeEncoder()
     _encode_pass(encoder, grid[passes.anchors].astype(np.int32), *passes.first())
     if passes.others.any():
@@ -237,11 +253,12 @@ def decode_indices_in_context(
     model: LevelContextModel,
     parent: np.ndarray | None,
     shape: tuple[int, int],
-    level: int | None = None,
+    level: int | str | None = None,
+    previous: bool = False,
 ) -> np.ndarray:
     """Inverse of ``encode_indices_in_context``: payload -> (H, W) uint16 grid; ``level`` names it in errors."""
     words = words_of(payload)
-    passes = _Passes(model, shape, parent)
+    passes = _Passes(model, shape, parent, previous)
     grid = np.zeros(shape, dtype=np.intp)
     decoder = constriction.stream.queue.RangeDecoder(words)
     encoder = constriction.stream.queue.RangeEncoder()  # re-codes what is decoded: the end check

@@ -15,6 +15,11 @@ decoded in the first pass.  A level stored without its parent uses the same
 model without the parent terms: the static table for the anchors and a bias
 for the non-anchors.
 
+A refinement depth (format 3) is coded by the same model with the previous
+depth of its level in the parent's place (``previous_contexts``): the
+"parent" is the previous depth's index at the same cell, and ``ph``/``pv``
+its neighbours on the side the parent rule picks for a cell of that parity.
+
 The model is log-linear: a cell's score for each codeword is a sum of rows
 of small integer tables, one row per context value::
 
@@ -149,6 +154,23 @@ def parent_contexts(parent: np.ndarray, shape: tuple[int, int], outside: int) ->
     side_row = prow + np.where(rows % 2, 1, -1)
     side_col = pcol + np.where(cols % 2, 1, -1)
     return padded[np.ix_(prow, pcol)], padded[np.ix_(prow, side_col)], padded[np.ix_(side_row, pcol)]
+
+
+def previous_contexts(previous: np.ndarray, outside: int) -> tuple[np.ndarray, ...]:
+    """The parent contexts of a refinement depth: the previous depth's grid, at the same resolution.
+
+    (H, W) -> three (H, W) arrays: ``p``, the previous depth's index at the
+    cell; ``ph``, its left neighbour for a cell in an even column and its
+    right neighbour for an odd one; ``pv`` likewise above or below;
+    ``outside`` beyond the edge.  The parity rule is ``parent_contexts``'s
+    with a parent of the grid's own size, so one table layout serves both.
+    """
+    padded = np.pad(previous.astype(np.intp), 1, constant_values=outside)  # (H + 2, W + 2)
+    rows = np.arange(previous.shape[0]) + 1
+    cols = np.arange(previous.shape[1]) + 1
+    side_row = rows + np.where(rows % 2, -1, 1)  # padded row r + 1: even r looks up, odd r down
+    side_col = cols + np.where(cols % 2, -1, 1)
+    return padded[np.ix_(rows, cols)], padded[np.ix_(rows, side_col)], padded[np.ix_(side_row, cols)]
 
 
 def neighbours(grid: np.ndarray, outside: int) -> tuple[np.ndarray, ...]:

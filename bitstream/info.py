@@ -10,6 +10,19 @@ from hvq.bitstream.settings import CHUNK_TYPE as RATE_CHUNK, decode_setting
 
 
 @dataclass(frozen=True)
+class DepthInfo:
+    """One refinement depth of a level (format 3): depth d >= 2, coded given depth d - 1."""
+
+    depth: int
+    chunk_bytes: int  # what dropping this depth (and any deeper) saves, for this depth alone
+    payload_bytes: int
+    bits_per_index: float
+    bpp: float
+    index_crc: str
+    coder: str  # depth+previous
+
+
+@dataclass(frozen=True)
 class LevelInfo:
     factor: int  # downsampling factor: image side / grid side
     grid_height: int
@@ -20,6 +33,7 @@ class LevelInfo:
     bpp: float  # chunk bytes * 8 / image pixels
     index_crc: str  # hex
     coder: str  # static | context | context+parent (FORMAT.md, section 8)
+    depths: tuple[DepthInfo, ...] = ()  # its refinement depths 2.. as stored (format 3); () for a level of depth 1
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,7 @@ class FileInfo:
     missing: tuple[int, ...]
     levels: tuple[LevelInfo, ...]  # coarse first, as stored
     rate_control: str | None = None  # the setting in a ``rate`` chunk (e.g. "quality 75"); None: nearest codewords
+    missing_depths: tuple[str, ...] = ()  # "4:3": refinement depths declared but cut off (truncated file)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,6 +74,19 @@ def inspect_file(source: bytes | str | Path) -> FileInfo:
             bpp=round(8 * c.chunk_bytes / pixels, 5),
             index_crc=f"{c.index_crc:08x}",
             coder=CODER_NAMES[c.coder],
+            depths=tuple(
+                DepthInfo(
+                    depth=r.depth,
+                    chunk_bytes=r.chunk_bytes,
+                    payload_bytes=len(r.payload),
+                    bits_per_index=round(r.bits_per_index, 4),
+                    bpp=round(8 * r.chunk_bytes / pixels, 5),
+                    index_crc=f"{r.index_crc:08x}",
+                    coder=CODER_NAMES[r.coder],
+                )
+                for r in parsed.refinements
+                if r.factor == c.factor
+            ),
         )
         for c in parsed.levels
     )
@@ -77,6 +105,7 @@ def inspect_file(source: bytes | str | Path) -> FileInfo:
         missing=parsed.missing,
         levels=levels,
         rate_control=_rate_setting(parsed.ancillary),
+        missing_depths=tuple(f"{f}:{d}" for f, d in parsed.missing_refinements),
     )
 
 

@@ -17,9 +17,11 @@ from pathlib import Path
 import click
 
 from hvq import __version__
-from hvq.bitstream.errors import HvqError
+from hvq.bitstream.errors import HvqError, HvqUsageError
 from hvq.cli.batch import ThreadPlan, in_order
-from hvq.cli.options import EXIT_CODES, FolderPath, LevelList, force_option, model_option, output_option, threads_option
+from hvq.cli.options import (
+    EXIT_CODES, FolderPath, LevelDepthList, LevelFactor, LevelList, force_option, model_option, output_option, threads_option,
+)
 from hvq.cli.inputs import STDIO, image_source, plan, read_stdin
 from hvq.cli.output import (
     check_target, into_folder, show_warnings_as_lines, signals_held, terminate_as_interrupt, writable_format,
@@ -72,9 +74,11 @@ def main() -> None:
 @output_option("Output file (one input); - for standard output (never a terminal); FOLDER/ (a trailing slash) is -d FOLDER.",
                stdio=True)
 @click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-@click.option("--levels", type=LevelList(), default=None, help="Levels to store, e.g. 16,8 (default: all).")
+@click.option("--levels", type=LevelDepthList(), default=None,
+              help="Levels to store, e.g. 16,8 (default: all, each at every depth the model has); "
+                   "F:D stores depths 1..D of level F, as strip --keep does (16,8,4:2).")
 @click.option("-q", "--quality", type=float, default=None,
-              help="0 (smallest) to 100 (nearest codewords, the default's indices): rate control.")
+              help="0 (smallest) to 100 (pixel error alone): rate control; without it, the nearest codewords.")
 @click.option("--target-bpp", type=float, default=None,
               help="Size of the whole file in bits per pixel (within 5%); picks quality and levels.")
 @click.option("--target-psnr", type=float, default=None,
@@ -107,9 +111,11 @@ def compress(ctx, inputs, output, output_dir, levels, quality, target_bpp, targe
     except HvqError as exc:  # its message names the model file
         raise click.ClickException(str(exc))
     try:
-        chosen = codec.check_levels(levels)
+        codec.check_selection(levels)  # levels and depths the model has
     except HvqError as exc:
         raise click.BadParameter(str(exc), param_hint="--levels")
+    # without a depth named, the factors alone (what rate control takes); else the selection with depths
+    chosen = levels and (tuple(f for f, _ in levels) if all(d is None for _, d in levels) else levels)
     sources = [job.source for job in jobs]
     threads_plan = ThreadPlan.for_files(threads, len(jobs))
 
@@ -118,7 +124,7 @@ def compress(ctx, inputs, output, output_dir, levels, quality, target_bpp, targe
             raise click.ClickException(f"{job.target}: also the output of {job.clash}, an earlier input")
         check_target(job.target, sources, force, stdout_ok=True)
         # a target search picks the levels too, unless --levels names them
-        return codec.compress(image_source(job.source), chosen if levels else None, **rate)
+        return codec.compress(image_source(job.source), chosen or None, **rate)
 
     _run_batch(ctx, jobs, work, threads_plan, "compress")
 
@@ -209,13 +215,15 @@ def _rate_options(quality, target_bpp, target_psnr) -> dict:
 @output_option("Output image (one input; default: IN.png); - for PNG on standard output (never a terminal); "
                "FOLDER/ for FOLDER/IN.png.", stdio=True)
 @click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder (IN's name, suffix .png).")
-@click.option("--level", type=int, default=None, help="Level to decode (default: the finest stored).")
+@click.option("--level", type=LevelFactor(), default=None, help="Level to decode (default: the finest stored).")
+@click.option("--depth", type=click.IntRange(min=1), default=None,
+              help="Refinement depths of the level to decode, 1 for its grid alone (default: every depth stored whole).")
 @click.option("--partial", is_flag=True, help="Decode the finest complete level of a truncated file.")
 @model_option
 @threads_option
 @force_option
 @click.pass_context
-def decompress(ctx, inputs, output, output_dir, level, partial, model_path, threads, force):
+def decompress(ctx, inputs, output, output_dir, level, depth, partial, model_path, threads, force):
     """Decode .hvq files to images; the format follows the output's suffix.
 
     Only formats Pillow writes RGB images in are accepted, checked before
@@ -259,7 +267,7 @@ def decompress(ctx, inputs, output, output_dir, level, partial, model_path, thre
             raise click.ClickException(f"{job.target}: written from another input in this run")
         check_target(job.target, list(inputs), force, stdout_ok=True)
         source = read_stdin(MAX_FILE_BYTES) if job.source == STDIO else job.source
-        image = decompress_file(source, level, codec.model if codec else None, partial=partial)
+        image = decompress_file(source, level, codec.model if codec else None, partial=partial, depth=depth)
         buffer = io.BytesIO()
         image.save(buffer, format=image_format)
         return buffer.getvalue()
@@ -298,7 +306,7 @@ def info(ctx, files, as_json):
 def _describe(path, s) -> str:
     lines = [
         f"{path}: .hvq v{s.version}, {s.width}x{s.height}, {s.file_bytes} bytes, {s.bpp:.4f} bpp"
-        + ("" if s.complete else f", TRUNCATED (missing levels {','.join(map(str, s.missing))})"),
+        + ("" if s.complete else f", TRUNCATED (missing levels {','.join([*map(str, s.missing), *s.missing_depths])})"),
         f"  model {s.model_fingerprint}, codebook {s.codebook_size}, prior {s.prior}"
         + (f" {s.prior_fingerprint}" if s.prior != "static" else ""),
         *([f"  rate control: {s.rate_control}"] if s.rate_control else []),
@@ -309,19 +317,24 @@ def _describe(path, s) -> str:
         lines.append(
             f"  {lv.factor:>5}  {grid:<9} {lv.chunk_bytes:>7}  {lv.bits_per_index:>10.3f}  {lv.bpp:.4f}  {lv.coder}"
         )
+        for d in lv.depths:  # refinement depths, each coded given the one before
+            name = f"{lv.factor}:{d.depth}"
+            lines.append(f"  {name:>5}  {grid:<9} {d.chunk_bytes:>7}  {d.bits_per_index:>10.3f}  {d.bpp:.4f}  {d.coder}")
     return "\n".join(lines)
 
 
 @main.command(epilog=EXIT_CODES)
 @click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--keep", type=LevelList(), required=True, help="Levels to keep, e.g. 16,8.")
+@click.option("--keep", type=LevelDepthList(), required=True,
+              help="Levels to keep, e.g. 16,8; F:D keeps depths 1..D of level F (16,8,4:2).")
 @output_option("The stripped file; - for standard output; FOLDER/.", required=True, stdio=True)
 @model_option
 @force_option
 def strip(input, keep, output, model_path, force):
-    """Drop levels from a .hvq file without running the transforms.
+    """Drop levels, or a level's finest depths, from a .hvq file without running the transforms.
 
-    Chunks are copied as they are.  A level coded given a level that is
+    Chunks are copied as they are; dropping depths drops the tail of a
+    level's chunks.  A level coded given a level that is
     dropped is re-coded from its indices with the prior of the model the
     file names (installed, or --model); only its tables are read, and the
     transforms never run.
@@ -335,6 +348,8 @@ def strip(input, keep, output, model_path, force):
         try:
             data = read_stdin(MAX_FILE_BYTES) if input == STDIO else read_bytes(input)
             stripped = strip_file(data, keep, model_path)
+        except HvqUsageError as exc:  # a depth the file does not store: misuse of --keep
+            raise click.BadParameter(f"{input}: {exc}", param_hint="--keep")
         except HvqError as exc:
             raise _fail(input, exc)
         write_output(output, stripped)

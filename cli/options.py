@@ -80,6 +80,44 @@ class LevelList(click.ParamType):
         return factors
 
 
+class LevelFactor(click.ParamType):
+    """One level factor, e.g. 16: a power of two from 4 up (what a level can be, in any model)."""
+
+    name = "N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            factor = value
+        else:
+            try:
+                factor = int(str(value))
+            except ValueError:
+                self.fail(f"{value!r} is not a level such as 16", param, ctx)
+        if factor < 4 or factor & (factor - 1):
+            self.fail(f"{factor} is not a level: levels are powers of two from 4 up (4, 8, 16, ...)", param, ctx)
+        return factor
+
+
+class LevelDepthList(click.ParamType):
+    """Levels with optional depths, e.g. 16,8,4:2 (F: the level with every depth; F:D: depths 1..D)."""
+
+    name = "LEVELS"
+
+    def convert(self, value, param, ctx):
+        from hvq.bitstream.errors import HvqUsageError
+        from hvq.bitstream.levels import as_selection
+
+        if isinstance(value, tuple):
+            return value
+        try:
+            selection = as_selection(str(value))
+        except HvqUsageError as exc:
+            self.fail(f"{value!r}: {exc}", param, ctx)
+        if any(f < 1 for f, _ in selection):
+            self.fail(f"{value!r} names no level", param, ctx)
+        return selection
+
+
 class FolderPath(type(Path())):
     """An ``-o`` given with a trailing slash: the folder to write into (made if missing), not a file name."""
 

@@ -15,7 +15,7 @@ import click
 
 from hvq.bitstream.errors import HvqError
 from hvq.cli.inputs import images_in
-from hvq.cli.options import EXIT_CODES, LevelList, force_option, model_option, output_option
+from hvq.cli.options import EXIT_CODES, LevelDepthList, LevelFactor, force_option, model_option, output_option
 from hvq.cli.output import check_target, terminate_as_interrupt, write_atomic
 
 
@@ -39,7 +39,8 @@ def _sources(inputs: tuple[Path, ...]) -> list[tuple[Path, str]]:
 @click.command(epilog=EXIT_CODES)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @output_option("Output folder: manifest.json and tokens-NNNNN.safetensors shards.", folder=True, required=True)
-@click.option("--levels", type=LevelList(), default=None, help="Levels to keep, e.g. 16,8 (default: all).")
+@click.option("--levels", type=LevelDepthList(), default=None,
+              help="Levels to keep, e.g. 16,8 (default: all, at every depth); F:D keeps depths 1..D (16,8,4:2).")
 @click.option("--shard-size", type=click.IntRange(min=1), default=1024, show_default=True, help="Images per shard.")
 @model_option
 @force_option
@@ -87,11 +88,13 @@ def tokens(ctx, inputs, output, levels, shard_size, model_path, force):
 @click.command(epilog=EXIT_CODES)
 @click.argument("tokens_dir", metavar="TOKENS", type=click.Path(exists=True, path_type=Path))
 @output_option("Folder for the images (PNG, named as in the manifest).", folder=True, dest="output_dir", required=True)
-@click.option("--level", type=int, required=True, help="Level to decode, e.g. 16.")
+@click.option("--level", type=LevelFactor(), required=True, help="Level to decode, e.g. 16.")
+@click.option("--depth", type=click.IntRange(min=1), default=None,
+              help="Refinement depths of the level to decode (default: every depth the tokens hold).")
 @model_option
 @force_option
 @click.pass_context
-def detokenize(ctx, tokens_dir, output_dir, level, model_path, force):
+def detokenize(ctx, tokens_dir, output_dir, level, depth, model_path, force):
     """Decode the tokens that ``hvq tokens`` wrote back to images, one level each.
 
     TOKENS is the folder (or its manifest.json).  Images are decoded with
@@ -127,7 +130,7 @@ def detokenize(ctx, tokens_dir, output_dir, level, model_path, force):
                     raise click.ClickException(f"{name}: names a place outside the output folder")
                 check_target(target, [], force)
                 buffer = io.BytesIO()
-                codec.detokenize(found, level).save(buffer, format="PNG")
+                codec.detokenize(found, level, depth).save(buffer, format="PNG")
                 write_atomic(target, buffer.getvalue())
             except click.ClickException as exc:
                 failures += 1

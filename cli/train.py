@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from hvq.bitstream.container import MAX_CODEBOOK_SIZE
 from hvq.bitstream.errors import HvqError
 from hvq.cli.options import EXIT_CODES, LevelList, data_option, force_option, model_option, output_option
 from hvq.cli.output import check_run_folder, check_writable
@@ -145,7 +146,7 @@ def _model_config(base: ModelConfig, model_config, codebook_size, code_dim, leve
               help="Start from a train_config.json; options given here override it.")
 @click.option("--model-config", type=click.Path(exists=True, dir_okay=False),
               help="JSON of a ModelConfig (widths, levels, codebook); default: hvq's.")
-@click.option("--codebook-size", type=click.IntRange(2, 65536), default=None, help="Codewords K  [default: 512]")
+@click.option("--codebook-size", type=click.IntRange(2, MAX_CODEBOOK_SIZE), default=None, help="Codewords K  [default: 512]")
 @click.option("--code-dim", type=click.IntRange(1), default=None, help="Codeword dimension D  [default: 64]")
 @click.option("--levels", type=LevelList(), default=None, help="Level factors, e.g. 4,8,16  [default: 4,8,16]")
 @click.option("--depths", type=DepthList(), default=None,

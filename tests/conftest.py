@@ -87,7 +87,8 @@ def make_tiny_model(path: Path, seed: int = 0, context: bool = False, **override
     """A seeded random model with a k-means-initialised codebook and skewed prior tables.
 
     With ``context``, it also carries random context-prior tables (whose
-    static tables are the model's).
+    static tables are the model's), and a random depth prior for the levels
+    of ``depths=`` (an override of the config).
     """
     import torch
 
@@ -108,7 +109,8 @@ def make_tiny_model(path: Path, seed: int = 0, context: bool = False, **override
     if context:
         models = random_context_prior(config.factors, config.codebook_size, seed)
         models = {f: replace(m, static=prior.tables[f]) for f, m in models.items()}
-    save_model(net, prior, path, models)
+    depth_models = random_depth_prior(config.depths, prior.tables, config.codebook_size, seed) if context else None
+    save_model(net, prior, path, models, depth_models)
     return path
 
 
@@ -144,3 +146,22 @@ def photo():
     y, x = np.mgrid[0:37, 0:45]
     rgb = np.stack([x * 5, y * 6, (x + y) * 3], axis=-1) % 256
     return Image.fromarray(rgb.astype(np.uint8), "RGB")
+
+
+def random_depth_prior(depths, static: dict, k: int, seed: int = 0) -> dict:
+    """Seeded random depth-prior tables: {(factor, d): model} for d = 2..D of each (factor, D) in ``depths``."""
+    from hvq.bitstream.prior_tables import depth_model
+
+    rng = np.random.default_rng(1000 + seed)
+    models = {}
+    for factor, deepest in dict(depths).items():
+        for depth in range(2, deepest + 1):
+            models[(factor, depth)] = depth_model(
+                static[factor],
+                parent=rng.integers(-128, 128, (k, k)).astype(np.int8),
+                parent_horizontal=rng.integers(-60, 60, (k + 1, k)).astype(np.int8),
+                parent_vertical=rng.integers(-60, 60, (k + 1, k)).astype(np.int8),
+                horizontal=rng.integers(-60, 60, (k + 1, k)).astype(np.int8),
+                vertical=rng.integers(-60, 60, (k + 1, k)).astype(np.int8),
+            )
+    return models

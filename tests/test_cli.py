@@ -125,13 +125,13 @@ def test_newer_version_and_model_mismatch(run, photo_file, tiny_model_path, tmp_
     good = tmp_path / "photo.hvq"
     run("compress", photo_file, "-o", good, "--model", tiny_model_path)
     data = bytearray(good.read_bytes())
-    data[16:18] = struct.pack(">H", 3)  # HEAD's version field, right after its type
+    data[16:18] = struct.pack(">H", 4)  # HEAD's version field, right after its type
     body = bytes(data[12:72])  # HEAD type + its 56 data bytes
     data[72:76] = struct.pack(">I", zlib.crc32(body))
     newer = tmp_path / "newer.hvq"
     newer.write_bytes(bytes(data))
     result = run("decompress", newer, "-o", tmp_path / "n.png", "--model", tiny_model_path)
-    assert result.exit_code == 1 and "format version 3 is newer" in result.output
+    assert result.exit_code == 1 and "format version 4 is newer" in result.output
     other = make_tiny_model(tmp_path / "other.safetensors", seed=3)
     result = run("decompress", good, "-o", tmp_path / "m.png", "--model", other)
     assert result.exit_code == 1 and "was made with model" in result.output
@@ -155,6 +155,10 @@ def test_misuse_exits_2(run, photo_file, tmp_path, tiny_model_path):
         result = run("compress", photo_file, "--levels", levels, "--model", tiny_model_path)
         assert result.exit_code == 2, (levels, result.output)
     assert "model has no level 32" in result.output
+    for level in ("0", "3", "-4", "x"):  # no level of any model: misuse, before the file is read
+        result = run("decompress", tmp_path / "absent.hvq", "--level", level, "-o", tmp_path / "x.png")
+        assert result.exit_code == 2 and "--level" in result.output, (level, result.output)
+        assert not (tmp_path / "x.png").exists()
 
 
 def test_help_lists_exit_codes(run):

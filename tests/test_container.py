@@ -347,8 +347,8 @@ def test_wrong_signature_or_empty_input(data):
 
 
 def test_newer_format_version_is_named():
-    with pytest.raises(HvqFormatError, match=r"format version 3 is newer than this hvq reads \(up to 2\)"):
-        parse(patch_head(VALID, version=3))
+    with pytest.raises(HvqFormatError, match=r"format version 4 is newer than this hvq reads \(up to 3\)"):
+        parse(patch_head(VALID, version=4))
     with pytest.raises(HvqFormatError, match="format version 65535 is newer"):
         parse(patch_head(VALID, version=0xFFFF))
 

@@ -257,3 +257,15 @@ def test_the_depths_benchmark_scores_every_depth_and_renders(tmp_path):
          **scores}))
     text = render(tmp_path / "out", "cmd", {"images": 1, "arms": {"rq": {"4": errors}}})
     assert "| rq | 4 |" in text and "cmd" in text and (tmp_path / "out" / "depths.json").exists()
+
+
+def test_a_model_file_keeps_the_depth_scales_and_gains_in_full_precision(tmp_path):
+    """The depths' look-up scales and gains decide indices, like the codebook: float32 in the file, not float16."""
+    from safetensors.numpy import load_file
+
+    from conftest import make_tiny_model
+
+    path = make_tiny_model(tmp_path / "m.safetensors", context=True, depths=((4, 3),))
+    tensors = load_file(str(path))
+    depth_buffers = [n for n in tensors if n.startswith("residuals.")]
+    assert depth_buffers and all(tensors[n].dtype == np.float32 for n in depth_buffers if "initialised" not in n)

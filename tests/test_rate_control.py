@@ -212,3 +212,14 @@ def test_cli_unreachable_target_is_one_line_exit_1_and_no_file(tmp_path, photo, 
     lines = [line for line in result.output.splitlines() if line]
     assert len(lines) == 1 and lines[0].startswith(f"Error: {source}: target 99 dB is out of reach")
     assert not (tmp_path / "in.hvq").exists()
+
+
+def test_rate_control_refuses_a_model_with_depths_by_name(tmp_path, photo):
+    from conftest import make_tiny_model
+
+    from hvq.codec.runtime.pipeline import Codec
+
+    codec = Codec.for_model(make_tiny_model(tmp_path / "deep.safetensors", context=True, depths=((4, 2),)))
+    with pytest.raises(HvqRateError, match="level 4 of this model has refinement depths"):
+        codec.compress(photo, quality=50)
+    assert codec.compress(photo)  # the plain path still codes every depth

@@ -36,6 +36,9 @@ NOT_RUN = {
     "torchrun --nproc-per-node 8": "needs 8 processes or two machines; test_training.py runs torchrun with 2 gloo processes",
     "python -m hvq.benchmarks.kodak": "an hour on Kodak; test_benchmarks.py runs it on small images",
     "nice -n 10 hvq bench ../shared/datasets/kodak": "hours on Kodak; test_bench.py runs hvq bench and --speed on a tiny dataset",
+    "hvq compress photo.png --model v2.safetensors": "needs a model with refinement depths, and none ships yet; "
+                                                      "test_format3.py runs compress, strip --keep 16,8,4:2, "
+                                                      "decompress --depth and info with depths through the CLI",
     "hvq compress photo.png -q 60": "a target is reachable only near each level's rate, image by image (README says so); "
                                     "test_rate_control.py runs -q, --target-bpp, --target-psnr and info through the CLI",
 }

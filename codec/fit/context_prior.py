@@ -9,7 +9,10 @@ The model (``hvq.bitstream.context``) scores codeword x for a token as::
 
     with P(x) = parent[p, x] + parent_horizontal[ph, x] + parent_vertical[pv, x]
 
-and the coder uses softmax(score).  Every term is a table row picked by an
+and the coder uses softmax(score).  A refinement depth d of a level (format
+3) is fitted the same way with depth d - 1 of the level in the parent's
+place (``previous_contexts``) and only the parent-stored case, the one its
+coder (4) uses.  Every term is a table row picked by an
 integer context, so fitting is multinomial logistic regression on index
 grids: Adam on the summed cross-entropy of the three fitted cases, in
 PyTorch, on the CPU.  One set of neighbour tables serves both the parent and
@@ -34,7 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hvq.bitstream.context import SCORE_UNITS_PER_BIT, LevelContextModel, anchor_mask, neighbours, parent_contexts
+from hvq.bitstream.context import (
+    SCORE_UNITS_PER_BIT, LevelContextModel, anchor_mask, neighbours, parent_contexts, previous_contexts,
+)
+from hvq.bitstream.prior_tables import DEPTH_TABLES, depth_model
 
 
 @dataclass(frozen=True)
@@ -85,11 +91,32 @@ def level_tokens(grids: list[dict[int, np.ndarray]], factor: int, codebook_size:
     return LevelTokens(**joined)
 
 
-class _LogLinear(nn.Module):
-    """The float model being fitted (scores in nats)."""
+def depth_tokens(stacks: list[np.ndarray], depth: int, codebook_size: int) -> LevelTokens:
+    """Tokens of refinement ``depth`` of one level from per-image depth stacks ((D, H/f, W/f) each, D >= depth).
 
-    def __init__(self, k: int, static_log_probs: torch.Tensor, with_parent: bool):
+    The "parent" columns are the previous depth's contexts (``previous_contexts``), as coder 4 sees them.
+    """
+    columns: dict[str, list[np.ndarray]] = {k: [] for k in _COLUMNS}
+    for stack in stacks:
+        grid = stack[depth - 1]
+        columns["index"].append(grid.reshape(-1))
+        columns["anchor"].append(anchor_mask(grid.shape).reshape(-1))
+        contexts = previous_contexts(stack[depth - 2], outside=codebook_size)
+        for name, values in zip(("parent", "parent_horizontal", "parent_vertical"), contexts):
+            columns[name].append(values.reshape(-1))
+        for name, values in zip(("left", "right", "up", "down"), neighbours(grid, outside=codebook_size)):
+            columns[name].append(values.reshape(-1))
+    joined = {k: np.concatenate(v).astype(np.int64) for k, v in columns.items()}
+    joined["anchor"] = joined["anchor"].astype(bool)
+    return LevelTokens(**joined)
+
+
+class _LogLinear(nn.Module):
+    """The float model being fitted (scores in nats); ``conditional_only``: only the parent-stored case (a depth)."""
+
+    def __init__(self, k: int, static_log_probs: torch.Tensor, with_parent: bool, conditional_only: bool = False):
         super().__init__()
+        self.conditional_only = conditional_only
         self.parent = nn.Parameter(static_log_probs.repeat(k, 1)) if with_parent else None
         self.parent_horizontal = nn.Parameter(torch.zeros(k + 1, k)) if with_parent else None
         self.parent_vertical = nn.Parameter(torch.zeros(k + 1, k)) if with_parent else None
@@ -104,7 +131,7 @@ class _LogLinear(nn.Module):
         """Summed mean cross-entropy (nats) of the fitted cases on a batch."""
         others = ~t["anchor"]
         spatial = self.spatial({k: v[others] for k, v in t.items() if k in ("left", "right", "up", "down")})
-        total = F.cross_entropy(self.bias + spatial, t["index"][others])
+        total = 0 if self.conditional_only else F.cross_entropy(self.bias + spatial, t["index"][others])
         if self.parent is not None:
             conditional = (
                 self.parent[t["parent"]]
@@ -116,12 +143,18 @@ class _LogLinear(nn.Module):
         return total
 
 
-def fit_level(tokens: LevelTokens, static: np.ndarray, config: ContextFitConfig = ContextFitConfig(), progress=None):
-    """Fit one level's tables; returns the frozen ``LevelContextModel``."""
+def fit_level(
+    tokens: LevelTokens, static: np.ndarray, config: ContextFitConfig = ContextFitConfig(), progress=None,
+    conditional_only: bool = False,
+):
+    """Fit one level's tables; returns the frozen ``LevelContextModel``.
+
+    ``conditional_only`` fits the parent-stored case alone (a refinement depth, whose bias is never used).
+    """
     k = int(static.shape[0])
     generator = torch.Generator().manual_seed(config.seed)
     static_log_probs = torch.log(torch.as_tensor(static, dtype=torch.float64) / float(static.sum())).float()
-    model = _LogLinear(k, static_log_probs, tokens.parent is not None)
+    model = _LogLinear(k, static_log_probs, tokens.parent is not None, conditional_only)
     data = {name: torch.from_numpy(getattr(tokens, name)) for name in _COLUMNS if getattr(tokens, name) is not None}
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     n = len(tokens.index)
@@ -193,4 +226,41 @@ def fit_context_prior(
         models[factor] = fit_level(tokens, static[factor], config, (lambda bits: (bar.update(), bar.set_postfix(bits=f"{bits:.3f}"))) if bar else None)
         if bar:
             bar.close()
+    return models
+
+
+def fit_depth_prior(
+    stacks: list[dict[int, np.ndarray]],
+    static: dict[int, np.ndarray],
+    depths: dict[int, int],
+    config: ContextFitConfig = ContextFitConfig(),
+    progress: bool = False,
+) -> dict[tuple[int, int], LevelContextModel]:
+    """Fit the depth prior: a model per refinement depth d = 2..D of each level in ``depths`` ({factor: D}).
+
+    ``stacks``: per image {factor: (D, H/f, W/f)} index grids (``model.encode_depths``), depth 1 first.
+    Each model's parent row starts from the depth's own index frequencies.
+    """
+    from hvq.codec.model.prior import table_from_counts
+
+    models = {}
+    for factor, deepest in sorted(depths.items(), reverse=True):
+        k = int(static[factor].shape[0])
+        level_stacks = [image[factor] for image in stacks if factor in image]
+        for depth in range(2, deepest + 1):
+            tokens = depth_tokens(level_stacks, depth, k)
+            counts = np.bincount(tokens.index, minlength=k)
+            bar = None
+            if progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=config.steps, desc=f"fit depth prior, level {factor}:{depth}", unit="step")
+            fitted = fit_level(
+                tokens, table_from_counts(counts), config,
+                (lambda bits: (bar.update(), bar.set_postfix(bits=f"{bits:.3f}"))) if bar else None,
+                conditional_only=True,
+            )
+            if bar:
+                bar.close()
+            models[(factor, depth)] = depth_model(static[factor], **{t: getattr(fitted, t) for t in DEPTH_TABLES})
     return models

@@ -10,6 +10,7 @@ import json
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 
+from hvq.bitstream.container import MAX_CODEBOOK_SIZE
 from hvq.bitstream.errors import HvqConfigError
 
 # The names of hvq.codec.model.layers.DOWNSAMPLERS, here so that the config needs no torch.
@@ -145,8 +146,8 @@ class ModelConfig:
         self._check_depths()
         if self.decoder_blocks < 1:
             raise HvqConfigError("decoder_blocks must be >= 1")
-        if not 2 <= self.codebook_size <= 65536:
-            raise HvqConfigError("codebook_size must be in [2, 65536]")
+        if not 2 <= self.codebook_size <= MAX_CODEBOOK_SIZE:
+            raise HvqConfigError(f"codebook_size must be in [2, {MAX_CODEBOOK_SIZE}]")
         widths = dict(self.decoder_channels)
         needed = [1 << k for k in range(self.max_factor.bit_length())]
         missing = [f for f in needed if f not in widths]

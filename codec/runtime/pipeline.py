@@ -9,8 +9,9 @@
 
 With a quality or a target (rate control), ``tokenize``'s nearest codewords
 give way to a choice for rate as well as distortion, between the encoder and
-the coder: ``candidates_tiled -> rate_control.choose (rdoq per trial) ->
-write_tokens`` (with a ``rate`` chunk naming the setting).
+the coder: ``candidates_tiled -> rate_control.choose (rdoq, then the
+pixel passes of pixel_rdoq, per trial) -> write_tokens`` (with a ``rate``
+chunk naming the setting).
 
 ``write_tokens`` and ``read_tokens`` are what ``hvq.encode_tokens`` and
 ``hvq.decode_tokens`` run once they have found the prior.
@@ -30,15 +31,14 @@ from PIL import Image
 
 from hvq.bitstream.container import Header, ParsedFile, read_file
 from hvq.bitstream.errors import HvqFormatError, HvqImageError, HvqModelError, HvqUsageError
-from hvq.bitstream.levels import Tokens, as_level, as_levels, read_tokens, stored_levels, write_tokens
+from hvq.bitstream.levels import Tokens, as_level, as_levels, as_selection, read_tokens, stored_levels, write_tokens
 from hvq.codec.runtime.imageio import load_image
 from hvq.codec.runtime.registry import default_model, find_model
 from hvq.codec.runtime.tiling import DEFAULT_TILE, candidates_tiled, check_tile, decode_tiled, encode_tiled
 from hvq.bitstream.settings import CHUNK_TYPE as RATE_CHUNK, RateSetting, encode_setting
-from hvq.codec.runtime import rate_control
+from hvq.codec.runtime import pixel_rdoq, rate_control
 from hvq.codec.runtime.distortion import psnr_from_mse
-from hvq.codec.runtime.imageio import pad_to_multiple
-from hvq.codec.runtime.rdoq import DEFAULT_CANDIDATES
+from hvq.codec.runtime.rdoq import DEFAULT_CANDIDATES, cell_code_lengths as code_lengths
 from hvq.codec.runtime.weights import LoadedModel, load_model
 
 # The transforms run tile by tile (codec/runtime/tiling.py), so their memory is set
@@ -91,6 +91,23 @@ class Codec:
             )
         return chosen
 
+    def check_selection(self, levels) -> dict[int, int]:
+        """{factor: depth} for a selection with depths ("16,8,4:2"; F alone: every depth the model has).
+
+        None means every level at every depth.  A depth beyond the model's is an error naming both.
+        """
+        selection = as_selection(levels)
+        factors = self.check_levels(None if selection is None else [f for f, _ in selection])
+        asked = dict(selection or ())
+        chosen = {}
+        for factor in factors:
+            deepest = self.model.net.depth_of(factor)
+            depth = asked.get(factor) or deepest
+            if depth > deepest:
+                raise HvqModelError(f"model has no level {factor}:{depth} (level {factor} has depths 1..{deepest})")
+            chosen[factor] = depth
+        return chosen
+
     # -- the two directions ---------------------------------------------------------
 
     def compress(self, image, levels=None, quality=None, target_bpp=None, target_psnr=None) -> bytes:
@@ -110,72 +127,104 @@ class Codec:
     def _compress_rate_controlled(self, image, levels, setting: RateSetting) -> bytes:
         """Rate control's choice of indices between the encoder and the entropy coder."""
         chosen = self.check_levels(levels)
-        rgb = load_image(image_source(image), MAX_TRANSFORM_PIXELS)
-        width, height = rgb.size
-        padded = pad_to_multiple(np.asarray(rgb), self.model.config.max_factor)  # (H', W', 3) uint8
-        del rgb
-        candidates = candidates_tiled(self.model.net, padded, DEFAULT_CANDIDATES, self.tile)
-        original = padded[:height, :width] if setting.mode == "target-psnr" else None
-        del padded
+        deep = [f for f in chosen if self.model.net.depth_of(f) > 1]
+        if deep:  # rather than silently leave out the refinements the plain file would hold
+            raise rate_control.HvqRateError(
+                f"rate control chooses depth-1 indices only, and level {deep[0]} of this model has refinement "
+                "depths; compress without a quality or target")
+        pixels = load_pixels(image)  # (H, W, 3) uint8, as tokenize loads it
+        height, width = pixels.shape[:2]
+        net, prior = self.model.net, self.model.prior
+        candidates = candidates_tiled(net, pixels, DEFAULT_CANDIDATES, self.tile)  # padded as encode_tiled pads
         # a free target search tries the coarsest level alone, then down to each finer one
         level_sets = [chosen[: i + 1] for i in range(len(chosen))] if levels is None else [chosen]
+        refined: dict[tuple, np.ndarray] = {}  # a level's grid depends on its quality, coder and parent only
+
+        def refine_at(quality, factors):
+            if not pixel_rdoq.refines(net, factors):
+                return None
+            mu = rate_control.mu_for(quality)
+
+            def refine(factor, grid, parent):
+                key = (factor, quality, prior.coder_for(factor, factors), None if parent is None else parent.tobytes())
+                if key not in refined:
+                    indices = candidates[factor][0]
+                    bits = lambda g: code_lengths(g, indices, factor, factors, prior, parent)  # noqa: E731
+                    refined[key] = pixel_rdoq.refine(net, grid, indices, factor, pixels, bits, mu,
+                                                     tile=self.tile)
+                return refined[key]
+
+            return refine
 
         def write(grids, factors, s=None) -> bytes:
             tokens = Tokens({f: grids[f] for f in factors}, width, height, self.model.fingerprint,
                             self.model.config.max_factor, self.model.config.codebook_size)
             ancillary = () if s is None else ((RATE_CHUNK, encode_setting(s)),)
-            return write_tokens(tokens, self.model.prior, ancillary)
+            return write_tokens(tokens, prior, ancillary)
 
         def file_bpp(grids, factors, s):
             return 8 * len(write(grids, factors, s)) / (width * height)
 
         def finest_psnr(grids, factors):
             f = factors[-1]
-            pixels = decode_tiled(self.model.net, grids[f], f, width, height, self.tile)
-            mse = np.mean((pixels.astype(np.float64) - original) ** 2)
+            decoded = decode_tiled(net, grids[f], f, width, height, self.tile)
+            mse = np.mean((decoded.astype(np.float64) - pixels) ** 2)
             return psnr_from_mse(mse, 255.0) if mse > 0 else 100.0  # finite for the search's bisection
 
-        choice = rate_control.choose(setting, candidates, level_sets, self.model.prior, file_bpp, finest_psnr)
+        choice = rate_control.choose(setting, candidates, level_sets, prior, file_bpp, finest_psnr, refine_at)
         return write(choice.grids, choice.factors, choice.setting)
 
-    def decompress(self, data, level: int | None = None, partial: bool = False) -> Image.Image:
+    def decompress(self, data, level: int | None = None, partial: bool = False, depth: int | None = None) -> Image.Image:
         """Decode one level (default: the finest stored) to an RGB image of the original size.
 
         A truncated file decodes any level it holds completely when that level
         is asked for; with ``level=None`` it raises, unless ``partial`` asks for
-        the finest complete level (a preview from the first bytes).
+        the finest complete level (a preview from the first bytes).  ``depth``
+        (default: the deepest of the level's depths whole in the file) picks
+        how many of its refinement depths are decoded.
         """
         parsed = read_file(data)
         self.check_header(parsed.header)
         factor = choose_level(parsed, as_level(level), partial)
         needed = self._parents_needed(factor, [chunk.factor for chunk in parsed.levels])
-        return self.detokenize(read_tokens(parsed, (factor, *needed), self.model.prior), factor)  # hvq.decode_tokens
+        depth = as_depth(depth) or parsed.depth_of(factor) or 1  # 0: not even its grid is whole (read_tokens names it)
+        depths = {factor: depth, **{g: 1 for g in needed}}  # parents at depth 1, as the decoder reads them
+        tokens = read_tokens(parsed, (factor, *needed), self.model.prior, depths)  # hvq.decode_tokens
+        return self.detokenize(tokens, factor, depth)
 
     # -- the transforms: image <-> tokens ----------------------------------------------
 
     def tokenize(self, image, levels=None) -> Tokens:
-        """The image's index grids at the chosen levels (factors; default all): what compress codes."""
-        chosen = self.check_levels(levels)
-        rgb = load_image(image_source(image), MAX_TRANSFORM_PIXELS)
-        width, height = rgb.size
-        pixels = np.asarray(rgb)  # (H, W, 3) uint8, a copy
-        del rgb  # hold the pixels once: large images are tiled to bound memory
-        grids = encode_tiled(self.model.net, pixels, self.tile)  # {factor: (H'/f, W'/f) uint16}, nearest codewords
+        """The image's index grids at the chosen levels (default all, each at every depth): what compress codes.
+
+        ``levels``: factors, or with depths ("16,8,4:2": depths 1..2 of level 4; F alone: all its depths).
+        """
+        chosen = self.check_selection(levels)  # {factor: depth}
+        pixels = load_pixels(image)  # (H, W, 3) uint8
+        height, width = pixels.shape[:2]
+        with_depths = any(d > 1 for d in chosen.values())
+        stacks = encode_tiled(self.model.net, pixels, self.tile, depths=with_depths)  # nearest codewords, every depth
         del pixels
         # Rate control (choosing indices for rate as well as distortion) goes here, one call.
-        chosen_grids = {f: grids[f] for f in chosen}
+        grids = {f: stacks[f][0] if with_depths else stacks[f] for f in chosen}
+        refinements = {f: stacks[f][1:d] for f, d in chosen.items() if d > 1}  # (d - 1, H'/f, W'/f)
         config = self.model.config
-        return Tokens(chosen_grids, width, height, self.model.fingerprint, config.max_factor, config.codebook_size)
+        return Tokens(grids, width, height, self.model.fingerprint, config.max_factor, config.codebook_size, refinements)
 
-    def detokenize(self, tokens: Tokens, level: int | None = None) -> Image.Image:
-        """One level of the tokens (default: their finest) as an RGB image of the original size."""
+    def detokenize(self, tokens: Tokens, level: int | None = None, depth: int | None = None) -> Image.Image:
+        """One level of the tokens (default: their finest, at its deepest depth) as an RGB image of the original size."""
         if not isinstance(tokens, Tokens):
             raise HvqModelError(f"detokenize takes hvq.Tokens, not {type(tokens).__name__}")
         self.check_header(tokens)
         factor = as_level(level) if level is not None else tokens.levels[-1]
         grid = tokens.grid(factor)
+        depth = as_depth(depth) or tokens.depth(factor)
+        if depth > 1:
+            tokens.refinement(factor, depth)  # names a depth these tokens do not hold
+        refinements = tokens.refinements[factor][: depth - 1] if depth > 1 else None  # (depth - 1, H'/f, W'/f)
         parents = {g: tokens.grid(g) for g in self._parents_needed(factor, tokens.levels)}
-        pixels = decode_tiled(self.model.net, grid, factor, tokens.width, tokens.height, self.tile, parents)  # crops
+        pixels = decode_tiled(self.model.net, grid, factor, tokens.width, tokens.height, self.tile, parents,
+                              refinements)  # crops
         return Image.fromarray(pixels, "RGB")
 
     def _parents_needed(self, factor: int, held) -> tuple[int, ...]:
@@ -208,10 +257,21 @@ class Codec:
         foreign = [f for f in stored if f not in self.model.config.factors]
         if foreign:
             raise HvqModelError(f"file holds level {foreign[0]}, which the model does not have")
+        depths = header.depths.items() if isinstance(header, Tokens) else header.depths
+        for factor, depth in depths:
+            if depth > self.model.net.depth_of(factor):  # the fingerprint matched: the file is wrong, not the model
+                raise HvqFormatError(f"file holds level {factor}:{depth}, but the model's level {factor} "
+                                     f"has depths 1..{self.model.net.depth_of(factor)}")
 
     def check_file(self, parsed: ParsedFile) -> None:
         """``check_header`` of a parsed file (the prior is checked where levels are read)."""
         self.check_header(parsed.header)
+
+
+def load_pixels(image) -> np.ndarray:
+    """The image as (H, W, 3) uint8 pixels, held once: large images are tiled to bound memory."""
+    rgb = load_image(image_source(image), MAX_TRANSFORM_PIXELS)
+    return np.asarray(rgb)  # a copy; the PIL image goes when this returns
 
 
 def choose_level(parsed: ParsedFile, level: int | None, partial: bool) -> int:
@@ -221,20 +281,31 @@ def choose_level(parsed: ParsedFile, level: int | None, partial: bool) -> int:
     return stored_levels(parsed, None, partial)[-1]  # coarse first, so the last is the finest
 
 
-def decompress(data, level=None, model=None, partial: bool = False) -> Image.Image:
+def decompress(data, level=None, model=None, partial: bool = False, depth=None) -> Image.Image:
     """Decode a file with ``model``, or the installed model the file names: the file is parsed once."""
     given = Codec.for_model(model) if model is not None else None  # a given model is checked before the file
     parsed = read_file(data)
     header = parsed.header
     codec = given or Codec.for_fingerprint(header.model_fingerprint, header.prior_fingerprint)
-    return codec.decompress(parsed, level, partial)
+    return codec.decompress(parsed, level, partial, depth)
 
 
-def detokenize(tokens: Tokens, level=None, model=None) -> Image.Image:
+def detokenize(tokens: Tokens, level=None, model=None, depth=None) -> Image.Image:
     """Tokens to an image with ``model``, or the installed model the tokens name."""
     if not isinstance(tokens, Tokens):
         raise HvqModelError(f"detokenize takes hvq.Tokens, not {type(tokens).__name__}")
-    return Codec.for_fingerprint(tokens.model_fingerprint, model=model).detokenize(tokens, level)
+    return Codec.for_fingerprint(tokens.model_fingerprint, model=model).detokenize(tokens, level, depth)
+
+
+def as_depth(depth) -> int | None:
+    """A depth (1: the level's grid alone), as an int or a string of digits; None passes through."""
+    if depth is None:
+        return None
+    if isinstance(depth, (int, np.integer)) and not isinstance(depth, bool) and depth >= 1:
+        return int(depth)
+    if isinstance(depth, str) and depth.strip().isdigit() and int(depth) >= 1:
+        return int(depth)
+    raise HvqUsageError(f"a depth is a whole number from 1 (a level's grid alone), not {depth!r}")
 
 
 IMAGE_KINDS = "a PIL image, a path, image file bytes, a binary file object or an HxWx3 uint8 array"

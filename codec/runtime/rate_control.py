@@ -2,19 +2,24 @@
 
 ::
 
-    quality Q  -> lambda per level (lambdas_for) -> rdoq.choose_indices
+    quality Q  -> lambda per level (lambdas_for) -> rdoq.choose_indices (latent distance)
+               -> mu (mu_for) -> pixel_rdoq.refine per level (pixel error through the decoder)
     target-bpp -> for each set of levels: bisect Q until the file's size is within 5% of the target
     target-psnr-> the smallest set of levels that reaches it; bisect Q until PSNR is within 0.1 dB
 
-Q = 100 is lambda 0, the nearest codewords (today's files, byte for byte);
-lower Q spends fewer bits on each level's indices at some distortion.
-lambda grows geometrically as Q falls, so equal steps of Q are roughly equal
-steps of log lambda, which is what a bisection wants; one scale serves every
-level because the latent distances of all levels live in the one codebook's
-space.  The scale was set on a training image (not Kodak): at Q = 0 the
-finest level saves about a sixth of its bytes at a loss near 1 dB; beyond
-that the loss grows fast for little gain (on Kodak, lambda 0.5 cost up to
-3 dB for 9% of the bytes; benchmarks/results/rate_control).
+No setting is the nearest codewords (today's files, byte for byte, and the
+fast path).  Q = 100 is lambda 0 and mu 0: the nearest codewords refined for
+pixel error alone (higher PSNR, a few bytes more or less); lower Q spends
+fewer bits on each level's indices at some distortion.  Both weights grow
+geometrically as Q falls, so equal steps of Q are roughly equal steps of log
+lambda, which is what a bisection wants.  The latent lambda needs one scale
+for every level because all levels' latents live in the one codebook's
+space; mu is scale-free (a percent of squared error per percent of bits).
+The two work together: the latent choice moves many cells to cheaper codes
+at once, and the pixel passes then take back the changes that cost pixels
+(on kodim05, level 4: latent lambda 0.15 alone -6.8% bits at +0.02 dB after
+the passes at mu 0, against +0.31 dB at +0.7% bits from the nearest).  The
+scales were set on one Kodak image (kodim05) by hand, a handful of points.
 
 A target names the file, not a level: bits per pixel of the whole file
 (HEAD and chunks included), PSNR of the finest level it stores.  Without
@@ -37,6 +42,7 @@ from hvq.bitstream.settings import RateSetting
 from hvq.codec.runtime import rdoq
 
 LAMBDA_AT_ZERO = 0.15  # squared latent distance per bit at Q = 0
+MU_AT_ZERO = 4.0  # the pixel passes' rate weight at Q = 0 (pixel_rdoq.refine)
 _OCTAVES = 4  # lambda doubles every 100 / _OCTAVES steps of Q below 100
 BPP_TOLERANCE = 0.05  # relative
 PSNR_TOLERANCE = 0.1  # dB
@@ -60,6 +66,16 @@ def lambdas_for(quality: float, factors) -> dict[int, float]:
     q = min(100.0, max(0.0, float(quality)))
     lam = LAMBDA_AT_ZERO * (2.0 ** (_OCTAVES * (100.0 - q) / 100.0) - 1.0) / (2.0**_OCTAVES - 1.0)
     return {int(f): lam for f in factors}
+
+
+def mu_for(quality: float) -> float:
+    """Rate weight of the pixel-distortion passes at a quality: 0 at 100, MU_AT_ZERO at 0, geometric between.
+
+    Scale-free (``pixel_rdoq.refine``): mu percent of squared error is traded
+    for one percent of a level's bits, so one scale serves every level and image.
+    """
+    q = min(100.0, max(0.0, float(quality)))
+    return MU_AT_ZERO * (2.0 ** (_OCTAVES * (100.0 - q) / 100.0) - 1.0) / (2.0**_OCTAVES - 1.0)
 
 
 def setting_for(quality=None, target_bpp=None, target_psnr=None) -> RateSetting | None:
@@ -115,28 +131,71 @@ def choose(
     prior,
     file_bpp: Callable[[dict, tuple, RateSetting], float],
     finest_psnr: Callable[[dict, tuple], float],
+    refine_at: Callable[[float, tuple], Callable | None] | None = None,
 ) -> Choice:
     """Settle a setting on grids: a quality directly, a target by searching Q over ``level_sets``.
 
     ``file_bpp(grids, factors, setting)`` and ``finest_psnr(grids,
     factors)`` measure a trial (the codec writes the file, or decodes the
     finest level); ``level_sets`` are ordered coarse (smallest) first.
+    ``refine_at(quality, factors)`` gives the per-level refinement hook of
+    ``rdoq.choose_indices`` at a quality (the pixel-distortion passes), or None.
     """
+
+    def grids_at(factors, q):
+        refine = None if refine_at is None else refine_at(q, factors)
+        return rdoq.choose_indices(candidates, factors, prior, lambdas_for(q, factors), refine)
+
     if setting.mode == "quality":
         factors = level_sets[-1]
-        grids = rdoq.choose_indices(candidates, factors, prior, lambdas_for(setting.quality, factors))
-        return Choice(factors, grids, setting)
+        return Choice(factors, grids_at(factors, setting.quality), setting)
 
     def trial(factors, q):
         q = round(q, 2)  # the stored resolution: the recorded quality remakes these grids
-        grids = rdoq.choose_indices(candidates, factors, prior, lambdas_for(q, factors))
+        grids = grids_at(factors, q)
         s = RateSetting(setting.mode, setting.requested, q)
         value = file_bpp(grids, factors, s) if setting.mode == "target-bpp" else finest_psnr(grids, factors)
         return Trial(q, grids, value)
 
     if setting.mode == "target-bpp":
-        return _search_bpp(setting, level_sets, trial)
-    return _search_psnr(setting, level_sets, trial)
+        # finest first: at equal size the finer level looks better; the bigger file is tried first
+        return _search(setting, list(reversed(level_sets)), trial, BPP_TOLERANCE * setting.requested,
+                       bigger_first=True, unit="bpp", digits=4, span="files span")
+    # coarse first: the smallest file that reaches the target wins
+    return _search(setting, level_sets, trial, PSNR_TOLERANCE, bigger_first=False, unit="dB", digits=2,
+                   span="levels span")
+
+
+def _search(setting: RateSetting, level_sets, trial, tolerance: float, bigger_first: bool, unit: str,
+            digits: int, span: str) -> Choice:
+    """One search for both targets: the file's bpp and the finest level's PSNR both rise with Q.
+
+    For each set of levels in the given order: its two ends (Q 0 and 100),
+    then, if the target lies between them, Q bisected until the value is
+    within ``tolerance`` of the target.  ``bigger_first`` says which end is
+    tried first when both are within tolerance.
+    """
+    target = setting.requested
+    good = lambda v: abs(v - target) <= tolerance  # noqa: E731
+    reach = []
+    for factors in level_sets:
+        low, high = trial(factors, 0.0), trial(factors, 100.0)
+        reach.append((factors, low.value, high.value))
+        for t in ((high, low) if bigger_first else (low, high)):
+            if good(t.value):
+                return Choice(factors, t.grids, _setting(setting, t))
+        if low.value < target < high.value:
+            found = _bisect(factors, trial, low, high, good, above=lambda v: v > target)
+            if good(found.value):
+                return Choice(factors, found.grids, _setting(setting, found))
+    nearest = min((v for _, lo, hi in reach for v in (lo, hi)), key=lambda v: abs(v - target))
+    ranges = ", ".join(f"{lo:.{digits}f}-{hi:.{digits}f}" for _, lo, hi in sorted(reach, key=lambda r: len(r[0])))
+    mode = "bpp" if unit == "bpp" else "dB"
+    raise HvqTargetError(
+        f"target {target:g} {mode} is out of reach: this image's {span} {ranges} {unit}; "
+        f"nearest {nearest:.{digits}f} {unit}",
+        nearest,
+    )
 
 
 def _bisect(factors, trial, low: Trial, high: Trial, good: Callable[[float], bool], above: Callable[[float], bool]):
@@ -152,52 +211,6 @@ def _bisect(factors, trial, low: Trial, high: Trial, good: Callable[[float], boo
         else:
             low = mid
     return min((low, high), key=lambda t: 0 if good(t.value) else 1)
-
-
-def _search_bpp(setting: RateSetting, level_sets, trial) -> Choice:
-    """The finest set of levels whose size range holds the target, then Q bisected to it."""
-    target = setting.requested
-    good = lambda v: abs(v - target) <= BPP_TOLERANCE * target  # noqa: E731
-    reach = []
-    for factors in reversed(level_sets):  # finest first: at equal size the finer level looks better
-        low, high = trial(factors, 0.0), trial(factors, 100.0)
-        reach.append((low.value, high.value))
-        for t in (high, low):
-            if good(t.value):
-                return Choice(factors, t.grids, _setting(setting, t))
-        if low.value < target < high.value:
-            found = _bisect(factors, trial, low, high, good, above=lambda v: v > target)
-            if good(found.value):
-                return Choice(factors, found.grids, _setting(setting, found))
-    nearest = min((v for pair in reach for v in pair), key=lambda v: abs(v - target))
-    ranges = ", ".join(f"{lo:.4f}-{hi:.4f}" for lo, hi in reversed(reach))
-    raise HvqTargetError(
-        f"target {target:g} bpp is out of reach: this image's files span {ranges} bpp; nearest {nearest:.4f} bpp",
-        nearest,
-    )
-
-
-def _search_psnr(setting: RateSetting, level_sets, trial) -> Choice:
-    """The smallest set of levels that reaches the target PSNR, then Q bisected to it."""
-    target = setting.requested
-    good = lambda v: abs(v - target) <= PSNR_TOLERANCE  # noqa: E731
-    reach = []
-    for factors in level_sets:  # coarse first: the smallest file that reaches the target wins
-        low, high = trial(factors, 0.0), trial(factors, 100.0)
-        reach.append((low.value, high.value))
-        for t in (low, high):  # low first: the smaller file
-            if good(t.value):
-                return Choice(factors, t.grids, _setting(setting, t))
-        if low.value < target < high.value:
-            found = _bisect(factors, trial, low, high, good, above=lambda v: v > target)
-            if good(found.value):
-                return Choice(factors, found.grids, _setting(setting, found))
-    nearest = min((v for pair in reach for v in pair), key=lambda v: abs(v - target))
-    ranges = ", ".join(f"{lo:.2f}-{hi:.2f}" for lo, hi in reach)
-    raise HvqTargetError(
-        f"target {target:g} dB is out of reach: this image's levels span {ranges} dB; nearest {nearest:.2f} dB",
-        nearest,
-    )
 
 
 def _setting(setting: RateSetting, t: Trial) -> RateSetting:

@@ -10,6 +10,10 @@ so a training loader memory-maps one shard and slices::
 
 An entry names the image, its size, its shard and, per level, the offset
 (in tokens) and grid shape: ``grid = shard["level8"][offset : offset + h * w].reshape(h, w)``.
+A level with refinement depths (format 3) also has ``"depths": D`` and
+``"refinements_offset"``: its depths 2..D are
+``shard["level4.refinements"][o : o + (D - 1) * h * w].reshape(D - 1, h, w)``;
+a dataset without depths is written exactly as before.
 Every level indexes the one shared codebook, so the vocabulary is
 ``range(codebook_size)`` at every level.  Numpy and safetensors only.
 """
@@ -90,17 +94,25 @@ class ShardWriter:
         if not self._pending:
             return
         shard = shard_name(self._shards)
-        flat: dict[int, list[np.ndarray]] = {}
-        used: dict[int, int] = {}
+        flat: dict[str, list[np.ndarray]] = {}
+        used: dict[str, int] = {}
+
+        def append(key: str, array: np.ndarray) -> int:
+            offset = used.get(key, 0)
+            flat.setdefault(key, []).append(array.ravel())
+            used[key] = offset + array.size
+            return offset
+
         for name, tokens in self._pending:
             levels = {}
             for factor, grid in tokens.grids.items():
-                offset = used.get(factor, 0)
-                flat.setdefault(factor, []).append(grid.ravel())
-                used[factor] = offset + grid.size
-                levels[str(factor)] = {"offset": offset, "shape": list(grid.shape)}
+                levels[str(factor)] = {"offset": append(f"level{factor}", grid), "shape": list(grid.shape)}
+                if tokens.depth(factor) > 1:
+                    levels[str(factor)]["depths"] = tokens.depth(factor)
+                    levels[str(factor)]["refinements_offset"] = append(
+                        f"level{factor}.refinements", tokens.refinements[factor])
             self.entries.append(Entry(name, tokens.width, tokens.height, shard, levels))
-        tensors = {f"level{f}": np.concatenate(parts).astype(np.uint16) for f, parts in flat.items()}
+        tensors = {key: np.concatenate(parts).astype(np.uint16) for key, parts in flat.items()}
         self.write(shard, save(tensors, metadata={"format": MANIFEST_FORMAT}))
         self._shards += 1
         self._pending = []
@@ -169,7 +181,7 @@ class TokenDataset:
             for entry in m["images"]:
                 if entry["shard"] != shard_name_:
                     shard_name_, shard = entry["shard"], self._load(entry["shard"])
-                grids = {}
+                grids, refinements = {}, {}
                 for factor, where in entry["levels"].items():
                     h, w = where["shape"]
                     start = int(where["offset"])
@@ -177,8 +189,16 @@ class TokenDataset:
                     if flat.size != h * w:
                         raise HvqFormatError(f"{entry['name']}: level {factor} lies beyond its shard")
                     grids[int(factor)] = flat.reshape(h, w)
+                    if "depths" in where:
+                        size = (int(where["depths"]) - 1) * h * w
+                        start = int(where["refinements_offset"])
+                        flat = shard[f"level{factor}.refinements"][start : start + size]
+                        if flat.size != size or size < 1:
+                            raise HvqFormatError(f"{entry['name']}: level {factor}'s depths lie beyond its shard")
+                        refinements[int(factor)] = flat.reshape(-1, h, w)
                 yield entry["name"], Tokens(
-                    grids, entry["width"], entry["height"], fingerprint, m["grid_multiple"], m["codebook_size"]
+                    grids, entry["width"], entry["height"], fingerprint, m["grid_multiple"], m["codebook_size"],
+                    refinements,
                 )
         except (KeyError, TypeError, ValueError) as exc:
             raise HvqFormatError(f"{MANIFEST} is damaged: {exc!r}") from None

@@ -82,39 +82,46 @@ def check_tile(tile: int, multiple: int) -> int:
 
 
 @torch.inference_mode()  # no autograd bookkeeping at all (the nets' no_grad still records versions)
-def encode_tiled(net, image: np.ndarray, tile: int = DEFAULT_TILE) -> dict[int, np.ndarray]:
+def encode_tiled(net, image: np.ndarray, tile: int = DEFAULT_TILE, depths: bool = False) -> dict[int, np.ndarray]:
     """Index grids of every level for a uint8 (H, W, 3) image, one window at a time.
 
     The image is padded here to the coarsest grid (``pad_to_multiple``), as
-    ``decode_tiled`` crops it back: pad and crop sit side by side.
+    ``decode_tiled`` crops it back: pad and crop sit side by side.  With
+    ``depths``, every depth of every level (``net.encode_depths``): {factor:
+    (D_f, H'/f, W'/f)}, depth 1 first; a residual quantiser works cell by
+    cell, so its depths tile like the grids.
     """
     m = net.config.max_factor
     check_tile(tile, m)
     padded = pad_to_multiple(image, m)  # (H', W', 3): edge rows and columns repeated
     height, width = padded.shape[:2]
-    grids = {f: np.empty((height // f, width // f), dtype=np.uint16) for f in net.config.factors}
+    stacks = {f: np.empty((net.depth_of(f) if depths else 1, height // f, width // f), dtype=np.uint16)
+              for f in net.config.factors}
     for w in windows(height, width, tile, encoder_halo(m)):
         pixels = padded[w.win_top : w.win_bottom, w.win_left : w.win_right]
         x = to_tensor(pixels)
-        indices = net.encode(x)
-        for f, grid in grids.items():
-            inner = indices[f][0, (w.top - w.win_top) // f : (w.bottom - w.win_top) // f,
+        indices = net.encode_depths(x) if depths else {f: g[:, None] for f, g in net.encode(x).items()}
+        for f, stack in stacks.items():
+            inner = indices[f][0, :, (w.top - w.win_top) // f : (w.bottom - w.win_top) // f,
                                (w.left - w.win_left) // f : (w.right - w.win_left) // f]
-            grid[w.top // f : w.bottom // f, w.left // f : w.right // f] = inner.numpy()
-    return grids
+            stack[:, w.top // f : w.bottom // f, w.left // f : w.right // f] = inner.numpy()
+    return stacks if depths else {f: stack[0] for f, stack in stacks.items()}
 
 
-def candidates_tiled(net, padded: np.ndarray, k: int, tile: int = DEFAULT_TILE) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+@torch.inference_mode()
+def candidates_tiled(net, image: np.ndarray, k: int, tile: int = DEFAULT_TILE) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """The ``k`` nearest codewords of every cell of every level, with their squared latent distances.
 
     What rate control chooses from (``hvq.codec.runtime.rdoq``): {factor:
-    (indices (H/f, W/f, k) uint16, distances (H/f, W/f, k) float32)},
-    nearest first.  Tiled like ``encode_tiled``, and column 0 is exactly its
-    index (the same distances and argmin, ties included), so choosing column
-    0 everywhere reproduces today's grids.
+    (indices (H'/f, W'/f, k) uint16, distances (H'/f, W'/f, k) float32)},
+    nearest first.  Padded and tiled like ``encode_tiled`` (a padded image
+    pads to itself), and column 0 is exactly its index (the same distances
+    and argmin, ties included), so choosing column 0 everywhere reproduces
+    today's grids.
     """
     m = net.config.max_factor
     check_tile(tile, m)
+    padded = pad_to_multiple(image, m)  # (H', W', 3), as encode_tiled pads
     height, width = padded.shape[:2]
     k = min(int(k), net.config.codebook_size)
     out = {
@@ -122,13 +129,12 @@ def candidates_tiled(net, padded: np.ndarray, k: int, tile: int = DEFAULT_TILE) 
         for f in net.config.factors
     }
     for w in windows(height, width, tile, encoder_halo(m)):
-        pixels = padded[w.win_top : w.win_bottom, w.win_left : w.win_right]
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float().div_(255.0)
-        with torch.no_grad():
-            latents = net.encoder(x - 0.5)
-        for f, z in zip(net.config.factors, latents):
+        x = to_tensor(padded[w.win_top : w.win_bottom, w.win_left : w.win_right])
+        for f, z in zip(net.config.factors, net.encoder(x - 0.5)):
+            codebook = net.codebook_of(f)
+            z = codebook.project(z)  # as the codebook compares it (net.encode does the same)
             b, d, h, wd = z.shape
-            distances = net.codebook_of(f).distances(z.permute(0, 2, 3, 1).reshape(-1, d))  # (h*wd, K), as quantize
+            distances = codebook.distances(z.permute(0, 2, 3, 1).reshape(-1, d))  # (h*wd, K), as quantize
             nearest = distances.argmin(1)
             top_d, top_i = distances.topk(k, dim=1, largest=False, sorted=True)
             # topk may order ties differently from argmin: put argmin first, the displaced one in its place
@@ -160,13 +166,14 @@ def decoder_halo_cells(net, factor: int, parents) -> int:
 
 @torch.inference_mode()
 def decode_tiled(net, grid: np.ndarray, factor: int, width: int, height: int, tile: int = DEFAULT_TILE,
-                 parents: dict[int, np.ndarray] | None = None) -> np.ndarray:
+                 parents: dict[int, np.ndarray] | None = None, refinements: np.ndarray | None = None) -> np.ndarray:
     """The (height, width, 3) uint8 image of one level's index grid, one window at a time.
 
     Windows are cut on the grid (tile and halo in cells); each decoded
     window is cropped to its tile and rounded to 8 bits (``to_pixels``).
     ``parents`` ({factor: grid}) are the coarser levels a top-down model's
     decoder also reads (``net.parents_needed``); they are cut to the same windows.
+    ``refinements`` (R, rows, cols): the level's depths 2..R+1, cut likewise.
     """
     check_tile(tile, net.config.max_factor)
     cells = max(1, tile // factor)
@@ -184,7 +191,11 @@ def decode_tiled(net, grid: np.ndarray, factor: int, width: int, height: int, ti
                                       w.win_left * factor // g : w.win_right * factor // g].astype(np.int64))[None]
                 for g, p in parents.items()
             }
-        x_hat = net.decode(window, factor, parent_windows)[0]
+        refined = None
+        if refinements is not None and len(refinements):
+            refined = torch.from_numpy(
+                refinements[:, w.win_top : w.win_bottom, w.win_left : w.win_right].astype(np.int64))[None]
+        x_hat = net.decode(window, factor, parent_windows, refinements=refined)[0]
         y0, x0 = (w.top - w.win_top) * factor, (w.left - w.win_left) * factor
         bottom, right = min(w.bottom * factor, height), min(w.right * factor, width)
         out[top:bottom, left:right] = to_pixels(x_hat[:, y0 : y0 + bottom - top, x0 : x0 + right - left])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hvq.bitstream.container import read_file
 from hvq.bitstream.errors import HvqModelError
-from hvq.bitstream.levels import Tokens, as_levels, needs_prior, read_tokens, stored_levels, strip, write_tokens
+from hvq.bitstream.levels import Tokens, as_selection, needs_prior, read_tokens, stored_levels, strip, write_tokens
 from hvq.bitstream.prior_tables import PriorTables
 from hvq.codec.runtime.registry import find_model, read_prior
 
@@ -34,20 +34,24 @@ def encode_tokens(tokens: Tokens, model=None, prior: PriorTables | None = None) 
 def decode_tokens(data, levels=None, model=None, prior: PriorTables | None = None, partial: bool = False) -> Tokens:
     """The tokens a .hvq file (bytes, path, file object) stores; no transform runs.
 
-    ``levels`` (default: every level stored) must be stored and complete.  A
-    truncated file raises unless ``levels`` names complete levels or
-    ``partial`` asks for the complete ones.
+    ``levels`` (default: every level stored) must be stored and complete;
+    "16,4:2" reads level 4 at depths 1..2 (F alone: every depth whole in the
+    file).  A truncated file raises unless ``levels`` names complete levels
+    or ``partial`` asks for the complete ones.
     """
     parsed = read_file(data)
-    factors = stored_levels(parsed, as_levels(levels), partial)
+    selection = as_selection(levels)
+    factors = stored_levels(parsed, None if selection is None else tuple(f for f, _ in selection), partial)
+    depths = {f: d for f, d in selection or () if d is not None}
     header = parsed.header
-    return read_tokens(parsed, factors, resolve_prior(header.model_fingerprint, header.prior_fingerprint, model, prior))
+    prior = resolve_prior(header.model_fingerprint, header.prior_fingerprint, model, prior)
+    return read_tokens(parsed, factors, prior, depths)
 
 
 def strip_file(data, keep, model=None) -> bytes:
-    """Keep only the levels in ``keep``: parsed once, the prior read only if a level must be re-coded."""
+    """Keep only the levels in ``keep`` ("16,8,4:2": F:D keeps depths 1..D): parsed once, the prior read only if a level must be re-coded."""
     parsed = read_file(data)
-    keep = as_levels(keep) or ()
+    keep = as_selection(keep) or ()
     header = parsed.header
     prior = None
     if needs_prior(parsed, keep):

@@ -72,14 +72,15 @@ class LoadedModel:
 
 
 def model_tensors(net: HierarchicalVQVAE, prior: FrequencyPrior) -> dict[str, np.ndarray]:
-    """The tensors of a deployable file: half-precision convs, float32 codebook, int32 tables."""
+    """The tensors of a deployable file: half-precision convs, float32 codebook and depth scales, int32 tables."""
     tensors: dict[str, np.ndarray] = {}
     for name, value in net.state_dict().items():
         if _training_only(name):
             continue
         array = value.detach().cpu().numpy()
-        if _is_codebook(name):
-            tensors[name] = array.astype(np.float32)  # codeword distances decide indices: keep full precision
+        if _is_codebook(name) or name.startswith("residuals."):
+            # codeword distances decide indices, and so do the depths' look-up scales and gains: full precision
+            tensors[name] = array.astype(np.float32)
         else:
             tensors[name] = array.astype(np.float16)
     for factor, table in prior.tables.items():
@@ -92,11 +93,19 @@ def save_model(
     prior: FrequencyPrior,
     path: str | Path,
     context: dict[int, LevelContextModel] | None = None,
+    depth_context: dict[tuple[int, int], LevelContextModel] | None = None,
 ) -> bytes:
-    """Write a deployable model file, with a context prior if given; returns the model fingerprint."""
+    """Write a deployable model file, with a context prior (and depth prior) if given; returns the model fingerprint.
+
+    The depth prior's tables (``(factor, depth) -> model``) go beside the
+    context prior's, under its fingerprint; a model without them keeps its
+    exact file.
+    """
+    if depth_context and not context:
+        raise ValueError("a depth prior is stored beside a context prior")
     tensors = model_tensors(net, prior)
     fp = fingerprint(tensors, net.config.to_json())
-    extra = PriorTables(prior.tables, context or {}).to_tensors()
+    extra = PriorTables(prior.tables, context or {}, depth=depth_context or {}).to_tensors()
     metadata = {
         "format": "hvq-model",
         "model_file_version": str(MODEL_FILE_VERSION),
@@ -200,6 +209,10 @@ def _load_cached(path: str, version=None) -> LoadedModel:
     extra, fp, context_fp = verified_split(tensors, meta)
     _check_sizes(config)
     prior = PriorTables.from_tensors({**tensors, **extra}, config.factors, config.codebook_size, context_fp)
+    for factor, _ in prior.depth:
+        if prior.depth_of(factor) > config.depth_of(factor):
+            raise HvqModelError(f"depth prior of level {factor} goes to depth {prior.depth_of(factor)}, "
+                                f"but the network's level {factor} has depths 1..{config.depth_of(factor)}")
     try:
         net = HierarchicalVQVAE(config)
     except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as exc:  # a consistent file with sizes no net has

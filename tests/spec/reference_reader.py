@@ -3,7 +3,7 @@
 It imports nothing from hvq and not constriction: the range decoder below is
 the pseudo-code of FORMAT.md section 8.2 in Python integers, so that its
 decoding hvq's files shows that the spec is complete.  It covers the
-container (sections 2-6), the three coders (8.2-8.4), the payload's end rule
+container (sections 2-6) of formats 1 to 3, the four coders (8.2-8.5), the payload's end rule
 and index CRC (8.3), the model file's tables and both fingerprints (9).  It
 does not run the networks (section 10).  ``tests/spec/test_reference_reader.py``
 runs it beside hvq's reader over the fuzz corpus, mutated files and the
@@ -43,7 +43,7 @@ class ModelError(Exception):
 
 
 SIGNATURE = b"\x89HVQ\r\n\x1a\n"
-HEAD_SIZES = {1: 36, 2: 56}
+HEAD_SIZES = {1: 36, 2: 56, 3: 72}
 MAX_FILE_BYTES = 1 << 30
 
 # -- section 8.2: the range coder (constriction 0.5.0 queue coder, 32-bit words, 64-bit state) --
@@ -165,6 +165,10 @@ class Header:
     model_fingerprint: bytes
     prior_kind: int
     prior_fingerprint: bytes
+    depths: dict = field(default_factory=dict)  # factor -> declared depths (version 3; otherwise 1 each)
+
+    def depth(self, factor: int) -> int:
+        return self.depths.get(factor, 1)
 
     def grid(self, factor: int) -> tuple[int, int]:
         m = self.grid_multiple
@@ -178,12 +182,13 @@ class Level:
     coder: int
     index_crc: int
     payload: bytes
+    depth: int = 1
 
 
 @dataclass(frozen=True)
 class File:
     header: Header
-    levels: tuple[Level, ...]
+    levels: tuple[Level, ...]  # every LEVL chunk, depths included, in file order
     complete: bool
 
     @property
@@ -191,13 +196,19 @@ class File:
         stored = {level.factor for level in self.levels}
         return () if self.complete else tuple(f for f in self.header.factors if f not in stored)
 
+    @property
+    def missing_depths(self) -> tuple[tuple[int, int], ...]:
+        stored = {(level.factor, level.depth) for level in self.levels}
+        declared = [(f, d) for f in self.header.factors for d in range(2, self.header.depth(f) + 1)]
+        return () if self.complete else tuple(fd for fd in declared if fd not in stored)
+
 
 def _version(data: bytes, at: int) -> int | None:
     if len(data) < at + 2:
         return None
     (version,) = struct.unpack_from(">H", data, at)
-    if version > 2:
-        raise FormatError(f"format version {version} is newer than this reader reads (up to 2)")
+    if version > 3:
+        raise FormatError(f"format version {version} is newer than this reader reads (up to 3)")
     if version == 0:
         raise FormatError("format version 0 is not valid")
     return version
@@ -226,9 +237,9 @@ def _head(body: bytes) -> Header:
     version = _version(body, 0)
     if len(body) != HEAD_SIZES[version]:
         raise FormatError("HEAD size")
-    fields = struct.unpack(">HHIIHHI16s" + ("HH16s" if version == 2 else ""), body)
+    fields = struct.unpack(">HHIIHHI16s" + {1: "", 2: "HH16s", 3: "HH16s16s"}[version], body)
     _, flags, width, height, multiple, mask, k, model_fp = fields[:8]
-    prior_kind, reserved, prior_fp = fields[8:] if version == 2 else (0, 0, bytes(16))
+    prior_kind, reserved, prior_fp = fields[8:11] if version >= 2 else (0, 0, bytes(16))
     if flags or reserved:
         raise FormatError("HEAD reserved bits set")
     if mask == 0:
@@ -244,28 +255,45 @@ def _head(body: bytes) -> Header:
         raise FormatError("codebook size")
     if prior_kind not in (0, 1) or (prior_kind == 0 and any(prior_fp)):
         raise FormatError("prior kind")
-    return Header(version, width, height, multiple, factors, k, model_fp, prior_kind, prior_fp)
+    depths = {}
+    if version == 3:  # section 4.1: byte b of the depth table = depths of level 2**b
+        table = fields[11]
+        for b in range(16):
+            if (mask >> b & 1) != (table[b] > 0) or table[b] > 16:
+                raise FormatError("depth table disagrees with the level mask")
+            if table[b] > 1:
+                depths[1 << b] = table[b]
+        if not depths:
+            raise FormatError("a version-3 HEAD without refinement depths")
+    return Header(version, width, height, multiple, factors, k, model_fp, prior_kind, prior_fp, depths)
 
 
 def _levl(body: bytes, header: Header, previous: Level | None) -> Level:
-    factor, gh, gw, coder, reserved, crc, length = struct.unpack_from(">HHHBBII", body)
-    if factor not in header.factors:
-        raise FormatError(f"level {factor} not declared")
+    factor, gh, gw, coder, depth_byte, crc, length = struct.unpack_from(">HHHBBII", body)
+    depth = depth_byte if header.version == 3 else 1  # the byte is reserved before version 3
+    if not 1 <= depth <= 16:
+        raise FormatError(f"level {factor}:{depth} depth out of range")
+    if factor not in header.factors or depth > header.depth(factor):
+        raise FormatError(f"level {factor}:{depth} not declared")
     if (gh, gw) != header.grid(factor):
         raise FormatError(f"level {factor} grid")
-    if coder not in (1, 2, 3) or (header.version == 1 and coder != 1):
+    if coder not in ((1,) if header.version == 1 else (1, 2, 3) if header.version == 2 else (1, 2, 3, 4)):
         raise FormatError(f"level {factor} coder {coder}")
+    if (coder == 4) != (depth > 1):
+        raise FormatError(f"level {factor}:{depth} coder {coder} does not suit its depth")
     if coder != 1 and header.prior_kind != 1:
         raise FormatError(f"level {factor} context-coded without a context prior")
     if coder == 3 and 2 * factor not in header.factors:
         raise FormatError(f"level {factor} coded given an undeclared level")
-    if reserved:
+    if header.version < 3 and depth_byte:
         raise FormatError(f"level {factor} reserved byte")
     if length % 4 or length > 4 * (-(-24 * gh * gw // 32) + 2):
         raise FormatError(f"level {factor} payload length")
-    if previous is not None and factor >= previous.factor:
+    if depth == 1 and previous is not None and factor >= previous.factor:
         raise FormatError(f"level {factor} out of order")
-    return Level(factor, (gh, gw), coder, crc, bytes(body[16:]))
+    if depth > 1 and (previous is None or (previous.factor, previous.depth) != (factor, depth - 1)):
+        raise FormatError(f"level {factor}:{depth} does not follow depth {depth - 1}")
+    return Level(factor, (gh, gw), coder, crc, bytes(body[16:]), depth)
 
 
 def read_file(data: bytes) -> File:
@@ -306,8 +334,10 @@ def read_file(data: bytes) -> File:
         elif kind == b"DONE":
             if end != size:
                 raise FormatError("bytes after DONE")
-            if tuple(level.factor for level in levels) != header.factors:
+            if tuple(level.factor for level in levels if level.depth == 1) != header.factors:
                 raise FormatError("stored levels differ from HEAD's")
+            if any(max(lv.depth for lv in levels if lv.factor == f) != header.depth(f) for f in header.factors):
+                raise FormatError("stored depths differ from HEAD's")
             return File(header, tuple(levels), True)
         elif not 0x61 <= kind[0] <= 0x7A:
             raise FormatError("unknown critical chunk")
@@ -327,6 +357,7 @@ class Tables:
     static: dict[int, np.ndarray]
     context: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     prior_fingerprint: bytes = bytes(16)
+    depth: dict[tuple[int, int], dict[str, np.ndarray]] = field(default_factory=dict)  # (factor, depth >= 2): 8.5
 
 
 @dataclass(frozen=True)
@@ -372,11 +403,15 @@ def read_model(raw: bytes) -> Model:
 
     factors, k = tuple(config["factors"]), config["codebook_size"]
     static = {f: array(f"prior.table.{f}").astype(np.int64) for f in factors}
-    levels = {}
+    levels, depths = {}, {}
     for name in context:
         level, _, table = name[len("prior.context.") :].partition(".")
+        if table.startswith("depth"):  # prior.context.<f>.depth<d>.<table>, section 9
+            depth, _, table = table[len("depth") :].partition(".")
+            depths.setdefault((int(level), int(depth)), {})[table] = array(name).astype(np.int64)
+            continue
         levels.setdefault(int(level), {})[table] = array(name).astype(np.int64)
-    tables = Tables(static, levels, prior_fp)
+    tables = Tables(static, levels, prior_fp, depths)
     check_tables(tables, k)
     return Model(fingerprint, k, factors, tables)
 
@@ -419,12 +454,12 @@ def _at(grid: np.ndarray, r: int, c: int, outside: int) -> int:
     return int(grid[r, c]) if 0 <= r < grid.shape[0] and 0 <= c < grid.shape[1] else outside
 
 
-def _context_rows(cells, parent, grid, parts, k, spatial: bool) -> np.ndarray:
-    """Scores of the given cells (8.4), summed from the tables' rows, then frequency rows."""
+def _context_rows(cells, parent, grid, parts, k, spatial: bool, same_grid: bool = False) -> np.ndarray:
+    """Scores of the given cells (8.4; 8.5 with ``same_grid``: the parent is the previous depth), then frequency rows."""
     scores = np.zeros((len(cells), k), dtype=np.int64)
     for n, (r, c) in enumerate(cells):
         if parent is not None:
-            i, j = r // 2, c // 2
+            i, j = (r, c) if same_grid else (r // 2, c // 2)
             scores[n] += parts["parent"][int(parent[i, j])]
             scores[n] += parts["parent_horizontal"][_at(parent, i, j + (1 if c % 2 else -1), k)]
             scores[n] += parts["parent_vertical"][_at(parent, i + (1 if r % 2 else -1), j, k)]
@@ -436,18 +471,20 @@ def _context_rows(cells, parent, grid, parts, k, spatial: bool) -> np.ndarray:
     return frequencies(scores, k)
 
 
-def decode_level(file: File, factor: int, tables: Tables, decoded: dict | None = None) -> np.ndarray:
-    """8.2-8.4: one level's (gh, gw) index grid, its parents first, end rule and index CRC checked."""
+def decode_level(file: File, factor: int, tables: Tables, decoded: dict | None = None, depth: int = 1) -> np.ndarray:
+    """8.2-8.5: one level's (gh, gw) index grid at a depth, what it is coded given first, end rule and CRC checked."""
     decoded = {} if decoded is None else decoded
-    if factor in decoded:
-        return decoded[factor]
-    level = next((lv for lv in file.levels if lv.factor == factor), None)
+    if (factor, depth) in decoded:
+        return decoded[(factor, depth)]
+    level = next((lv for lv in file.levels if (lv.factor, lv.depth) == (factor, depth)), None)
     if level is None:
-        if factor in file.missing:
-            raise TruncatedError(f"level {factor} is missing")
-        raise FormatError(f"level {factor} is not stored")
+        if factor in file.missing or (factor, depth) in file.missing_depths:
+            raise TruncatedError(f"level {factor}:{depth} is missing")
+        raise FormatError(f"level {factor}:{depth} is not stored")
     if factor not in tables.static:
         raise ModelError(f"the model has no level {factor}")
+    if depth > 1:
+        return _decode_depth(file, level, tables, decoded)
     k = len(tables.static[factor])  # = HEAD's K once check_model has passed
     words = list(struct.unpack(f">{len(level.payload) // 4}I", level.payload))
     decoder = RangeDecoder(words)
@@ -484,7 +521,36 @@ def decode_level(file: File, factor: int, tables: Tables, decoded: dict | None =
         raise FormatError(f"level {factor} payload does not end where its indices end")
     if zlib.crc32(grid.astype(">u2").tobytes()) != level.index_crc:
         raise FormatError(f"level {factor} indices fail their checksum")
-    decoded[factor] = grid
+    decoded[(factor, 1)] = grid
+    return grid
+
+
+def _decode_depth(file: File, level: Level, tables: Tables, decoded: dict) -> np.ndarray:
+    """8.5: a refinement depth (coder 4), given the previous depth of its level at the same cells."""
+    factor, depth = level.factor, level.depth
+    if file.header.prior_fingerprint != tables.prior_fingerprint or not tables.context:
+        raise ModelError("file was coded with another context prior")
+    parts = tables.depth.get((factor, depth))
+    if parts is None:  # the file names this model: it claims a depth the model cannot have coded
+        raise FormatError(f"level {factor}:{depth} is deeper than the model's depth prior")
+    previous = decode_level(file, factor, tables, decoded, depth - 1)
+    k = len(tables.static[factor])
+    words = list(struct.unpack(f">{len(level.payload) // 4}I", level.payload))
+    decoder = RangeDecoder(words)
+    gh, gw = level.grid
+    grid = np.zeros((gh, gw), dtype=np.int64)
+    anchors = [(r, c) for r in range(gh) for c in range(gw) if (r + c) % 2 == 0]
+    others = [(r, c) for r in range(gh) for c in range(gw) if (r + c) % 2]
+    for (r, c), left in zip(anchors, quantised_cdfs(_context_rows(anchors, previous, grid, parts, k, False, True))):
+        grid[r, c] = decoder.decode(left)
+    if others:
+        for (r, c), left in zip(others, quantised_cdfs(_context_rows(others, previous, grid, parts, k, True, True))):
+            grid[r, c] = decoder.decode(left)
+    if not decoder.ends_exactly():
+        raise FormatError(f"level {factor}:{depth} payload does not end where its indices end")
+    if zlib.crc32(grid.astype(">u2").tobytes()) != level.index_crc:
+        raise FormatError(f"level {factor}:{depth} indices fail their checksum")
+    decoded[(factor, depth)] = grid
     return grid
 
 
@@ -500,8 +566,8 @@ def main(argv: list[str]) -> int:
         check_model(file, model)
         decoded: dict = {}
         for level in file.levels:
-            grid = decode_level(file, level.factor, model.tables, decoded)
-            print(f"level {level.factor}: coder {level.coder}, {grid.shape[0]}x{grid.shape[1]} indices, CRC ok")
+            grid = decode_level(file, level.factor, model.tables, decoded, level.depth)
+            print(f"level {level.factor}:{level.depth}: coder {level.coder}, {grid.shape[0]}x{grid.shape[1]} indices, CRC ok")
     return 0
 
 

@@ -151,18 +151,19 @@ def hvq_read(data: bytes, prior: PriorTables):
     h = parsed.header
     head = (h.version, h.width, h.height, h.grid_multiple, h.factors, h.codebook_size,
             h.model_fingerprint, h.prior_kind, h.prior_fingerprint)
-    levels = [(c.factor, (c.grid_height, c.grid_width), c.coder, c.index_crc, c.payload) for c in parsed.levels]
+    head += (dict(h.depths),)
+    levels = [(c.factor, c.depth, (c.grid_height, c.grid_width), c.coder, c.index_crc, c.payload) for c in parsed.chunks]
     grids, cache = {}, {}
-    for c in parsed.levels:
+    for c in parsed.chunks:
         try:
-            grids[c.factor] = decode_grid(parsed, c.factor, prior, cache).tolist()
+            grids[c.factor, c.depth] = decode_grid(parsed, c.factor, prior, cache, c.depth).tolist()
         except HvqTruncatedError:
-            grids[c.factor] = "truncated"
+            grids[c.factor, c.depth] = "truncated"
         except HvqFormatError:
-            grids[c.factor] = "format"
+            grids[c.factor, c.depth] = "format"
         except HvqModelError:
-            grids[c.factor] = "model"
-    return head, levels, parsed.complete, parsed.missing, grids
+            grids[c.factor, c.depth] = "model"
+    return head, levels, parsed.complete, parsed.missing, parsed.missing_refinements, grids
 
 
 def ref_read(data: bytes, tables: ref.Tables):
@@ -176,18 +177,19 @@ def ref_read(data: bytes, tables: ref.Tables):
     h = file.header
     head = (h.version, h.width, h.height, h.grid_multiple, h.factors, h.codebook_size,
             h.model_fingerprint, h.prior_kind, h.prior_fingerprint)
-    levels = [(lv.factor, lv.grid, lv.coder, lv.index_crc, lv.payload) for lv in file.levels]
+    head += (h.depths,)
+    levels = [(lv.factor, lv.depth, lv.grid, lv.coder, lv.index_crc, lv.payload) for lv in file.levels]
     grids, cache = {}, {}
     for lv in file.levels:
         try:
-            grids[lv.factor] = ref.decode_level(file, lv.factor, tables, cache).tolist()
+            grids[lv.factor, lv.depth] = ref.decode_level(file, lv.factor, tables, cache, lv.depth).tolist()
         except ref.TruncatedError:
-            grids[lv.factor] = "truncated"
+            grids[lv.factor, lv.depth] = "truncated"
         except ref.FormatError:
-            grids[lv.factor] = "format"
+            grids[lv.factor, lv.depth] = "format"
         except ref.ModelError:
-            grids[lv.factor] = "model"
-    return head, levels, file.complete, file.missing, grids
+            grids[lv.factor, lv.depth] = "model"
+    return head, levels, file.complete, file.missing, file.missing_depths, grids
 
 
 def test_the_corpus_files_start_with_a_mode_byte():
@@ -201,7 +203,7 @@ def test_both_readers_agree_on_every_seed(seed):
     ours = ref_read(data, fuzz_model().tables)
     assert ours == hvq_read(data, targets.fuzz_prior())
     if ours not in ("format", "truncated"):
-        assert all(isinstance(grid, list) for grid in ours[4].values())  # every whole level of a seed decodes
+        assert all(isinstance(grid, list) for grid in ours[5].values())  # every whole level of a seed decodes
         if ours[2]:
             ref.check_model(ref.read_file(data), fuzz_model())  # the fingerprints name the fuzz model
 
@@ -244,7 +246,7 @@ def test_the_shipped_version_1_file_reads_alike():
     ref.check_model(ref.read_file(data), model)  # fingerprint recomputed from the model file
     ours = ref_read(data, model.tables)
     assert ours == hvq_read(data, prior)
-    assert [lv[2] for lv in ours[1]] == [1, 1, 1]
+    assert [lv[3] for lv in ours[1]] == [1, 1, 1]
 
 
 @pytest.mark.parametrize("stored", [(16, 8, 4), (16, 4), (8,)])
@@ -260,7 +262,7 @@ def test_the_shipped_context_prior_codes_alike(stored):
     data = write_file(header, chunks)
     ours = ref_read(data, model.tables)
     assert ours == hvq_read(data, prior)
-    assert {f: np.array(ours[4][f]).tolist() for f in stored} == {f: grids[f].tolist() for f in stored}
+    assert {f: np.array(ours[5][f, 1]).tolist() for f in stored} == {f: grids[f].tolist() for f in stored}
 
 
 # -- the end rule on whole files (FORMAT.md 8.3) -------------------------------------------------
@@ -345,3 +347,74 @@ def test_head_messages_name_the_sizes():
     v1[11] = 56  # a version-1 HEAD claiming the version-2 size
     with pytest.raises(HvqFormatError, match="HEAD chunk has 56 bytes, expected 36"):
         parse(bytes(v1))
+
+
+# -- format 3: refinement depths (FORMAT.md 3.1, 4, 5, 8.5) ------------------------------------
+
+
+@lru_cache(maxsize=1)
+def depth_model():
+    """A model file holding only prior tables (context and depth prior), and hvq's PriorTables of it.
+
+    The reference reader parses it as any model file (section 9), fingerprints
+    recomputed; no network is needed to code indices.
+    """
+    from safetensors.numpy import save
+
+    from conftest import random_context_prior, random_depth_prior
+    from hvq.codec.runtime.fingerprints import fingerprint, prior_fingerprint
+
+    k, factors = 16, (16, 8, 4)
+    context = random_context_prior(factors, k, seed=5)
+    static = {f: m.static for f, m in context.items()}
+    tables = PriorTables(static, context, depth=random_depth_prior({8: 2, 4: 3}, static, k, seed=5))
+    tensors = {f"prior.table.{f}": static[f] for f in factors}
+    config = json.dumps({"codebook_size": k, "factors": list(factors)})
+    extra = tables.to_tensors()
+    meta = {"format": "hvq-model", "model_file_version": "1", "config": config,
+            "fingerprint": fingerprint(tensors, config).hex(), "prior_fingerprint": prior_fingerprint(extra).hex()}
+    model = ref.read_model(save({**tensors, **extra}, metadata=meta))
+    prior = PriorTables(static, context, prior_fingerprint(extra), tables.depth)
+    return model, prior
+
+
+@lru_cache(maxsize=1)
+def depth_files() -> tuple[bytes, ...]:
+    """Format-3 files of three image sizes, their strips (format 2 and 3) and cuts at and inside chunks."""
+    from hvq.bitstream.container import strip_levels
+    from hvq.bitstream.levels import Tokens, as_selection, strip, write_tokens
+
+    model, prior = depth_model()
+    files = []
+    for n, (width, height) in enumerate(((20, 12), (33, 40), (64, 16))):
+        rng = np.random.default_rng(n)
+        hp, wp = -(-height // 16) * 16, -(-width // 16) * 16
+        grids = {f: rng.integers(0, 16, (hp // f, wp // f)) for f in (16, 8, 4)}
+        refinements = {8: rng.integers(0, 16, (1, hp // 8, wp // 8)), 4: rng.integers(0, 16, (2, hp // 4, wp // 4))}
+        data = write_tokens(Tokens(grids, width, height, model.fingerprint, 16, 16, refinements), prior)
+        files += [data, strip_levels(data, as_selection("16,8:2,4:2")), strip(data, as_selection("16,4:3"), prior),
+                  strip_levels(data, as_selection("16,8:1,4:1"))]
+        ends = [c.offset + c.chunk_bytes for c in parse(data).chunks]
+        files += [data[:end] for end in ends] + [data[: end - 5] for end in ends]
+    return tuple(files)
+
+
+def test_both_readers_agree_on_format_3_files():
+    model, prior = depth_model()
+    versions = set()
+    for data in depth_files():
+        ours = ref_read(data, model.tables)
+        assert ours == hvq_read(data, prior)
+        assert all(isinstance(grid, list) for grid in ours[5].values())  # every whole depth decodes
+        versions.add(ours[0][0])
+    assert versions == {2, 3}
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2), mutations(4), st.booleans())
+def test_both_readers_agree_on_mutated_format_3_files(which, edits, repair):
+    model, prior = depth_model()
+    data = mutate(depth_files()[16 * which], edits)  # a whole format-3 file
+    if repair:
+        data = targets.repair_crcs(data)
+    assert ref_read(data, model.tables) == hvq_read(data, prior)
