@@ -58,6 +58,18 @@ class FileInfo:
         return asdict(self)
 
 
+def _chunk_summary(chunk, pixels: int) -> dict:
+    """What a level and a depth report alike of their chunk: sizes, bits per index, bpp, CRC, coder."""
+    return dict(
+        chunk_bytes=chunk.chunk_bytes,
+        payload_bytes=len(chunk.payload),
+        bits_per_index=round(chunk.bits_per_index, 4),
+        bpp=round(8 * chunk.chunk_bytes / pixels, 5),
+        index_crc=f"{chunk.index_crc:08x}",
+        coder=CODER_NAMES[chunk.coder],
+    )
+
+
 def inspect_file(source: bytes | str | Path) -> FileInfo:
     """Parse and summarise a file; raises ``HvqFormatError`` on anything malformed."""
     parsed = parse(read_bytes(source))
@@ -68,22 +80,9 @@ def inspect_file(source: bytes | str | Path) -> FileInfo:
             factor=c.factor,
             grid_height=c.grid_height,
             grid_width=c.grid_width,
-            chunk_bytes=c.chunk_bytes,
-            payload_bytes=len(c.payload),
-            bits_per_index=round(c.bits_per_index, 4),
-            bpp=round(8 * c.chunk_bytes / pixels, 5),
-            index_crc=f"{c.index_crc:08x}",
-            coder=CODER_NAMES[c.coder],
+            **_chunk_summary(c, pixels),
             depths=tuple(
-                DepthInfo(
-                    depth=r.depth,
-                    chunk_bytes=r.chunk_bytes,
-                    payload_bytes=len(r.payload),
-                    bits_per_index=round(r.bits_per_index, 4),
-                    bpp=round(8 * r.chunk_bytes / pixels, 5),
-                    index_crc=f"{r.index_crc:08x}",
-                    coder=CODER_NAMES[r.coder],
-                )
+                DepthInfo(depth=r.depth, **_chunk_summary(r, pixels))
                 for r in parsed.refinements
                 if r.factor == c.factor
             ),

@@ -139,6 +139,19 @@ def tiny_context_codec(tiny_context_model_path):
 
 
 @pytest.fixture
+def noise_folder(tmp_path):
+    """Three 72x56 noise images: a training folder for runs that test mechanics, not quality."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (56, 72, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.fixture
 def photo():
     """A small smooth RGB test image with an odd size (not a multiple of 16)."""
     from PIL import Image

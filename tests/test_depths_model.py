@@ -32,16 +32,6 @@ def _trained(config: ModelConfig, steps: int = 4, seed: int = 0) -> Hierarchical
     return net.eval()
 
 
-@pytest.fixture
-def image_folder(tmp_path):
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (56, 72, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    return folder
-
-
 def _run(folder, steps, model=DEPTHS, **changes):
     settings = dict(crop=32, batch_size=4, warmup_steps=2, log_every=1, checkpoint_every=2, threads=1, workers=0)
     return TrainConfig(data=(str(folder),), model=model, steps=steps, **{**settings, **changes})
@@ -167,11 +157,11 @@ def test_training_draws_depths_per_crop_and_trains_the_decoder_on_the_drawn_sum(
     assert all(p.grad is not None for p in net.decoders["4"].parameters())
 
 
-def test_quantiser_dropout_training_logs_each_depth_and_resumes_exactly(image_folder, tmp_path):
-    whole = train(_run(image_folder, 4), tmp_path / "whole")
-    train(_run(image_folder, 2), tmp_path / "split")  # as if killed after its checkpoint
+def test_quantiser_dropout_training_logs_each_depth_and_resumes_exactly(noise_folder, tmp_path):
+    whole = train(_run(noise_folder, 4), tmp_path / "whole")
+    train(_run(noise_folder, 2), tmp_path / "split")  # as if killed after its checkpoint
     # validation reads the model and changes nothing, so only the resumed half runs it
-    resumed = train(_run(image_folder, 4, val_data=str(image_folder), val_every=4), tmp_path / "split", resume=True)
+    resumed = train(_run(noise_folder, 4, val_data=str(noise_folder), val_every=4), tmp_path / "split", resume=True)
     for name, value in whole.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
     lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
@@ -188,14 +178,14 @@ def test_quantiser_dropout_training_logs_each_depth_and_resumes_exactly(image_fo
     assert all(0 < d.usage <= 1 and d.psnr > 0 for d in scores.depths)
 
 
-def test_depths_fine_tune_onto_a_trained_model_with_encoder_and_codebook_frozen(image_folder, tmp_path):
-    base = train(_run(image_folder, 2, model=ModelConfig(**TINY)), tmp_path / "base")
+def test_depths_fine_tune_onto_a_trained_model_with_encoder_and_codebook_frozen(noise_folder, tmp_path):
+    base = train(_run(noise_folder, 2, model=ModelConfig(**TINY)), tmp_path / "base")
     checkpoint = str(tmp_path / "base" / "checkpoint.pt")
     with pytest.raises(HvqConfigError, match="needs init_from"):
-        _run(image_folder, 2, freeze=("encoder",))
+        _run(noise_folder, 2, freeze=("encoder",))
     with pytest.raises(HvqConfigError, match="freeze takes"):
-        _run(image_folder, 2, init_from=checkpoint, freeze=("decoder",))
-    tuned = train(_run(image_folder, 3, init_from=checkpoint, freeze=("encoder", "codebook")), tmp_path / "tuned")
+        _run(noise_folder, 2, init_from=checkpoint, freeze=("decoder",))
+    tuned = train(_run(noise_folder, 3, init_from=checkpoint, freeze=("encoder", "codebook")), tmp_path / "tuned")
     before, after = base.state_dict(), tuned.state_dict()
     for name in before:
         if name.startswith(("encoder.", "codebook.")):
@@ -206,16 +196,16 @@ def test_depths_fine_tune_onto_a_trained_model_with_encoder_and_codebook_frozen(
     base.eval(), tuned.eval()
     assert all(torch.equal(base.encode(x)[f], tuned.encode(x)[f]) for f in (4, 8, 16))  # depth-1 codes kept
     with pytest.raises(HvqModelError, match="differs"):
-        train(_run(image_folder, 1, model=replace(DEPTHS, code_dim=4), init_from=checkpoint), tmp_path / "other")
+        train(_run(noise_folder, 1, model=replace(DEPTHS, code_dim=4), init_from=checkpoint), tmp_path / "other")
     state = load_training_state(tmp_path / "tuned" / "checkpoint.pt")
     assert json.loads(state["train_config"])["freeze"] == ["codebook", "encoder"]
 
 
-def test_hvq_train_sets_depths_and_freezing_from_the_command_line(image_folder, tmp_path):
+def test_hvq_train_sets_depths_and_freezing_from_the_command_line(noise_folder, tmp_path):
     from hvq.cli.main import main as cli
 
     runner = CliRunner()
-    common = ["--data", str(image_folder), "--crop", "32", "--batch-size", "2", "--steps", "1", "--threads", "1",
+    common = ["--data", str(noise_folder), "--crop", "32", "--batch-size", "2", "--steps", "1", "--threads", "1",
               "--workers", "0", "--codebook-size", "16", "--code-dim", "8"]
     model = tmp_path / "model.json"
     model.write_text(ModelConfig(**TINY).to_json())

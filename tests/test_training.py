@@ -22,16 +22,6 @@ from hvq.codec.train.config import TrainConfig, lr_at
 from hvq.codec.train.loop import load_training_state, train
 
 
-@pytest.fixture
-def image_folder(tmp_path):
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (56, 72, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    return folder
-
-
 def _config(folder, steps, **changes):
     settings = dict(crop=32, batch_size=2, warmup_steps=2, log_every=1, checkpoint_every=2, threads=1, workers=0)
     return TrainConfig(data=(str(folder),), model=ModelConfig(**TINY), steps=steps, **{**settings, **changes})
@@ -43,27 +33,27 @@ def _same_weights(a: dict, b: dict) -> None:
         assert torch.equal(a[name], b[name]), name
 
 
-def test_resumed_run_matches_an_uninterrupted_one(image_folder, tmp_path):
-    whole = train(_config(image_folder, 4, usage_weight=0.1), tmp_path / "whole")
-    train(_config(image_folder, 2, usage_weight=0.1), tmp_path / "split")  # as if killed after its checkpoint
-    resumed = train(_config(image_folder, 4, usage_weight=0.1), tmp_path / "split", resume=True)
+def test_resumed_run_matches_an_uninterrupted_one(noise_folder, tmp_path):
+    whole = train(_config(noise_folder, 4, usage_weight=0.1), tmp_path / "whole")
+    train(_config(noise_folder, 2, usage_weight=0.1), tmp_path / "split")  # as if killed after its checkpoint
+    resumed = train(_config(noise_folder, 4, usage_weight=0.1), tmp_path / "split", resume=True)
     _same_weights(whole.state_dict(), resumed.state_dict())
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
 
 
-def test_data_loading_workers_do_not_change_the_run(image_folder, tmp_path):
-    inline = train(_config(image_folder, 3), tmp_path / "inline")
-    workers = train(_config(image_folder, 3, workers=2), tmp_path / "workers")
+def test_data_loading_workers_do_not_change_the_run(noise_folder, tmp_path):
+    inline = train(_config(noise_folder, 3), tmp_path / "inline")
+    workers = train(_config(noise_folder, 3, workers=2), tmp_path / "workers")
     _same_weights(inline.state_dict(), workers.state_dict())
 
 
-def test_a_killed_run_resumes_exactly(image_folder, tmp_path):
+def test_a_killed_run_resumes_exactly(noise_folder, tmp_path):
     """SIGKILL `hvq train` mid-run, resume it, and end where an uninterrupted run ends."""
     steps = 400
     (tmp_path / "tiny.json").write_text(ModelConfig(**TINY).to_json())
     run_dir = tmp_path / "killed"
-    command = [sys.executable, "-m", "hvq.cli.main", "train", "--data", str(image_folder), "-o", str(run_dir),
+    command = [sys.executable, "-m", "hvq.cli.main", "train", "--data", str(noise_folder), "-o", str(run_dir),
                "--model-config", str(tmp_path / "tiny.json"), "--steps", str(steps), "--crop", "32",
                "--batch-size", "2", "--warmup-steps", "2", "--checkpoint-every", "5", "--log-every", "1",
                "--threads", "1", "--workers", "0"]
@@ -81,18 +71,18 @@ def test_a_killed_run_resumes_exactly(image_folder, tmp_path):
     result = subprocess.run(command[:4] + ["-o", str(run_dir), "--resume", "--workers", "0"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    reference = train(_config(image_folder, steps, checkpoint_every=5, log_every=1), tmp_path / "reference")
+    reference = train(_config(noise_folder, steps, checkpoint_every=5, log_every=1), tmp_path / "reference")
     _same_weights(reference.state_dict(), load_training_state(checkpoint)["model"])
     logged = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert logged == list(range(1, steps + 1))  # lines after the checkpoint were dropped, then rewritten
 
 
-def test_two_gloo_processes_train_under_torchrun(image_folder, tmp_path):
+def test_two_gloo_processes_train_under_torchrun(noise_folder, tmp_path):
     """`torchrun --nproc-per-node 2` runs DistributedDataParallel over gloo on the CPU."""
     (tmp_path / "tiny.json").write_text(ModelConfig(**TINY).to_json())
     run_dir = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "hvq.cli.main", "train", "--data", str(image_folder), "-o", str(run_dir),
+               "-m", "hvq.cli.main", "train", "--data", str(noise_folder), "-o", str(run_dir),
                "--model-config", str(tmp_path / "tiny.json"), "--steps", "4", "--crop", "32", "--batch-size", "2",
                "--checkpoint-every", "2", "--log-every", "1", "--threads", "1", "--workers", "0", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -103,14 +93,14 @@ def test_two_gloo_processes_train_under_torchrun(image_folder, tmp_path):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]  # rank 0 alone writes the log
     assert all(r["world_size"] == 2 for r in records)
-    single = train(_config(image_folder, 4), tmp_path / "single")
+    single = train(_config(noise_folder, 4), tmp_path / "single")
     # Two ranks see twice the crops: the weights differ from a one-process run of the same recipe.
     assert not torch.equal(single.state_dict()["encoder.heads.0.1.weight"], state["model"]["encoder.heads.0.1.weight"])
 
 
-def test_validation_logs_every_level_and_the_run_draws_its_curves(image_folder, tmp_path):
+def test_validation_logs_every_level_and_the_run_draws_its_curves(noise_folder, tmp_path):
     run_dir = tmp_path / "run"
-    train(_config(image_folder, 4, val_data=str(image_folder), val_every=2), run_dir)
+    train(_config(noise_folder, 4, val_data=str(noise_folder), val_every=2), run_dir)
     records = [json.loads(line) for line in (run_dir / "validation.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4]
     for f in (4, 8, 16):
@@ -123,8 +113,8 @@ def test_validation_logs_every_level_and_the_run_draws_its_curves(image_folder, 
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_config_round_trip_checks_and_schedule(image_folder):
-    config = _config(image_folder, 100, crop=48, ms_ssim_weight=0.5, l1_weight=1.0)
+def test_config_round_trip_checks_and_schedule(noise_folder):
+    config = _config(noise_folder, 100, crop=48, ms_ssim_weight=0.5, l1_weight=1.0)
     assert TrainConfig.from_json(config.to_json()) == config
     assert lr_at(config, 0) == pytest.approx(config.lr / 2)
     assert lr_at(config, 2) == pytest.approx(config.lr)
@@ -145,16 +135,16 @@ def test_config_round_trip_checks_and_schedule(image_folder):
             TrainConfig.from_json(text)
 
 
-def test_every_loss_term_trains(image_folder, tmp_path):
-    config = _config(image_folder, 2, crop=48, mse_weight=0.5, l1_weight=0.5, ms_ssim_weight=0.5, usage_weight=0.1)
+def test_every_loss_term_trains(noise_folder, tmp_path):
+    config = _config(noise_folder, 2, crop=48, mse_weight=0.5, l1_weight=0.5, ms_ssim_weight=0.5, usage_weight=0.1)
     train(config, tmp_path / "run")
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert all(0 < record[f"ms_ssim_{f}"] <= 1 and record[f"l1_{f}"] > 0 for f in (4, 8, 16))
 
 
-def test_init_from_starts_from_a_checkpoints_weights(image_folder, tmp_path):
-    base = train(_config(image_folder, 2), tmp_path / "base")
-    config = _config(image_folder, 1, init_from=str(tmp_path / "base" / "checkpoint.pt"), lr=1e-12, warmup_steps=0)
+def test_init_from_starts_from_a_checkpoints_weights(noise_folder, tmp_path):
+    base = train(_config(noise_folder, 2), tmp_path / "base")
+    config = _config(noise_folder, 1, init_from=str(tmp_path / "base" / "checkpoint.pt"), lr=1e-12, warmup_steps=0)
     tuned = train(config, tmp_path / "tuned")
     decoder = "decoders.4.net.0.weight"
     assert torch.allclose(base.state_dict()[decoder], tuned.state_dict()[decoder], atol=1e-6)
@@ -163,19 +153,19 @@ def test_init_from_starts_from_a_checkpoints_weights(image_folder, tmp_path):
         train(other, tmp_path / "other")
 
 
-def test_export_writes_a_model_that_round_trips(image_folder, tmp_path):
+def test_export_writes_a_model_that_round_trips(noise_folder, tmp_path):
     from hvq.codec.fit.export import export_checkpoint
     from hvq.codec.runtime.pipeline import Codec
 
-    train(_config(image_folder, 2), tmp_path / "run")
-    report = export_checkpoint(tmp_path / "run" / "checkpoint.pt", [str(image_folder)], tmp_path / "m.safetensors")
+    train(_config(noise_folder, 2), tmp_path / "run")
+    report = export_checkpoint(tmp_path / "run" / "checkpoint.pt", [str(noise_folder)], tmp_path / "m.safetensors")
     codec = Codec.for_model(tmp_path / "m.safetensors")
     assert codec.model.fingerprint == report.fingerprint and report.images == 3
     usage = report.usage
     assert all(0 < u <= 1 for u in usage.levels.values())
     assert usage.every_level <= min(usage.levels.values()) <= max(usage.levels.values()) <= usage.all_levels
     assert all(codec.model.prior.table(f).min() >= 1 for f in (4, 8, 16))
-    image = Image.open(next(image_folder.iterdir()))
+    image = Image.open(next(noise_folder.iterdir()))
     assert codec.decompress(codec.compress(image)).size == image.size
 
 
@@ -233,7 +223,7 @@ def test_training_reads_folders_as_the_codec_does(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["train", "export"])
-def test_an_internal_error_is_a_traceback_not_a_user_error(command, image_folder, tmp_path, monkeypatch):
+def test_an_internal_error_is_a_traceback_not_a_user_error(command, noise_folder, tmp_path, monkeypatch):
     """A bug (here a ValueError from inside the library) is not dressed as a one-line "Error:" message."""
     from click.testing import CliRunner
 
@@ -248,11 +238,11 @@ def test_an_internal_error_is_a_traceback_not_a_user_error(command, image_folder
     checkpoint.write_bytes(b"")
     if command == "train":
         monkeypatch.setattr(hvq.codec.train.loop, "train", bug)
-        args = ["train", "--data", str(image_folder), "-o", str(tmp_path / "run"), "--steps", "1"]
+        args = ["train", "--data", str(noise_folder), "-o", str(tmp_path / "run"), "--steps", "1"]
     else:
         monkeypatch.setattr(hvq.codec.train.loop, "load_training_state", lambda path: {"train_config": "{}"})
         monkeypatch.setattr(hvq.codec.fit.export, "export_checkpoint", bug)
-        args = ["export", str(checkpoint), "--data", str(image_folder), "-o", str(tmp_path / "m.safetensors")]
+        args = ["export", str(checkpoint), "--data", str(noise_folder), "-o", str(tmp_path / "m.safetensors")]
     result = CliRunner().invoke(main, args)
     assert isinstance(result.exception, ValueError) and str(result.exception) == "an internal invariant broke"
     assert "Error:" not in result.output

@@ -471,6 +471,15 @@ def _context_rows(cells, parent, grid, parts, k, spatial: bool, same_grid: bool 
     return frequencies(scores, k)
 
 
+def _start_decoding(level: Level):
+    """A level's range decoder, its empty grid, and its cells in checkerboard order: anchors, then the others."""
+    words = list(struct.unpack(f">{len(level.payload) // 4}I", level.payload))
+    gh, gw = level.grid
+    anchors = [(r, c) for r in range(gh) for c in range(gw) if (r + c) % 2 == 0]
+    others = [(r, c) for r in range(gh) for c in range(gw) if (r + c) % 2]
+    return RangeDecoder(words), np.zeros((gh, gw), dtype=np.int64), anchors, others
+
+
 def decode_level(file: File, factor: int, tables: Tables, decoded: dict | None = None, depth: int = 1) -> np.ndarray:
     """8.2-8.5: one level's (gh, gw) index grid at a depth, what it is coded given first, end rule and CRC checked."""
     decoded = {} if decoded is None else decoded
@@ -486,14 +495,10 @@ def decode_level(file: File, factor: int, tables: Tables, decoded: dict | None =
     if depth > 1:
         return _decode_depth(file, level, tables, decoded)
     k = len(tables.static[factor])  # = HEAD's K once check_model has passed
-    words = list(struct.unpack(f">{len(level.payload) // 4}I", level.payload))
-    decoder = RangeDecoder(words)
-    gh, gw = level.grid
-    grid = np.zeros((gh, gw), dtype=np.int64)
-    anchors = [(r, c) for r in range(gh) for c in range(gw) if (r + c) % 2 == 0]
-    others = [(r, c) for r in range(gh) for c in range(gw) if (r + c) % 2]
+    decoder, grid, anchors, others = _start_decoding(level)
     if level.coder == 1:
         left = quantised_cdf(tables.static[factor])
+        gh, gw = grid.shape
         for n in range(gh * gw):
             grid[n // gw, n % gw] = decoder.decode(left)
     else:
@@ -535,12 +540,7 @@ def _decode_depth(file: File, level: Level, tables: Tables, decoded: dict) -> np
         raise FormatError(f"level {factor}:{depth} is deeper than the model's depth prior")
     previous = decode_level(file, factor, tables, decoded, depth - 1)
     k = len(tables.static[factor])
-    words = list(struct.unpack(f">{len(level.payload) // 4}I", level.payload))
-    decoder = RangeDecoder(words)
-    gh, gw = level.grid
-    grid = np.zeros((gh, gw), dtype=np.int64)
-    anchors = [(r, c) for r in range(gh) for c in range(gw) if (r + c) % 2 == 0]
-    others = [(r, c) for r in range(gh) for c in range(gw) if (r + c) % 2]
+    decoder, grid, anchors, others = _start_decoding(level)
     for (r, c), left in zip(anchors, quantised_cdfs(_context_rows(anchors, previous, grid, parts, k, False, True))):
         grid[r, c] = decoder.decode(left)
     if others:
