@@ -214,12 +214,45 @@ def test_cli_unreachable_target_is_one_line_exit_1_and_no_file(tmp_path, photo, 
     assert not (tmp_path / "in.hvq").exists()
 
 
-def test_rate_control_refuses_a_model_with_depths_by_name(tmp_path, photo):
+def test_a_quality_on_a_model_with_depths_refines_after_the_chosen_depth_1(tmp_path, photo):
+    """-q chooses depth 1 for its bits; depths 2.. quantise what that choice leaves, so no refinement is stale."""
+    import torch
+    from conftest import make_tiny_model
+
+    from hvq.bitstream.levels import read_tokens
+    from hvq.codec.runtime.pipeline import Codec, load_pixels
+    from hvq.codec.runtime.tiling import encode_tiled
+
+    codec = Codec.for_model(make_tiny_model(tmp_path / "deep.safetensors", context=True, depths=((4, 3),)))
+    data = codec.compress(photo, quality=20)
+    tokens = read_tokens(parse(data), (16, 8, 4), codec.model.prior)
+    assert tokens.depths == {16: 1, 8: 1, 4: 3} and parse(data).header.version == 3
+    # depth 1 is the rate-controlled choice, the same as with depth 1 alone at the same quality
+    alone = read_tokens(parse(codec.compress(photo, quality=20, levels="16,8,4:1")), (16, 8, 4), codec.model.prior)
+    assert np.array_equal(tokens.grid(4), alone.grid(4))
+    # the refinements are the residual quantiser's, given that depth 1
+    with torch.inference_mode():
+        stacks = encode_tiled(codec.model.net, load_pixels(photo), codec.tile, depths=True, first={4: tokens.grid(4)})
+    assert np.array_equal(tokens.refinements[4], stacks[4][1:])
+    nearest = read_tokens(parse(codec.compress(photo)), (16, 8, 4), codec.model.prior)
+    if not np.array_equal(tokens.grid(4), nearest.grid(4)):  # then the refinements differ from the plain file's
+        assert not np.array_equal(tokens.refinements[4], nearest.refinements[4])
+    for depth in (1, 2, 3):
+        assert codec.decompress(data, level=4, depth=depth).size == photo.size
+    # the rate chunk names the setting, as for any rate-controlled file
+    assert inspect_file(data).rate_control == "quality 20"
+
+
+def test_a_target_on_a_model_with_depths_is_refused_by_name_unless_depth_1_is_asked(tmp_path, photo):
     from conftest import make_tiny_model
 
     from hvq.codec.runtime.pipeline import Codec
 
     codec = Codec.for_model(make_tiny_model(tmp_path / "deep.safetensors", context=True, depths=((4, 2),)))
-    with pytest.raises(HvqRateError, match="level 4 of this model has refinement depths"):
-        codec.compress(photo, quality=50)
+    with pytest.raises(HvqRateError, match=r"level 4:2 is asked for; use --quality, or depth 1 alone \(--levels 16,8,4:1\)"):
+        codec.compress(photo, target_bpp=0.5)
+    try:
+        codec.compress(photo, target_bpp=0.5, levels="16,8,4:1")  # depth 1 alone: an ordinary target search
+    except HvqTargetError:
+        pass  # out of reach on a random model is an answer too; what matters is that depths did not refuse it
     assert codec.compress(photo)  # the plain path still codes every depth

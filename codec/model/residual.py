@@ -76,15 +76,22 @@ class ResidualDepths(nn.Module):
         self.register_buffer("gains", torch.ones(depth))  # reconstruction gains g_1 .. g_D; g_1 stays 1
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
 
-    def quantize(self, codebook: SharedCodebook, z: torch.Tensor, stochastic: bool | None = None) -> DepthCodes:
+    def quantize(self, codebook: SharedCodebook, z: torch.Tensor, stochastic: bool | None = None,
+                 first: torch.Tensor | None = None) -> DepthCodes:
         """Every depth of latents z (B, C, h, w), as the codebook compares them.
 
         In training each depth's scale follows its EMA before its look-up (from
         the residual the depths before it left) and its gain after (from the
         codewords chosen); ``stochastic`` is passed to
-        ``SharedCodebook.quantize`` (True: RSQ's draws).
+        ``SharedCodebook.quantize`` (True: RSQ's draws).  ``first`` (B, h, w)
+        gives depth 1's indices instead of the nearest codewords (rate control
+        chooses them for their bits), and the refinements quantise what that
+        choice leaves of the latent.
         """
-        indices, codeword = codebook.quantize(z, stochastic)
+        if first is None:
+            indices, codeword = codebook.quantize(z, stochastic)
+        else:
+            indices, codeword = first, codebook.lookup(first)
         all_indices, vectors, codewords = [indices], [z], [codeword]
         residual = z - codeword
         centre = codebook_centre(codebook)

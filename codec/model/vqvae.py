@@ -188,10 +188,10 @@ class HierarchicalVQVAE(nn.Module):
                                       None if codes is None else codes.indices, drawn))
         return ForwardOutput(tuple(levels), total)
 
-    def _quantize_depths(self, factor: int, z: torch.Tensor):
-        """Every depth of level ``factor``'s latent z (B, C, h, w): a ``DepthCodes``."""
+    def _quantize_depths(self, factor: int, z: torch.Tensor, first: torch.Tensor | None = None):
+        """Every depth of level ``factor``'s latent z (B, C, h, w): a ``DepthCodes`` (depth 1 ``first`` if given)."""
         stochastic = True if self.config.residual_quantiser == "rsq" else None  # rsq draws at every depth
-        return self.residuals[str(factor)].quantize(self.codebook_of(factor), z, stochastic)
+        return self.residuals[str(factor)].quantize(self.codebook_of(factor), z, stochastic, first)
 
     def depth_of(self, factor: int) -> int:
         """How many depths level ``factor`` has: 1 + the refinements ``decode`` takes."""
@@ -204,16 +204,20 @@ class HierarchicalVQVAE(nn.Module):
         return {f: self.codebook_of(f).quantize(z)[0] for f, z in zip(self.config.factors, latents)}
 
     @torch.no_grad()
-    def encode_depths(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+    def encode_depths(self, x: torch.Tensor, first: dict[int, torch.Tensor] | None = None) -> dict[int, torch.Tensor]:
         """Every depth's indices of every level: x -> {factor: (B, D_f, H/f, W/f) int64}, depth 1 first.
 
         ``[:, 0]`` is ``encode(x)[f]``; a level without depths has D_f = 1.
+        ``first`` ({factor: (B, H/f, W/f)}, for levels with depths) fixes depth
+        1 to indices chosen elsewhere (rate control), and the refinements are
+        quantised after them.
         """
         latents = self._latents(x)
+        first = first or {}
         out = {}
         for f, z in zip(self.config.factors, latents):
             if self.depth_of(f) > 1:
-                out[f] = self._quantize_depths(f, z).indices
+                out[f] = self._quantize_depths(f, z, first.get(f)).indices
             else:
                 out[f] = self.codebook_of(f).quantize(z)[0][:, None]
         return out

@@ -126,12 +126,15 @@ class Codec:
 
     def _compress_rate_controlled(self, image, levels, setting: RateSetting) -> bytes:
         """Rate control's choice of indices between the encoder and the entropy coder."""
-        chosen = self.check_levels(levels)
-        deep = [f for f in chosen if self.model.net.depth_of(f) > 1]
-        if deep:  # rather than silently leave out the refinements the plain file would hold
+        depths = self.check_selection(levels)  # {factor: depth}
+        chosen = tuple(depths)
+        deep = {f: d for f, d in depths.items() if d > 1}
+        if deep and setting.mode != "quality":  # rather than silently leave out refinements the file would hold
+            f, d = next(iter(deep.items()))
+            depth_one = ",".join(f"{g}:1" if g in deep else str(g) for g in chosen)
             raise rate_control.HvqRateError(
-                f"rate control chooses depth-1 indices only, and level {deep[0]} of this model has refinement "
-                "depths; compress without a quality or target")
+                f"a target search does not choose refinement depths yet, and level {f}:{d} is asked for; "
+                f"use --quality, or depth 1 alone (--levels {depth_one})")
         pixels = load_pixels(image)  # (H, W, 3) uint8, as tokenize loads it
         height, width = pixels.shape[:2]
         net, prior = self.model.net, self.model.prior
@@ -157,8 +160,12 @@ class Codec:
             return refine
 
         def write(grids, factors, s=None) -> bytes:
+            refinements = {}
+            if deep:  # depths 2.. quantise what the chosen depth 1 leaves of the latent
+                stacks = encode_tiled(net, pixels, self.tile, depths=True, first={f: grids[f] for f in deep})
+                refinements = {f: stacks[f][1:d] for f, d in deep.items()}
             tokens = Tokens({f: grids[f] for f in factors}, width, height, self.model.fingerprint,
-                            self.model.config.max_factor, self.model.config.codebook_size)
+                            self.model.config.max_factor, self.model.config.codebook_size, refinements)
             ancillary = () if s is None else ((RATE_CHUNK, encode_setting(s)),)
             return write_tokens(tokens, prior, ancillary)
 

@@ -82,14 +82,17 @@ def check_tile(tile: int, multiple: int) -> int:
 
 
 @torch.inference_mode()  # no autograd bookkeeping at all (the nets' no_grad still records versions)
-def encode_tiled(net, image: np.ndarray, tile: int = DEFAULT_TILE, depths: bool = False) -> dict[int, np.ndarray]:
+def encode_tiled(net, image: np.ndarray, tile: int = DEFAULT_TILE, depths: bool = False,
+                 first: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
     """Index grids of every level for a uint8 (H, W, 3) image, one window at a time.
 
     The image is padded here to the coarsest grid (``pad_to_multiple``), as
     ``decode_tiled`` crops it back: pad and crop sit side by side.  With
     ``depths``, every depth of every level (``net.encode_depths``): {factor:
     (D_f, H'/f, W'/f)}, depth 1 first; a residual quantiser works cell by
-    cell, so its depths tile like the grids.
+    cell, so its depths tile like the grids.  ``first`` ({factor: (H'/f,
+    W'/f) grid}, with ``depths``) fixes depth 1 of those levels to grids
+    chosen by rate control; their refinements quantise what it leaves.
     """
     m = net.config.max_factor
     check_tile(tile, m)
@@ -100,7 +103,9 @@ def encode_tiled(net, image: np.ndarray, tile: int = DEFAULT_TILE, depths: bool 
     for w in windows(height, width, tile, encoder_halo(m)):
         pixels = padded[w.win_top : w.win_bottom, w.win_left : w.win_right]
         x = to_tensor(pixels)
-        indices = net.encode_depths(x) if depths else {f: g[:, None] for f, g in net.encode(x).items()}
+        given = {f: torch.from_numpy(g[w.win_top // f : w.win_bottom // f, w.win_left // f : w.win_right // f]
+                                     .astype(np.int64))[None] for f, g in (first or {}).items()}
+        indices = net.encode_depths(x, given) if depths else {f: g[:, None] for f, g in net.encode(x).items()}
         for f, stack in stacks.items():
             inner = indices[f][0, :, (w.top - w.win_top) // f : (w.bottom - w.win_top) // f,
                                (w.left - w.win_left) // f : (w.right - w.win_left) // f]
