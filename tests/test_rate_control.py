@@ -243,16 +243,21 @@ def test_a_quality_on_a_model_with_depths_refines_after_the_chosen_depth_1(tmp_p
     assert inspect_file(data).rate_control == "quality 20"
 
 
-def test_a_target_on_a_model_with_depths_is_refused_by_name_unless_depth_1_is_asked(tmp_path, photo):
+def test_a_target_search_on_a_model_with_depths_tries_every_depth(tmp_path, photo):
+    """Without levels, the rungs are 16, 16+8, then 16+8+4 at depth 1, 2, 3: a target past depth 1 is met by depths."""
     from conftest import make_tiny_model
 
+    from hvq.bitstream.levels import read_tokens
     from hvq.codec.runtime.pipeline import Codec
 
-    codec = Codec.for_model(make_tiny_model(tmp_path / "deep.safetensors", context=True, depths=((4, 2),)))
-    with pytest.raises(HvqRateError, match=r"level 4:2 is asked for; use --quality, or depth 1 alone \(--levels 16,8,4:1\)"):
-        codec.compress(photo, target_bpp=0.5)
-    try:
-        codec.compress(photo, target_bpp=0.5, levels="16,8,4:1")  # depth 1 alone: an ordinary target search
-    except HvqTargetError:
-        pass  # out of reach on a random model is an answer too; what matters is that depths did not refuse it
+    codec = Codec.for_model(make_tiny_model(tmp_path / "deep.safetensors", context=True, depths=((4, 3),)))
+    bpp = lambda data: 8 * len(data) / (photo.size[0] * photo.size[1])  # noqa: E731
+    full = codec.compress(photo, quality=100)  # every depth: the top of the deepest rung
+    deepest = bpp(full)
+    data = codec.compress(photo, target_bpp=deepest)
+    assert abs(bpp(data) - deepest) <= 0.05 * deepest
+    assert read_tokens(parse(data), (16, 8, 4), codec.model.prior).depths[4] >= 2  # reached with refinements
+    # a rung's refinements quantise what its chosen depth 1 leaves, as with a quality
+    with pytest.raises(HvqTargetError, match="out of reach"):
+        codec.compress(photo, target_bpp=50 * deepest)
     assert codec.compress(photo)  # the plain path still codes every depth

@@ -129,18 +129,19 @@ class Codec:
         depths = self.check_selection(levels)  # {factor: depth}
         chosen = tuple(depths)
         deep = {f: d for f, d in depths.items() if d > 1}
-        if deep and setting.mode != "quality":  # rather than silently leave out refinements the file would hold
-            f, d = next(iter(deep.items()))
-            depth_one = ",".join(f"{g}:1" if g in deep else str(g) for g in chosen)
-            raise rate_control.HvqRateError(
-                f"a target search does not choose refinement depths yet, and level {f}:{d} is asked for; "
-                f"use --quality, or depth 1 alone (--levels {depth_one})")
         pixels = load_pixels(image)  # (H, W, 3) uint8, as tokenize loads it
         height, width = pixels.shape[:2]
         net, prior = self.model.net, self.model.prior
         candidates = candidates_tiled(net, pixels, DEFAULT_CANDIDATES, self.tile)  # padded as encode_tiled pads
-        # a free target search tries the coarsest level alone, then down to each finer one
-        level_sets = [chosen[: i + 1] for i in range(len(chosen))] if levels is None else [chosen]
+        # a free target search tries the coarsest level alone, then down to each finer one, and each
+        # finer one at every depth it has; given levels are one rung (with the depths asked for)
+        level_sets = [rate_control.Rung(chosen, deep)]
+        if levels is None:
+            level_sets = []
+            for i, finest in enumerate(chosen):
+                coarser = {g: d for g, d in deep.items() if g in chosen[:i]}
+                level_sets += [rate_control.Rung(chosen[: i + 1], coarser | ({finest: d} if d > 1 else {}))
+                               for d in range(1, depths[finest] + 1)]
         refined: dict[tuple, np.ndarray] = {}  # a level's grid depends on its quality, coder and parent only
 
         def refine_at(quality, factors):
@@ -159,11 +160,15 @@ class Codec:
 
             return refine
 
+        def refinements_of(grids, rung) -> dict[int, np.ndarray]:
+            """Depths 2.. of the rung's deep levels, quantising what the chosen depth 1 leaves of the latent."""
+            if not rung.depths:
+                return {}
+            stacks = encode_tiled(net, pixels, self.tile, depths=True, first={f: grids[f] for f in rung.depths})
+            return {f: stacks[f][1:d] for f, d in rung.depths.items()}
+
         def write(grids, factors, s=None) -> bytes:
-            refinements = {}
-            if deep:  # depths 2.. quantise what the chosen depth 1 leaves of the latent
-                stacks = encode_tiled(net, pixels, self.tile, depths=True, first={f: grids[f] for f in deep})
-                refinements = {f: stacks[f][1:d] for f, d in deep.items()}
+            refinements = refinements_of(grids, factors)
             tokens = Tokens({f: grids[f] for f in factors}, width, height, self.model.fingerprint,
                             self.model.config.max_factor, self.model.config.codebook_size, refinements)
             ancillary = () if s is None else ((RATE_CHUNK, encode_setting(s)),)
@@ -174,7 +179,9 @@ class Codec:
 
         def finest_psnr(grids, factors):
             f = factors[-1]
-            decoded = decode_tiled(net, grids[f], f, width, height, self.tile)
+            parents = {g: grids[g] for g in net.parents_needed(f) if g in grids}  # a top-down model's coarser codes
+            decoded = decode_tiled(net, grids[f], f, width, height, self.tile, parents or None,
+                                   refinements_of(grids, factors).get(f))
             mse = np.mean((decoded.astype(np.float64) - pixels) ** 2)
             return psnr_from_mse(mse, 255.0) if mse > 0 else 100.0  # finite for the search's bisection
 

@@ -4,8 +4,12 @@
 
     quality Q  -> lambda per level (lambdas_for) -> rdoq.choose_indices (latent distance)
                -> mu (mu_for) -> pixel_rdoq.refine per level (pixel error through the decoder)
-    target-bpp -> for each set of levels: bisect Q until the file's size is within 5% of the target
+    target-bpp -> for each set of levels (``Rung``): bisect Q until the file's size is within 5% of the target
     target-psnr-> the smallest set of levels that reaches it; bisect Q until PSNR is within 0.1 dB
+
+A model with refinement depths gives a set of levels per depth of its finest
+level (16+8+4 at depth 1, 2, ...): Q chooses depth 1, and the depths after
+it quantise what that choice leaves of the latent (``encode_tiled(first=)``).
 
 No setting is the nearest codewords (today's files, byte for byte, and the
 fast path).  Q = 100 is lambda 0 and mu 0: the nearest codewords refined for
@@ -108,6 +112,28 @@ def _number(value, name: str) -> float:
     return v
 
 
+class Rung(tuple):
+    """One set of levels a search tries, coarse first, with how deep each level with refinements is stored.
+
+    It is the tuple of factors that ``rdoq.choose_indices`` and the search
+    treat as a set of levels; ``depths`` ({factor: depth >= 2}) is what the
+    trial's file stores beyond depth 1, so a model with refinement depths
+    gives the search one rung per depth of its finest level.
+    """
+
+    depths: dict
+
+    def __new__(cls, factors, depths=None):
+        rung = super().__new__(cls, factors)
+        rung.depths = dict(depths or {})
+        return rung
+
+    @property
+    def name(self) -> str:
+        """"16,8,4:2": the levels, each with its depth where it has refinements (``--levels`` syntax)."""
+        return ",".join(f"{f}:{self.depths[f]}" if f in self.depths else str(f) for f in self)
+
+
 @dataclass(frozen=True)
 class Choice:
     """What rate control settled on: the levels to store, their grids, and the setting to record."""
@@ -189,7 +215,8 @@ def _search(setting: RateSetting, level_sets, trial, tolerance: float, bigger_fi
             if good(found.value):
                 return Choice(factors, found.grids, _setting(setting, found))
     nearest = min((v for _, lo, hi in reach for v in (lo, hi)), key=lambda v: abs(v - target))
-    ranges = ", ".join(f"{lo:.{digits}f}-{hi:.{digits}f}" for _, lo, hi in sorted(reach, key=lambda r: len(r[0])))
+    coarse_first = sorted(reach, key=lambda r: (len(r[0]), sorted(getattr(r[0], "depths", {}).items())))
+    ranges = ", ".join(f"{lo:.{digits}f}-{hi:.{digits}f}" for _, lo, hi in coarse_first)
     mode = "bpp" if unit == "bpp" else "dB"
     raise HvqTargetError(
         f"target {target:g} {mode} is out of reach: this image's {span} {ranges} {unit}; "
