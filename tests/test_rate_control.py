@@ -261,3 +261,22 @@ def test_a_target_search_on_a_model_with_depths_tries_every_depth(tmp_path, phot
     with pytest.raises(HvqTargetError, match="out of reach"):
         codec.compress(photo, target_bpp=50 * deepest)
     assert codec.compress(photo)  # the plain path still codes every depth
+
+
+def test_a_psnr_target_on_a_top_down_model_decodes_with_the_coarser_codes(tmp_path, photo):
+    """A top-down decoder reads the coarser levels: the search's PSNR trial must pass them (it raised before)."""
+    from conftest import make_tiny_model
+
+    from hvq.codec.runtime.pipeline import Codec
+
+    codec = Codec.for_model(make_tiny_model(tmp_path / "td.safetensors", context=True, topdown=True))
+    reference = np.asarray(photo.convert("RGB"), dtype=np.float64)
+    plain = np.asarray(codec.decompress(codec.compress(photo)), dtype=np.float64)
+    target = 10 * np.log10(255**2 / np.mean((plain - reference) ** 2))
+    try:
+        data = codec.compress(photo, target_psnr=round(target, 2))
+    except HvqTargetError as exc:  # out of reach is an answer; a ValueError from the decoder is not
+        assert "out of reach" in str(exc)
+    else:
+        got = np.asarray(codec.decompress(data), dtype=np.float64)
+        assert abs(10 * np.log10(255**2 / np.mean((got - reference) ** 2)) - target) <= 0.1 + 1e-6
