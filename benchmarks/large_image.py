@@ -35,6 +35,7 @@ import click
 import numpy as np
 from PIL import Image
 
+from hvq.benchmarks.reports import write_report
 from hvq.evaluation.metrics import psnr
 
 SIDE = 4096
@@ -180,10 +181,7 @@ def main(kodak, tiles, decode_levels, output, child_args):
         compare(results, Path(tmp))
     table = markdown(results)
     click.echo(table)
-    if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps({"image": "4096x4096 Kodak mosaic", "results": results}, indent=2) + "\n")
-        output.with_suffix(".md").write_text(table + "\n")
+    write_report(output, {"image": "4096x4096 Kodak mosaic", "results": results}, table)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ each command: "cold" is the process, not the disk.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -34,6 +33,8 @@ import time
 from pathlib import Path
 
 import click
+
+from hvq.benchmarks.reports import machine, write_report
 
 THREAD_LIMITS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -144,16 +145,13 @@ def main(image, runs, befores, output):
     report = measure(image.resolve(), variants, runs)
     report.update(
         image=f"{image.name} ({image.stat().st_size // 1024} KB)",
-        machine=f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
+        machine=machine(),
         torch=torch_version(None),
         python=platform.python_version(),
     )
     table = markdown(report)
     click.echo(table)
-    if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(report, indent=2) + "\n")
-        output.with_suffix(".md").write_text(table + "\n")
+    write_report(output, report, table)
 
 
 if __name__ == "__main__":

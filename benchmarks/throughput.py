@@ -18,9 +18,7 @@ cwebp its default (``-q 75``); avifenc speed 6 (its default) with quantizers 24-
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -32,6 +30,7 @@ from pathlib import Path
 
 import click
 
+from hvq.benchmarks.reports import machine, write_report
 from hvq.benchmarks.startup import child_env
 
 
@@ -155,14 +154,11 @@ def main(dataset, threads, repeats, output):
     report = {
         "dataset": str(dataset), "images": len(images), "rows": rows, "load_before": load_before,
         "load_after": os.getloadavg(), "versions": tool_versions(),
-        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
+        "machine": machine(),
     }
     table = markdown(report)
     click.echo(table)
-    if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(report, indent=2) + "\n")
-        output.with_suffix(".md").write_text(table + "\n")
+    write_report(output, report, table)
 
 
 if __name__ == "__main__":
