@@ -160,12 +160,21 @@ class Codec:
 
             return refine
 
+        depth_stacks: dict[tuple, dict[int, np.ndarray]] = {}  # every depth, per choice of depth 1
+
         def refinements_of(grids, rung) -> dict[int, np.ndarray]:
-            """Depths 2.. of the rung's deep levels, quantising what the chosen depth 1 leaves of the latent."""
+            """Depths 2.. of the rung's deep levels, quantising what the chosen depth 1 leaves of the latent.
+
+            Rungs that differ only in depth share their depth-1 grids, so one
+            encoder pass per choice of depth 1 serves them all (and the final write).
+            """
             if not rung.depths:
                 return {}
-            stacks = encode_tiled(net, pixels, self.tile, depths=True, first={f: grids[f] for f in rung.depths})
-            return {f: stacks[f][1:d] for f, d in rung.depths.items()}
+            first = {f: grids[f] for f in sorted(rung.depths)}
+            key = tuple((f, g.tobytes()) for f, g in first.items())
+            if key not in depth_stacks:
+                depth_stacks[key] = encode_tiled(net, pixels, self.tile, depths=True, first=first)
+            return {f: depth_stacks[key][f][1:d] for f, d in rung.depths.items()}
 
         def write(grids, factors, s=None) -> bytes:
             refinements = refinements_of(grids, factors)
