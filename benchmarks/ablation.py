@@ -154,6 +154,23 @@ def centre_crop(image: np.ndarray, side: int) -> np.ndarray:
     return image[top : top + side, left : left + side]
 
 
+def prepare_study(preset, out: Path, runs: Path, train_data: Path | None, eval_data: Path | None):
+    """A study's folders, made, and its data: (out, runs, training folder, scoring folder).
+
+    The data default to ``../shared``'s training images and Kodak (``SHARED``,
+    looked up at call time: tests point it elsewhere); a preset that scores on
+    Kodak is refused without them.  Shared by the ablation and the design study.
+    """
+    out, runs = out.resolve(), runs.resolve()
+    train_data = train_data or _existing(SHARED / "datasets" / "train")
+    eval_data = eval_data or _existing(SHARED / "datasets" / "kodak")
+    if preset.train_images == 0 and eval_data is None:
+        raise click.UsageError("this preset scores on Kodak: pass --eval-data (or provide ../shared)")
+    out.mkdir(parents=True, exist_ok=True)
+    runs.mkdir(parents=True, exist_ok=True)
+    return out, runs, training_folder(preset, train_data, runs), eval_data
+
+
 def training_folder(preset: Preset, data: Path | None, runs: Path) -> Path:
     """The folder to train on: ``data`` as is, or (for small presets) a few centre crops of it written under ``runs``.
 
@@ -431,15 +448,8 @@ def render(preset_name: str, results: dict, machine: dict, out: Path, seed: int,
 def main(preset_name, out, runs, train_data, eval_data, jobs, threads, seed, only):
     """Train and score every variant of the ablation, resuming what an earlier run left, and render the tables."""
     preset = PRESETS[preset_name]
-    runs = (runs or REPO / "runs" / (f"ablation-{preset_name}" + (f"-seed{seed}" if seed else ""))).resolve()
-    out = out.resolve()
-    train_data = train_data or _existing(SHARED / "datasets" / "train")
-    eval_data = eval_data or _existing(SHARED / "datasets" / "kodak")
-    if preset.train_images == 0 and eval_data is None:
-        raise click.UsageError("this preset scores on Kodak: pass --eval-data (or provide ../shared)")
-    out.mkdir(parents=True, exist_ok=True)
-    runs.mkdir(parents=True, exist_ok=True)
-    data = training_folder(preset, train_data, runs)
+    runs = runs or REPO / "runs" / (f"ablation-{preset_name}" + (f"-seed{seed}" if seed else ""))
+    out, runs, data, eval_data = prepare_study(preset, out, runs, train_data, eval_data)
     machine = hardware(threads, jobs)
     chosen = [v for v in VARIANTS if not only or v.name in only]
     todo = [v for v in chosen if not (out / "variants" / f"{v.name}.json").exists()]

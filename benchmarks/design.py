@@ -56,8 +56,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hvq.benchmarks import ablation
-from hvq.benchmarks.ablation import centre_crop, hardware, synthetic_image, training_folder
+from hvq.benchmarks.ablation import centre_crop, hardware, prepare_study, synthetic_image
 from hvq.cli.output import write_atomic
 from hvq.codec.fit.context_prior import ContextFitConfig
 from hvq.codec.fit.export import export_checkpoint
@@ -655,15 +654,7 @@ def render(preset_name: str, results: dict, pending: list[str], machine: dict, o
 def main(preset_name, out, runs, train_data, eval_data, jobs, seed, only, render_only):
     """Train and score the candidates not scored yet (resuming interrupted ones), then render the tables."""
     preset = PRESETS[preset_name]
-    out, runs = out.resolve(), runs.resolve()
-    shared = ablation.SHARED  # looked up at run time: tests point it elsewhere
-    train_data = train_data or _existing(shared / "datasets" / "train")
-    eval_data = eval_data or _existing(shared / "datasets" / "kodak")
-    if preset.train_images == 0 and eval_data is None:
-        raise click.UsageError("this preset scores on Kodak: pass --eval-data (or provide ../shared)")
-    out.mkdir(parents=True, exist_ok=True)
-    runs.mkdir(parents=True, exist_ok=True)
-    data = training_folder(preset, train_data, runs)
+    out, runs, data, eval_data = prepare_study(preset, out, runs, train_data, eval_data)
     machine = hardware(1, jobs)
     chosen = [c.name for c in CANDIDATES if not only or c.name in only]
     todo = [] if render_only else [n for n in chosen if not (out / "candidates" / f"{n}.json").exists()]
@@ -711,10 +702,6 @@ def main(preset_name, out, runs, train_data, eval_data, jobs, seed, only, render
     click.echo(text)
     if failed:
         raise click.ClickException(f"candidate(s) failed: {', '.join(failed)} (their run folders are kept)")
-
-
-def _existing(path: Path) -> Path | None:
-    return path if path.is_dir() else None
 
 
 if __name__ == "__main__":
