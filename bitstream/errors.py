@@ -57,6 +57,10 @@ class HvqDataError(HvqError):
     """A data folder cannot be used: it is missing, holds no image, or none large enough."""
 
 
+class HvqTrainingError(HvqError):
+    """A training run cannot go on: its loss kept diverging after every rollback."""
+
+
 class HvqImageWarning(UserWarning):
     """Something of the input that hvq cannot keep (later frames, an unusable ICC profile).
 

@@ -62,6 +62,10 @@ _RECIPE = {
     "lr": ("lr", click.FloatRange(0, min_open=True), "Peak learning rate (Adam)."),
     "warmup_steps": ("warmup_steps", click.IntRange(0), "Linear warm-up steps."),
     "final_lr_fraction": ("final_lr_fraction", click.FloatRange(0, 1), "Cosine decay ends at lr x this."),
+    "grad_clip": ("grad_clip", click.FloatRange(0), "Clip each update's gradient norm to this (0: off)."),
+    "divergence_ratio": ("divergence_ratio", click.FloatRange(0),
+                         "Roll back to the last checkpoint at half the learning rate when a step's loss "
+                         "exceeds this x its running mean, or is not finite (0: only then)."),
     "mse": ("mse_weight", click.FloatRange(0), "Weight of the per-level MSE."),
     "l1": ("l1_weight", click.FloatRange(0), "Weight of the per-level L1 distance."),
     "ms_ssim": ("ms_ssim_weight", click.FloatRange(0), "Weight of the per-level 1 - MS-SSIM (pytorch-msssim)."),

@@ -19,6 +19,7 @@ CONFIG = "train_config.json"
 METRICS = "metrics.jsonl"
 VALIDATION = "validation.jsonl"
 CURVES = "curves.png"
+ROLLBACKS = "rollbacks.jsonl"
 
 # What --freeze may hold still while fine-tuning (hvq.codec.model.vqvae.HierarchicalVQVAE.freeze).
 FREEZABLE = ("encoder", "codebook")
@@ -49,6 +50,10 @@ class TrainConfig:
     lr: float = 1.5e-3
     warmup_steps: int = 200
     final_lr_fraction: float = 0.02  # cosine decay ends at lr * this
+    grad_clip: float = 0.0  # largest gradient norm an update may have (0: not clipped)
+    # A step whose loss is not finite, or above this x the running mean, rolls the run back to its
+    # last checkpoint at a lower learning rate (hvq.codec.train.guard); 0: only non-finite losses do.
+    divergence_ratio: float = 10.0
     # Loss weights, per level (see hvq.codec.train.objective).
     mse_weight: float = 1.0
     l1_weight: float = 0.0
@@ -85,6 +90,8 @@ class TrainConfig:
         weights = (self.mse_weight, self.l1_weight, self.ms_ssim_weight, self.usage_weight)
         if min(weights) < 0 or not any(weights[:3]):
             raise HvqConfigError("loss weights must be >= 0, with at least one of MSE, L1 and MS-SSIM > 0")
+        if self.grad_clip < 0 or self.divergence_ratio < 0 or 0 < self.divergence_ratio <= 1:
+            raise HvqConfigError("grad_clip must be >= 0, divergence_ratio 0 (off) or > 1")
         if self.batch_size < 1 or self.steps < 1 or self.warmup_steps < 0:
             raise HvqConfigError("batch_size and steps must be >= 1, warmup_steps >= 0")
 

@@ -6,6 +6,7 @@ A run lives in a folder::
     checkpoint.pt       weights, codebook state, optimiser, step, index counts (atomic)
     metrics.jsonl       one line per logged training step
     validation.jsonl    one line per validation pass (when val_data is set)
+    rollbacks.jsonl     one line per rollback of a diverging run (hvq.codec.train.guard)
     curves.png          the curves, drawn when the run reaches its last step
 
 Everything random is a pure function of ``(seed, step, rank)``: the crops of
@@ -19,7 +20,9 @@ over ranks, and rank 0 alone writes the run folder.
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 import time
 from dataclasses import replace
@@ -32,9 +35,10 @@ from hvq.bitstream.errors import HvqModelError
 from hvq.codec.model.config import ModelConfig
 from hvq.codec.model.vqvae import HierarchicalVQVAE
 from hvq.codec.runtime.distortion import psnr_from_mse
-from hvq.codec.train.config import CHECKPOINT, CONFIG, METRICS, VALIDATION, TrainConfig, lr_at
+from hvq.codec.train.config import CHECKPOINT, CONFIG, METRICS, ROLLBACKS, VALIDATION, TrainConfig, lr_at
 from hvq.codec.train.data import CropSampler, list_images, step_batches
 from hvq.codec.train.distributed import Placement, check_in_sync, join, leave
+from hvq.codec.train.guard import LR_BACKOFF, MAX_ROLLBACKS, LossWatch, any_rank, give_up, snapshot
 from hvq.codec.train.objective import objective
 from hvq.codec.train.records import DepthStep, LevelStep, StepRecord
 from hvq.codec.train.validation import load_validation_images, perplexity, validate
@@ -83,6 +87,10 @@ class _Run:
         self.model = HierarchicalVQVAE(config.model).to(placement.device)
         self.optimiser = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.step = 0
+        # The divergence guard: the learning rate's scale after rollbacks, their count, the loss's running mean.
+        self.lr_scale = 1.0
+        self.rollbacks = 0
+        self.watch = LossWatch(ratio=config.divergence_ratio)
         size = config.model.codebook_size
         # Index counts since the last validation: the training-set usage and the prior for bits/index.
         self.val_counts = {f: np.zeros(size, dtype=np.int64) for f in config.model.factors}
@@ -92,6 +100,7 @@ class _Run:
         elif config.init_from:
             self._load_weights(config.init_from, other_depths=True)
         self.model.freeze(config.freeze)
+        self.remember()
 
     def _load_weights(self, path: str | Path, other_depths: bool = False) -> dict:
         """Load a checkpoint's weights into the model (its config must be this run's); returns the checkpoint.
@@ -124,6 +133,29 @@ class _Run:
         self.step = int(state["step"])
         for f, counts in state.get("val_counts", {}).items():
             self.val_counts[int(f)] = counts.numpy().astype(np.int64)
+        guard = state.get("guard")  # absent from checkpoints older than the guard
+        if guard:
+            self.lr_scale = float(guard["lr_scale"])
+            self.rollbacks = int(guard["rollbacks"])
+            self.watch.load(guard["watch"])
+
+    def remember(self) -> None:
+        """Hold the state a rollback returns to: the one the checkpoint file has (or the start)."""
+        self.memory = {**snapshot(self.model, self.optimiser), "step": self.step, "watch": self.watch.state(),
+                       "val_counts": {f: c.copy() for f, c in self.val_counts.items()}}
+
+    def roll_back(self, loss: float) -> None:
+        """Return to the remembered state at a lower learning rate, or give up after MAX_ROLLBACKS."""
+        if self.rollbacks >= MAX_ROLLBACKS:
+            raise give_up(self.step + 1, loss, self.rollbacks, self.lr_scale)
+        self.rollbacks += 1
+        self.lr_scale *= LR_BACKOFF
+        memory = self.memory
+        self.model.load_state_dict(memory["model"])
+        self.optimiser.load_state_dict(copy.deepcopy(memory["optimiser"]))  # Adam steps in place otherwise
+        self.step = memory["step"]
+        self.watch.load(memory["watch"])
+        self.val_counts = {f: c.copy() for f, c in memory["val_counts"].items()}
 
     def save(self) -> None:
         _save_atomic(
@@ -135,6 +167,7 @@ class _Run:
                 "train_config": self.config.to_json(),
                 "world_size": self.placement.world_size,
                 "val_counts": {str(f): torch.from_numpy(c) for f, c in self.val_counts.items()},
+                "guard": {"lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "watch": self.watch.state()},
             },
             self.run_dir / CHECKPOINT,
         )
@@ -182,8 +215,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress, placement
     batches = step_batches(sampler, run.step, config.steps, config.batch_size, placement.rank, config.workers)
     started = time.time()
     model.train()
+    parameters = [p for p in model.parameters() if p.requires_grad]
     while run.step < config.steps:
-        lr = lr_at(config, run.step)
+        lr = lr_at(config, run.step) * run.lr_scale
         for group in run.optimiser.param_groups:
             group["lr"] = lr
         torch.manual_seed(step_seed(config.seed, run.step, placement.rank))
@@ -191,8 +225,29 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress, placement
         out = trainable(x)
         loss, terms = objective(x, out, model.level_codebooks(), config.loss_weights)
         run.optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # on every rank, diverged or not, so that DDP's gradient all-reduce stays in step
+        loss_value = loss.item()
+        if any_rank(run.watch.diverged(loss_value), placement.world_size, placement.device):
+            diverged_at = run.step + 1
+            run.roll_back(loss_value)
+            del batches  # its worker processes cut crops for steps that are no longer next
+            batches = step_batches(sampler, run.step, config.steps, config.batch_size, placement.rank,
+                                   config.workers)
+            for counts in (*window.values(), *depth_window.values()):
+                counts[:] = 0
+            if placement.is_main:
+                metrics.close()
+                _keep_records_until(run_dir / METRICS, run.step)
+                _keep_records_until(run_dir / VALIDATION, run.step)
+                metrics = (run_dir / METRICS).open("a")
+                with (run_dir / ROLLBACKS).open("a") as log:
+                    log.write(json.dumps({"step": diverged_at, "loss": loss_value, "back_to": run.step,
+                                          "lr_scale": run.lr_scale, "rollback": run.rollbacks}) + "\n")
+            continue
+        # The norm before clipping (an infinite limit clips nothing), logged either way.
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip or math.inf).item()
         run.optimiser.step()
+        run.watch.update(loss_value)
         run.step += 1
         for level in out.levels:
             hist = np.bincount(level.indices.reshape(-1).cpu().numpy(), minlength=config.model.codebook_size)
@@ -220,7 +275,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress, placement
                 ),
                 time_s=round(time.time() - started, 1),
                 lr=lr,
-                loss=loss.item(),
+                loss=loss_value,
                 world_size=placement.world_size,
                 dead_codes=sum(
                     int((codebook.cluster_size < config.model.dead_code_threshold).sum())
@@ -231,6 +286,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress, placement
                               t.depth_share[d], perplexity(depth_window[t.factor, d + 1]))
                     for t in terms for d, mse in enumerate(t.depth_mse)
                 ),
+                grad_norm=grad_norm,
             )
             metrics.write(record.to_json() + "\n")
             metrics.flush()
@@ -252,6 +308,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress, placement
             check_in_sync(model, placement)
             if placement.is_main:
                 run.save()
+            run.remember()
     if placement.is_main:
         metrics.close()
         from hvq.codec.train.plot import plot_run

@@ -122,10 +122,13 @@ class StepRecord(_Levels):
     world_size: int = 1
     dead_codes: int = 0  # codewords whose EMA use is below the restart threshold
     depths: tuple[DepthStep, ...] = ()  # levels with refinement depths only
+    grad_norm: float = NAN  # of this step's update, before clipping
 
     def to_json(self) -> str:
         head = {"step": self.step, "time_s": self.time_s, "lr": self.lr, "loss": self.loss,
                 "world_size": self.world_size, "dead_codes": self.dead_codes}
+        if self.grad_norm == self.grad_norm:
+            head["grad_norm"] = self.grad_norm
         return json.dumps({**head, **_flatten(self.levels, skip_nan=("ms_ssim",)), **_flatten_depths(self.depths)})
 
     @classmethod
@@ -133,7 +136,7 @@ class StepRecord(_Levels):
         raw = json.loads(line)
         return cls(int(raw["step"]), _levels(LevelStep, raw), float(raw.get("time_s", NAN)),
                    float(raw.get("lr", NAN)), float(raw.get("loss", NAN)), int(raw.get("world_size", 1)),
-                   int(raw.get("dead_codes", 0)), _depths(DepthStep, raw))
+                   int(raw.get("dead_codes", 0)), _depths(DepthStep, raw), float(raw.get("grad_norm", NAN)))
 
 
 @dataclass(frozen=True)
