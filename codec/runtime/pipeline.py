@@ -149,13 +149,15 @@ class Codec:
                 return None
             mu = rate_control.mu_for(quality)
 
-            def refine(factor, grid, parent):
-                key = (factor, quality, prior.coder_for(factor, factors), None if parent is None else parent.tobytes())
+            def refine(factor, grid, parent, coarser):
+                parents = {g: coarser[g] for g in net.parents_needed(factor)}  # a top-down decoder's, chosen already
+                key = (factor, quality, prior.coder_for(factor, factors), None if parent is None else parent.tobytes(),
+                       tuple((g, p.tobytes()) for g, p in parents.items()))
                 if key not in refined:
                     indices = candidates[factor][0]
                     bits = lambda g: code_lengths(g, indices, factor, factors, prior, parent)  # noqa: E731
                     refined[key] = pixel_rdoq.refine(net, grid, indices, factor, pixels, bits, mu,
-                                                     tile=self.tile)
+                                                     tile=self.tile, parents=parents)
                 return refined[key]
 
             return refine

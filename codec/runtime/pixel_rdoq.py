@@ -24,6 +24,16 @@ non-anchor neighbour, whose rate changes are then summed, not joint (the
 file's size is measured exactly afterwards anyway).  Every decode is tiled
 like ``decode_tiled``: the gradient of a tile's interior error with respect
 to its window's codewords is exact, and the windows' gradients add up.
+
+A top-down model's decoder of level f also reads every coarser level's
+codewords (``net.parents_needed``).  Levels are refined coarse first
+(``rdoq.choose_indices``' order), so when level f is refined its parents
+are the grids already chosen: they are held fixed (no gradient) and cut to
+the same windows as ``decode_tiled(parents=)`` cuts them, the halo a whole
+number of the coarsest parent's cells (``decoder_halo_cells``).  Every
+decode of the passes (the gain ``s``, the gradient, the proposal and the
+window checks) reads them, so what the passes weigh is what the decoder
+will show.
 """
 
 from __future__ import annotations
@@ -41,16 +51,18 @@ DEFAULT_PASSES = 2  # each pass is a decode with gradient and one without; a thi
 
 
 def refines(net, factors) -> bool:
-    """Whether these passes serve the model: each level must decode from its own grid (not top-down)."""
-    return all(not net.parents_needed(f) for f in factors)
+    """Whether these passes serve the levels: every coarser level a level's decoder reads is among them."""
+    chosen = set(factors)
+    return all(set(net.parents_needed(f)) <= chosen for f in factors)
 
 
 def pixel_errors(net, grid: np.ndarray, factor: int, image: np.ndarray, tile: int = DEFAULT_TILE,
-                 gradient: bool = False):
+                 gradient: bool = False, parents: dict[int, np.ndarray] | None = None):
     """Squared pixel error of each cell's block (8-bit units, 3 channels summed), and optionally its gradient.
 
     ``image`` is the (H, W, 3) uint8 image the grid covers (padded or not):
-    the grid's padding beyond it does not count.
+    the grid's padding beyond it does not count.  ``parents`` ({factor:
+    grid}) are the coarser levels a top-down decoder reads, fixed (no gradient).
     Returns (cell_sse (h, w) float64, gradient (h, w, D) float32 or None),
     the gradient being d(total SSE)/d(codeword) of every cell.
     """
@@ -60,16 +72,17 @@ def pixel_errors(net, grid: np.ndarray, factor: int, image: np.ndarray, tile: in
     sse = np.zeros((rows, cols), dtype=np.float64)
     grad = np.zeros((rows, cols, codebook.embed.shape[1]), dtype=np.float32) if gradient else None
     cells = max(1, tile // factor)
-    for w in windows(rows, cols, cells, decoder_halo_cells(net, factor, None)):
+    for w in windows(rows, cols, cells, decoder_halo_cells(net, factor, parents)):
         top, left = w.top * factor, w.left * factor
         if top >= height or left >= width:
             continue
         indices = torch.from_numpy(grid[w.win_top : w.win_bottom, w.win_left : w.win_right].astype(np.int64))[None]
         z = codebook.lookup(indices)
+        codewords = {factor: z, **_parent_codewords(net, parents, w, factor)}
         if gradient:
             z.requires_grad_(True)
         with torch.set_grad_enabled(gradient):
-            x_hat = (net._synthesise({factor: z}, factor) + 0.5).clamp(0.0, 1.0)[0]
+            x_hat = (net._synthesise(codewords, factor) + 0.5).clamp(0.0, 1.0)[0]
             y0, x0 = (w.top - w.win_top) * factor, (w.left - w.win_left) * factor
             h, wd = (w.bottom - w.top) * factor, (w.right - w.left) * factor
             target = to_tensor(image[top : top + h, left : left + wd])[0]  # (3, h', w'): the padding cut off
@@ -82,6 +95,15 @@ def pixel_errors(net, grid: np.ndarray, factor: int, image: np.ndarray, tile: in
         if gradient:
             grad[w.win_top : w.win_bottom, w.win_left : w.win_right] += z.grad[0].permute(1, 2, 0).numpy()
     return sse, grad
+
+
+def _parent_codewords(net, parents, w, factor: int) -> dict[int, torch.Tensor]:
+    """The parents' codewords over window ``w`` of level ``factor``'s grid, as ``decode_tiled`` cuts them."""
+    out = {}
+    for g, p in (parents or {}).items():
+        cut = p[w.win_top * factor // g : w.win_bottom * factor // g, w.win_left * factor // g : w.win_right * factor // g]
+        out[g] = net.codebook_of(g).lookup(torch.from_numpy(cut.astype(np.int64))[None])
+    return out
 
 
 def _window_sum(values: np.ndarray, radius: int) -> np.ndarray:
@@ -103,7 +125,7 @@ def _local_maxima(gain: np.ndarray, radius: int) -> np.ndarray:
     return chosen
 
 
-def decoder_gain(net, grid, indices, factor, image, tile, base_sse, grad) -> float:
+def decoder_gain(net, grid, indices, factor, image, tile, base_sse, grad, parents=None) -> float:
     """Squared pixel error per unit of squared latent distance that a codeword change adds beyond first order.
 
     Cells on a lattice wider than the decoder's receptive field each move to
@@ -111,7 +133,7 @@ def decoder_gain(net, grid, indices, factor, image, tile, base_sse, grad) -> flo
     error alone, and ``s`` is the median of (actual - g.delta) / |delta|^2.
     """
     embed = net.codebook_of(factor).embed.numpy()
-    halo = decoder_halo_cells(net, factor, None)
+    halo = decoder_halo_cells(net, factor, parents)
     step = 2 * halo + 1
     rows, cols = np.meshgrid(np.arange(min(halo, grid.shape[0] // 2), grid.shape[0], step),
                              np.arange(min(halo, grid.shape[1] // 2), grid.shape[1], step), indexing="ij")
@@ -119,7 +141,7 @@ def decoder_gain(net, grid, indices, factor, image, tile, base_sse, grad) -> flo
     other = np.where(indices[rows, cols, 0] == grid[rows, cols], indices[rows, cols, 1], indices[rows, cols, 0])
     probe = grid.copy()
     probe[rows, cols] = other
-    sse, _ = pixel_errors(net, probe, factor, image, tile)
+    sse, _ = pixel_errors(net, probe, factor, image, tile, parents=parents)
     actual = _window_sum(sse - base_sse, halo)[rows, cols]
     delta = embed[other] - embed[grid[rows, cols]]
     linear = (grad[rows, cols] * delta).sum(1)
@@ -140,6 +162,7 @@ def refine(
     mu: float,
     passes: int = DEFAULT_PASSES,
     tile: int = DEFAULT_TILE,
+    parents: dict[int, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Level ``factor``'s grid after ``passes`` of pixel-distortion refinement at rate weight ``mu``.
 
@@ -151,13 +174,15 @@ def refine(
     of the starting grid, so ``mu`` = 1 trades a one-percent rise in squared
     error for a one-percent fall in bits (3 dB per halving of the rate).
     Never returns a grid whose measured cost ``SSE + lambda * R`` is above
-    the start's.
+    the start's.  ``parents`` are a top-down model's coarser grids, already
+    chosen (``net.parents_needed(factor)``; None for a model without them).
     """
     grid = np.ascontiguousarray(grid).astype(np.int64)
     indices = indices.astype(np.int64)
     embed = net.codebook_of(factor).embed.numpy()  # (K, D)
-    sse, grad = pixel_errors(net, grid, factor, image, tile, gradient=True)
-    gain_s = decoder_gain(net, grid, indices, factor, image, tile, sse, grad)
+    parents = parents or None
+    sse, grad = pixel_errors(net, grid, factor, image, tile, gradient=True, parents=parents)
+    gain_s = decoder_gain(net, grid, indices, factor, image, tile, sse, grad, parents)
     if mu > 0:
         cand_bits, own = bits(grid)
         lam = mu * sse.sum() / max(own.sum(), 1.0)
@@ -182,14 +207,14 @@ def refine(
             break
         proposal = grid.copy()
         proposal[change] = indices[change, best[change]]
-        new_sse, _ = pixel_errors(net, proposal, factor, image, tile)
+        new_sse, _ = pixel_errors(net, proposal, factor, image, tile, parents=parents)
         d_rate = np.take_along_axis(rate, best[..., None], -1)[..., 0]
         local = _window_sum(new_sse - sse, radius) + lam * d_rate
         keep = change & (local < 0)
         if not keep.any():
             break
         kept = np.where(keep, proposal, grid)
-        kept_sse, kept_grad = pixel_errors(net, kept, factor, image, tile, gradient=done < passes)
+        kept_sse, kept_grad = pixel_errors(net, kept, factor, image, tile, gradient=done < passes, parents=parents)
         kept_bits, kept_own = bits(kept)
         kept_cost = kept_sse.sum() + lam * kept_own.sum()
         if kept_cost >= cost:  # the changes kept, together, did not pay: stop at the last grid that did

@@ -64,16 +64,17 @@ def choose_indices(
     factors: tuple[int, ...],
     prior: PriorTables,
     lambdas: dict[int, float],
-    refine: Callable[[int, np.ndarray, np.ndarray | None], np.ndarray] | None = None,
+    refine: Callable[[int, np.ndarray, np.ndarray | None, dict[int, np.ndarray]], np.ndarray] | None = None,
 ) -> dict[int, np.ndarray]:
     """Index grids of the stored ``factors`` minimising ``D + lambdas[f] * R`` level by level.
 
     ``candidates`` is ``candidates_tiled``'s output; ``lambdas`` are in
     squared latent distance per bit.  A level with lambda 0 takes its
-    nearest codewords.  ``refine(factor, grid, parent)``, if given, replaces
-    each level's grid before the next finer level is chosen in its context
-    (the pixel-distortion passes of ``pixel_rdoq``); ``parent`` is the grid
-    the level is coded with, or None.
+    nearest codewords.  ``refine(factor, grid, parent, coarser)``, if given,
+    replaces each level's grid before the next finer level is chosen in its
+    context (the pixel-distortion passes of ``pixel_rdoq``); ``parent`` is
+    the grid the level is coded with, or None, and ``coarser`` ({factor:
+    grid}) the coarser levels' final grids (what a top-down decoder reads).
     """
     grids: dict[int, np.ndarray] = {}
     for factor in sorted(factors, reverse=True):  # coarse first: a level's parent is chosen before it
@@ -89,7 +90,7 @@ def choose_indices(
         else:
             grids[factor] = _choose_in_context(indices, distances, prior.context[factor], parent, lam)
         if refine is not None:
-            grids[factor] = refine(factor, grids[factor], parent)
+            grids[factor] = refine(factor, grids[factor], parent, {g: grids[g] for g in grids if g > factor})
     return grids
 
 
