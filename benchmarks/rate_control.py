@@ -266,7 +266,9 @@ def main(argv=None) -> None:
     parser.add_argument("--anchors", type=Path, default=None)
     parser.add_argument("--images", type=int, default=None, help="the first N images only")
     parser.add_argument("--images-every", type=int, default=1, help="every Nth image only (a shared CPU)")
-    parser.add_argument("--windows-every", type=int, default=3, help="the all-levels file (windows) on every Nth image")
+    parser.add_argument("--names", default=None, help="these images only, by name, comma-separated (kodim21,kodim02)")
+    parser.add_argument("--windows-every", type=int, default=3,
+                        help="the all-levels file (windows) on every Nth image (0: on none)")
     parser.add_argument("--reverse", action="store_true", help="walk the shard's images from the end")
     parser.add_argument("--summary-only", action="store_true",
                         help="summarise the images the log holds so far, measuring none (the report says how many)")
@@ -280,6 +282,9 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     codec = Codec.for_model(None)
     paths = sorted(args.kodak.glob("*.png"))[: args.images][:: args.images_every]
+    if args.names:
+        names = [n if n.endswith(".png") else f"{n}.png" for n in args.names.split(",")]
+        paths = [p for p in paths if p.name in names]
     log = args.out / "images.jsonl"
     done: dict[str, dict] = {}
 
@@ -296,7 +301,8 @@ def main(argv=None) -> None:
             if path.name in done:
                 continue
             start = time.perf_counter()
-            rec = measure_image(codec, path, windows=(paths.index(path) // shards) % args.windows_every == 0)
+            windows = args.windows_every > 0 and (paths.index(path) // shards) % args.windows_every == 0
+            rec = measure_image(codec, path, windows=windows)
             done[path.name] = rec
             os.write(f.fileno(), (json.dumps(rec) + "\n").encode())  # one write: shards append to one log
             print(f"{path.name}: {time.perf_counter() - start:.0f} s", flush=True)

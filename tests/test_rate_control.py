@@ -280,3 +280,68 @@ def test_a_psnr_target_on_a_top_down_model_decodes_with_the_coarser_codes(tmp_pa
     else:
         got = np.asarray(codec.decompress(data), dtype=np.float64)
         assert abs(10 * np.log10(255**2 / np.mean((got - reference) ** 2)) - target) <= 0.1 + 1e-6
+
+
+def test_a_level_better_than_the_rung_above_takes_the_rungs_grid_with_the_levels_it_reads():
+    grids = {f: np.full((2, 2), f, dtype=np.uint16) for f in (16, 8, 4)}
+    upper = {f: np.full((2, 2), 100 + f, dtype=np.uint16) for f in (16, 8, 4)}
+    errors, upper_errors = {16: 5.0, 8: 2.0, 4: 9.0}, {16: 5.0, 8: 3.0, 4: 1.0}  # level 8 beats the rung
+    never = lambda g: False  # noqa: E731
+    out = rate_control.monotone(grids, upper, errors, upper_errors, lambda f: (), never)
+    assert [int(out[f][0, 0]) for f in (16, 8, 4)] == [16, 108, 4]  # alone: its decoder reads only itself
+    # top-down: level 8 reads 16 and is read by 4, so all three move and decode as the rung's do
+    topdown = lambda f: tuple(g for g in (16, 8) if g > f)  # noqa: E731
+    out = rate_control.monotone(grids, upper, errors, upper_errors, topdown, never)
+    assert all(np.array_equal(out[f], upper[f]) for f in (16, 8, 4))
+    # a file that would outgrow the rung's is the rung's
+    ok = {16: 6.0, 8: 4.0, 4: 2.0}
+    assert rate_control.monotone(grids, upper, ok, upper_errors, lambda f: (), lambda g: False) == grids
+    out = rate_control.monotone(grids, upper, ok, upper_errors, lambda f: (), lambda g: True)
+    assert all(np.array_equal(out[f], upper[f]) for f in (16, 8, 4))
+
+
+def test_every_quality_is_checked_against_the_next_rung_above():
+    assert rate_control.rung_above(100) is None
+    assert rate_control.rung_above(50) == 100 and rate_control.rung_above(99.99) == 100
+    assert rate_control.rung_above(0) == 50 and rate_control.rung_above(49.99) == 50
+
+
+def _level_sse(codec, data, image, factor):
+    decoded = np.asarray(codec.decompress(data, level=factor), dtype=np.float64)
+    return float(np.sum((decoded - np.asarray(image, dtype=np.float64)) ** 2))
+
+
+@pytest.mark.parametrize("topdown", [False, True])
+def test_squared_error_never_falls_with_quality_at_any_level(tmp_path, topdown):
+    """Q 0, 50, 100 (the rungs and below): each level of the file decodes no better, and the file is no bigger."""
+    from conftest import make_tiny_model
+
+    from hvq.codec.runtime.pipeline import Codec
+
+    overrides = dict(topdown=True, level_heads=False, decoder_blocks=3) if topdown else {}
+    codec = Codec.for_model(make_tiny_model(tmp_path / "m.safetensors", seed=4, context=True, **overrides))
+    for seed in (1, 2, 3):
+        image = _noise(48, 48, seed) if seed != 2 else Image.fromarray(
+            (np.add.outer(np.arange(48), np.arange(48))[..., None] * np.array([2, 3, 5]) % 256).astype(np.uint8))
+        files = {q: codec.compress(image, quality=q) for q in (0, 50, 100)}
+        sizes = [len(files[q]) for q in (0, 50, 100)]
+        assert sizes == sorted(sizes), (seed, sizes)
+        for f in (16, 8, 4):
+            errors = [_level_sse(codec, files[q], image, f) for q in (0, 50, 100)]
+            assert errors == sorted(errors, reverse=True), (seed, f, errors)
+
+
+@pytest.mark.slow
+def test_the_shipped_models_levels_are_ordered_by_quality_on_a_photo():
+    """On the committed scene Q 40's level 16 decoded better than Q 50's before the check; now every level is ordered."""
+    from pathlib import Path
+
+    from hvq.codec.runtime.pipeline import Codec
+
+    codec = Codec.for_model(None)
+    scene = Image.open(Path(__file__).parent / "data" / "scene-128x96.png").convert("RGB")
+    files = {q: codec.compress(scene, quality=q) for q in (0, 40, 50, 100)}
+    for low, high in ((0, 50), (40, 50), (50, 100), (0, 100)):
+        assert len(files[low]) <= len(files[high]), (low, high)
+        for f in (16, 8, 4):
+            assert _level_sse(codec, files[low], scene, f) >= _level_sse(codec, files[high], scene, f), (low, high, f)

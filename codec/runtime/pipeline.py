@@ -196,7 +196,19 @@ class Codec:
             mse = np.mean((decoded.astype(np.float64) - pixels) ** 2)
             return psnr_from_mse(mse, 255.0) if mse > 0 else 100.0  # finite for the search's bisection
 
-        choice = rate_control.choose(setting, candidates, level_sets, prior, file_bpp, finest_psnr, refine_at)
+        def level_errors(grids, factors):
+            """Squared error of each level as the file decodes it (8-bit pixels): what the rungs are checked on."""
+            out = {}
+            for f in factors:
+                parents = {g: grids[g] for g in net.parents_needed(f) if g in grids}
+                decoded = decode_tiled(net, grids[f], f, width, height, self.tile, parents or None,
+                                       refinements_of(grids, factors).get(f))
+                out[f] = float(np.sum((decoded.astype(np.float64) - pixels) ** 2))
+            return out
+
+        checked = pixel_rdoq.refines(net, chosen)  # every level decodes with what the file holds
+        choice = rate_control.choose(setting, candidates, level_sets, prior, file_bpp, finest_psnr, refine_at,
+                                     level_errors if checked else None, net.parents_needed)
         return write(choice.grids, choice.factors, choice.setting)
 
     def decompress(self, data, level: int | None = None, partial: bool = False, depth: int | None = None) -> Image.Image:

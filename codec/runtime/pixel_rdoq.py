@@ -33,7 +33,11 @@ the same windows as ``decode_tiled(parents=)`` cuts them, the halo a whole
 number of the coarsest parent's cells (``decoder_halo_cells``).  Every
 decode of the passes (the gain ``s``, the gradient, the proposal and the
 window checks) reads them, so what the passes weigh is what the decoder
-will show.
+will show.  What they do not weigh: a coarser level's changes also move
+what the finer decoders read, and those errors are not counted when the
+coarser level is refined (the finer level's own passes then start from
+the moved parents; on a tiny random model this cost level 8 about 0.002 dB
+against the nearest codewords everywhere).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
 
     quality Q  -> lambda per level (lambdas_for) -> rdoq.choose_indices (latent distance)
                -> mu (mu_for) -> pixel_rdoq.refine per level (pixel error through the decoder)
+               -> monotone: no level better, no file bigger than at the rung above (RUNGS)
     target-bpp -> for each set of levels (``Rung``): bisect Q until the file's size is within 5% of the target
     target-psnr-> the smallest set of levels that reaches it; bisect Q until PSNR is within 0.1 dB
 
@@ -31,6 +32,36 @@ A target names the file, not a level: bits per pixel of the whole file
 through some finest one, coarse first as always, so the file stays
 progressive.  A target no setting reaches is refused with the nearest value
 that can be reached (``HvqTargetError``); nothing is written.
+
+Monotone by construction (``monotone``): the pixel passes are greedy and
+local, so a run at a higher rate weight can land on a better local optimum
+than a run at a lower one (level 16 of kodim21: Q 50 at 21.12 dB, Q 100 at
+21.05).  So the grids of a quality Q below 100 are checked against those of
+the next rung above it, ``U(Q)``, the smallest of ``RUNGS`` above Q, made by
+this same construction (Q 100 is the top and is not checked)::
+
+    G(Q) = choice at Q (latent lambda, pixel passes at mu), then
+           every level decoded; a level f whose squared error is below G(U)'s
+           takes G(U)'s grid at f (with every level its decoder reads or
+           that reads it: a top-down model's levels move together);
+           if the file is then bigger than G(U)'s, the whole G(U)
+
+What that guarantees, for each image and stored level, at the decoded
+8-bit pixels (the squared errors are sums of integers, exact in float64):
+a level's error at Q is never below its error at U(Q), and the file is
+never bigger than U(Q)'s; a level taken from U(Q) decodes exactly as U(Q)'s
+does, since every level it reads moved with it.  U(Q) is itself checked
+against the rung above it, so by induction Q is never better, nor bigger,
+than any rung at or above U(Q): with ``RUNGS`` (100, 50), Q 0, 50 and 100
+are ordered, and every Q below 50 is no better and no bigger than Q 50 and
+Q 100.  Not guaranteed: two qualities between the same two rungs (Q 30
+against Q 40, or Q 60 against Q 90) are made independently and are only
+measured (benchmarks/results/rate_control/).  For a level with refinement
+depths the check compares the level as the file decodes it (every stored
+depth).  Where the check moves a level to U(Q)'s grid, that level costs
+U(Q)'s bits at Q: a rare point, weakly dominated.  The price is the rungs'
+own choices, made once per image and shared by every trial of a search: a
+single quality below 100 costs one choice more per rung above it.
 """
 
 from __future__ import annotations
@@ -51,6 +82,7 @@ _OCTAVES = 4  # lambda doubles every 100 / _OCTAVES steps of Q below 100
 BPP_TOLERANCE = 0.05  # relative
 PSNR_TOLERANCE = 0.1  # dB
 _SEARCH_STEPS = 14  # bisection steps on Q: 100 / 2**14 < 0.01, the stored resolution
+RUNGS = (100.0, 50.0)  # qualities whose grids every lower quality's are checked against (module docstring)
 
 
 class HvqRateError(HvqError):
@@ -158,6 +190,8 @@ def choose(
     file_bpp: Callable[[dict, tuple, RateSetting], float],
     finest_psnr: Callable[[dict, tuple], float],
     refine_at: Callable[[float, tuple], Callable | None] | None = None,
+    level_errors: Callable[[dict, tuple], dict[int, float]] | None = None,
+    parents_needed: Callable[[int], tuple[int, ...]] = lambda factor: (),
 ) -> Choice:
     """Settle a setting on grids: a quality directly, a target by searching Q over ``level_sets``.
 
@@ -166,11 +200,34 @@ def choose(
     finest level); ``level_sets`` are ordered coarse (smallest) first.
     ``refine_at(quality, factors)`` gives the per-level refinement hook of
     ``rdoq.choose_indices`` at a quality (the pixel-distortion passes), or None.
+    ``level_errors(grids, factors)`` ({factor: squared error of the decoded
+    level}) turns on the check against the rungs (``monotone``), with
+    ``parents_needed`` (a top-down model's ``net.parents_needed``).
     """
+    made: dict[tuple, dict[int, np.ndarray]] = {}  # (levels, depths, quality) -> grids: the rungs, made once
 
     def grids_at(factors, q):
-        refine = None if refine_at is None else refine_at(q, factors)
-        return rdoq.choose_indices(candidates, factors, prior, lambdas_for(q, factors), refine)
+        key = (factors.name if isinstance(factors, Rung) else tuple(factors), q)
+        if key not in made:
+            refine = None if refine_at is None else refine_at(q, factors)
+            grids = rdoq.choose_indices(candidates, factors, prior, lambdas_for(q, factors), refine)
+            above = rung_above(q)
+            if level_errors is not None and above is not None:
+                upper = grids_at(factors, above)
+                bigger = lambda g: file_bpp(g, factors, RateSetting("quality", q, q)) > file_bpp(  # noqa: E731
+                    upper, factors, RateSetting("quality", q, q))
+                grids = monotone(grids, upper, errors(grids, factors), errors(upper, factors), parents_needed, bigger)
+            made[key] = grids
+        return made[key]
+
+    measured: dict[tuple, dict[int, float]] = {}
+
+    def errors(grids, factors):
+        key = (factors.name if isinstance(factors, Rung) else tuple(factors),
+               tuple(grids[f].tobytes() for f in factors))
+        if key not in measured:
+            measured[key] = level_errors(grids, factors)
+        return measured[key]
 
     if setting.mode == "quality":
         factors = level_sets[-1]
@@ -190,6 +247,35 @@ def choose(
     # coarse first: the smallest file that reaches the target wins
     return _search(setting, level_sets, trial, PSNR_TOLERANCE, bigger_first=False, unit="dB", digits=2,
                    span="levels span")
+
+
+def rung_above(quality: float) -> float | None:
+    """The smallest of ``RUNGS`` above a quality: what its grids are checked against (None for the top)."""
+    above = [r for r in RUNGS if r > quality]
+    return min(above) if above else None
+
+
+def monotone(grids, upper, errors, upper_errors, parents_needed, bigger) -> dict[int, np.ndarray]:
+    """Grids no better at any level and no bigger than the next rung's: ``upper``'s where they were.
+
+    ``errors`` and ``upper_errors`` ({factor: squared error of the decoded
+    level}) are the two choices' levels; a level below ``upper``'s takes
+    ``upper``'s grid together with every level its decoder reads and every
+    level that reads it (``parents_needed``), so each level either decodes
+    as before or exactly as ``upper``'s does.  ``bigger(grids)`` says
+    whether a file of these grids would outgrow ``upper``'s, which then wins.
+    """
+    moved = {f for f in grids if errors[f] < upper_errors[f]}
+    while True:
+        linked = {g for f in moved for g in parents_needed(f) if g in grids}
+        linked |= {f for f in grids if any(g in moved for g in parents_needed(f))}
+        if linked <= moved:
+            break
+        moved |= linked
+    out = {f: upper[f] if f in moved else grids[f] for f in grids}
+    if len(moved) < len(grids) and bigger(out):
+        return dict(upper)
+    return out
 
 
 def _search(setting: RateSetting, level_sets, trial, tolerance: float, bigger_first: bool, unit: str,
