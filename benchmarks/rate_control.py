@@ -1,4 +1,4 @@
-"""Rate control on Kodak with the shipped model: RD curves per level, BD-rate, target windows, encode time.
+"""Rate control on Kodak with the shipped model (or --model): RD curves per level, BD-rate, target windows, encode time.
 
 Run (niced, the CPU is shared; two shards at once share one log)::
 
@@ -72,19 +72,22 @@ def measure_image(codec, path: Path, windows: bool) -> dict:
         seconds = time.perf_counter() - start
         return data, seconds
 
+    def alone(f):  # a level stored alone, with the coarser levels a top-down decoder reads (none for 0.2)
+        return tuple(sorted({f, *codec.model.net.parents_needed(f)}, reverse=True))
+
     for f in factors:
         points = []
         for q in (None, *QUALITIES):
-            data, seconds = point((f,), q)
-            decoded = np.asarray(codec.decompress(data))
+            data, seconds = point(alone(f), q)
+            decoded = np.asarray(codec.decompress(data, level=f))
             points.append({"quality": q, "bpp": 8 * len(data) / pixels, "psnr": _psnr(rgb, decoded),
                            "seconds": seconds})
         record["levels"][str(f)] = points
         down = []
         for s in SCALES:
             small = rgb_image.resize((max(1, round(width * s)), max(1, round(height * s))), Image.LANCZOS)
-            data = codec.compress(small, (f,))
-            back = codec.decompress(data).resize((width, height), Image.BICUBIC)
+            data = codec.compress(small, alone(f))
+            back = codec.decompress(data, level=f).resize((width, height), Image.BICUBIC)
             down.append({"scale": s, "bpp": 8 * len(data) / pixels, "psnr": _psnr(rgb, np.asarray(back))})
         record["downscale"][str(f)] = down
     if windows:
@@ -214,7 +217,7 @@ def plot(summary: dict, anchors_dir: Path | None, out: Path) -> None:
 
 
 def report(summary: dict, command: str) -> str:
-    lines = [f"# Rate control on Kodak ({summary['images']} images, shipped model hvq-default)", "",
+    lines = [f"# Rate control on Kodak ({summary['images']} images, model {summary.get('model', 'hvq-default')})", "",
              f"Command: `{command}`", "",
              f"Images: {', '.join(summary['image_names'])}; the all-levels file (windows) on "
              f"{', '.join(summary['windowed_names']) or 'none'}.", "",
@@ -264,6 +267,7 @@ def main(argv=None) -> None:
     parser.add_argument("--kodak", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--anchors", type=Path, default=None)
+    parser.add_argument("--model", type=Path, default=None, help="a model file (default: the shipped model)")
     parser.add_argument("--images", type=int, default=None, help="the first N images only")
     parser.add_argument("--images-every", type=int, default=1, help="every Nth image only (a shared CPU)")
     parser.add_argument("--names", default=None, help="these images only, by name, comma-separated (kodim21,kodim02)")
@@ -280,7 +284,7 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    codec = Codec.for_model(None)
+    codec = Codec.for_model(args.model)
     paths = sorted(args.kodak.glob("*.png"))[: args.images][:: args.images_every]
     if args.names:
         names = [n if n.endswith(".png") else f"{n}.png" for n in args.names.split(",")]
@@ -315,6 +319,7 @@ def main(argv=None) -> None:
         return
     records = [done[p.name] for p in paths]
     summary = summarise(records, args.anchors)
+    summary["model"] = (args.model.stem if args.model else "hvq-default")
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     command = "python -m hvq.benchmarks.rate_control " + " ".join(argv if argv is not None else sys.argv[1:])
     (args.out / "rate_control.md").write_text(report(summary, command))
