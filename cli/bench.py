@@ -218,7 +218,7 @@ def _rate_distortion(dataset_dir, images, sweep_values, codec, hvq_qualities, pe
     from hvq.evaluation.bjontegaard import hvq_against_each
     from hvq.evaluation.classical import library_versions
     from hvq.evaluation.envelope import hvq_against_best
-    from hvq.evaluation.hvq_runs import single_level_settings
+    from hvq.evaluation.hvq_runs import curve_settings
     from hvq.evaluation.plots import rd_figure
     from hvq.evaluation.records import mean_by_setting
     from hvq.evaluation.speed import describe_machine
@@ -233,7 +233,7 @@ def _rate_distortion(dataset_dir, images, sweep_values, codec, hvq_qualities, pe
                                    meanwhile=run_hvq_meanwhile if codec is not None else None)
     measurements = hvq_rows + classical_rows
     means = mean_by_setting(measurements)
-    hvq_curve = single_level_settings(codec.model.config.factors, hvq_qualities) if codec is not None else []
+    hvq_curve = curve_settings(codec.model.net, hvq_qualities) if codec is not None else []
     comparisons = hvq_against_each(means, hvq_curve, published) if codec is not None else []
     metrics = ("psnr", "ms_ssim_db") + (("ssimulacra2",) if perceptual else ())
     against_best = hvq_against_best(means, hvq_curve, metrics) if codec is not None else []

@@ -51,3 +51,27 @@ def test_training_stages_are_drawn_as_one_run(tmp_path):
     result = CliRunner().invoke(main, [str(tmp_path / "stage1"), str(tmp_path / "stage2"), "-o", str(out)])
     assert result.exit_code == 0 and "2 stages, 125 steps" in result.output
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("topdown", [False, True])
+def test_depth_files_compares_the_progressive_file_with_the_deep_level_alone(tmp_path, photo, topdown):
+    from click.testing import CliRunner
+
+    from conftest import make_tiny_model
+    from hvq.benchmarks.depth_files import main
+
+    model = make_tiny_model(tmp_path / "m.safetensors", context=True, depths=((4, 3),), topdown=topdown)
+    images = tmp_path / "images"
+    images.mkdir()
+    photo.save(images / "a.png")
+    result = CliRunner().invoke(main, [str(model), str(images), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    import json
+
+    summary = json.loads((tmp_path / "out" / "files.json").read_text())["summary"]
+    assert list(summary) == ["1", "2", "3"]
+    bpp = [summary[d]["progressive_bpp"] for d in ("1", "2", "3")]
+    assert bpp == sorted(bpp) and all(summary[d]["bits_per_index"] > 0 for d in summary)
+    # top-down: level 4 alone is not a picture, so "alone" holds its coarser levels and equals the progressive file
+    assert all((summary[d]["ratio"] == 1.0) == topdown for d in summary)
+    assert "| 3 |" in (tmp_path / "out" / "files.md").read_text()
