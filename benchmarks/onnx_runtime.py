@@ -241,7 +241,8 @@ def decode_file(path: str, graphs: str, model_path: str, output: str) -> None:
     manifest = json.loads((graph.parent / MANIFEST).read_text())
     if manifest["model_fingerprint"] != model.fingerprint.hex():
         raise SystemExit("the graphs were exported from another model")
-    sess = session(graph, weights_of(Path(model_path), manifest["graphs"][graph.name]["weights"]))
+    # onnxruntime's own thread count (0: the cores), as the torch child runs with torch's
+    sess = session(graph, weights_of(Path(model_path), manifest["graphs"][graph.name]["weights"]), threads=0)
     pixels = onnx_decode_tiled(sess, config, tokens.grid(factor), factor, tokens.width, tokens.height,
                                parents={g: tokens.grid(g) for g in needed} or None)
     Image.fromarray(pixels, "RGB").save(output)
@@ -255,6 +256,33 @@ def config_parents(config, factor: int) -> tuple[int, ...]:
 
 
 # -- the study -------------------------------------------------------------------------
+
+
+def near_ties(net, pixels: np.ndarray, grids: dict, other: dict) -> list[dict]:
+    """Each cell where two backends chose different codewords: both codewords' distances to torch's latent.
+
+    The distances are recomputed in float64, so they say which codeword is
+    really nearer and by how little (a relative gap near float32's 1e-7
+    is a tie that rounding decides).
+    """
+    import torch
+
+    from hvq.codec.runtime.imageio import pad_to_multiple, to_tensor
+
+    with torch.inference_mode():
+        latents = net._latents(to_tensor(pad_to_multiple(pixels, net.config.max_factor)))
+    cells = []
+    for f, z in zip(net.config.factors, latents):
+        embed = net.codebook_of(f).embed.double()
+        for r, c in zip(*np.nonzero(grids[f] != other[f])):
+            vector = z[0, :, r, c].double()
+            ours, theirs = int(grids[f][r, c]), int(other[f][r, c])
+            d_ours = float(((vector - embed[ours]) ** 2).sum())
+            d_theirs = float(((vector - embed[theirs]) ** 2).sum())
+            cells.append({"level": f, "row": int(r), "col": int(c), "torch_index": ours, "onnx_index": theirs,
+                          "torch_distance": d_ours, "onnx_distance": d_theirs,
+                          "relative_gap": (d_theirs - d_ours) / max(d_ours, d_theirs)})
+    return cells
 
 
 def agreement(loaded, folder: Path, images: list[Path], small_tile: int) -> dict:
@@ -282,6 +310,8 @@ def agreement(loaded, folder: Path, images: list[Path], small_tile: int) -> dict
         row = {"image": path.name, "indices": {f: int(grids[f].size) for f in config.factors},
                "index_mismatches": {f: int((grids[f] != ort_grids[f]).sum()) for f in config.factors},
                "max_pixel_diff": {}, "pixels_differing": {}}
+        if any(row["index_mismatches"].values()):
+            row["mismatched_cells"] = near_ties(net, pixels, grids, ort_grids)
         for f in config.factors:
             parents = {g: grids[g] for g in net.parents_needed(f)} or None
             t = time.perf_counter()
@@ -423,6 +453,12 @@ def markdown(report: dict) -> str:
         td, od = t[f"torch_decode_{f}"] / n, t[f"onnx_decode_{f}"] / n
         lines.append(f"| {f} | {mism} (of {total}) | {worst} | {differing:.1f} | {td:.3f} | {od:.3f} | "
                      f"{od / td:.2f} |")
+    ties = [c for r in rows for c in r.get("mismatched_cells", [])]
+    if ties:
+        lines += ["", f"The {len(ties)} mismatched indices are near ties: in float64, the two codewords' squared "
+                  "distances to torch's latent differ by a relative "
+                  + ", ".join(f"{c['relative_gap']:+.1e} (level {c['level']})" for c in ties)
+                  + " (positive: torch's choice is the nearer)."]
     te, oe = t["torch_encode"] / n, t["onnx_encode"] / n
     lines += [f"", f"Encode (all levels' indices): torch {te:.3f} s/image, onnxruntime {oe:.3f} s/image "
               f"(ratio {oe / te:.2f}).", ""]
@@ -440,7 +476,8 @@ def markdown(report: dict) -> str:
               + f"; export took {report['export_seconds']:.1f} s.", ""]
     cold = report["cold"]
     lines += [f"Cold processes on {cold['image']} (median of {next(iter(cold['results'].values()))['runs']} runs, "
-              f"round-robin, children without the thread limits; load average {cold['load_before'][0]:.1f} before, "
+              f"round-robin, children without the thread limits (torch's and onnxruntime's own thread counts); "
+              f"load average {cold['load_before'][0]:.1f} before, "
               f"{cold['load_after'][0]:.1f} after; the two decoded PNGs differ by at most "
               f"{cold['max_pixel_diff_of_the_two_pngs']} level):", "",
               "| command | wall s | peak RSS MB |", "|---|---|---|"]

@@ -1,6 +1,6 @@
 """The onnxruntime study (benchmarks/onnx_runtime.py): the exported transforms agree with torch.
 
-The torch-free runtime is not shipped (see benchmarks/results/onnx/onnx.md);
+The torch-free runtime is not shipped (benchmarks/results/onnx/README.md says why);
 these tests pin what the study claims on tiny models, the product's shape
 and a v2-shaped one (top-down, one code-space head, three coarse blocks):
 identical indices from the encoder, decoded 8-bit pixels within 1 level of
@@ -58,6 +58,18 @@ def test_exported_transforms_agree_with_torch(exported, tile):
         got = study.onnx_decode_tiled(study.session(graphs / study.decoder_name(f), weights), config, grids[f], f,
                                       pixels.shape[1], pixels.shape[0], tile, parents)
         assert np.abs(ref.astype(np.int16) - got.astype(np.int16)).max() <= 1, f
+
+
+def test_near_ties_name_each_mismatched_cell_with_both_distances(exported):
+    loaded, _ = exported
+    pixels = _image()
+    grids = encode_tiled(loaded.net, pixels)
+    other = {f: g.copy() for f, g in grids.items()}
+    f = loaded.config.factors[0]
+    other[f][1, 2] = (grids[f][1, 2] + 1) % loaded.config.codebook_size
+    (cell,) = study.near_ties(loaded.net, pixels, grids, other)
+    assert (cell["level"], cell["row"], cell["col"], cell["onnx_index"]) == (f, 1, 2, int(other[f][1, 2]))
+    assert cell["relative_gap"] >= 0  # torch's nearest codeword is the nearer one, up to rounding
 
 
 def test_the_graphs_hold_no_weights(exported):
