@@ -75,3 +75,21 @@ def test_depth_files_compares_the_progressive_file_with_the_deep_level_alone(tmp
     # top-down: level 4 alone is not a picture, so "alone" holds its coarser levels and equals the progressive file
     assert all((summary[d]["ratio"] == 1.0) == topdown for d in summary)
     assert "| 3 |" in (tmp_path / "out" / "files.md").read_text()
+
+
+def test_latent_ceiling_scores_every_level_quantised_and_not(tmp_path, photo, tiny_model_path):
+    from click.testing import CliRunner
+
+    from hvq.benchmarks.latent_ceiling import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    photo.save(images / "a.png")
+    result = CliRunner().invoke(main, [str(tiny_model_path), str(images), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    import json
+
+    mean = json.loads((tmp_path / "out" / "ceiling.json").read_text())["mean"]
+    assert sorted(mean) == ["16", "4", "8"]
+    assert all(0 < m["latent_error"] < 10 and m["depth1"] > 5 and m["ceiling"] > 5 for m in mean.values())
+    assert "| 4 |" in (tmp_path / "out" / "ceiling.md").read_text()
