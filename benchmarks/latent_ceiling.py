@@ -30,7 +30,8 @@ def level_psnrs(net, pixels: np.ndarray) -> dict[int, dict[str, float]]:
     relative squared error after quantisation (whole image, untiled)."""
     import torch
 
-    x = torch.from_numpy(np.array(pixels)).permute(2, 0, 1)[None].float() / 255  # a copy: Pillow's arrays are read-only
+    reference = torch.from_numpy(np.array(pixels, dtype=np.float64))  # a copy: Pillow's arrays are read-only
+    x = reference.permute(2, 0, 1)[None].float() / 255
     pad = net.config.max_factor
     h, w = x.shape[-2:]
     x = torch.nn.functional.pad(x, (0, (-w) % pad, 0, (-h) % pad), mode="replicate")
@@ -43,7 +44,7 @@ def level_psnrs(net, pixels: np.ndarray) -> dict[int, dict[str, float]]:
             row = {}
             for name, own in (("depth1", codes[f]), ("ceiling", latents[f])):
                 image = ((net._synthesise({**parents, f: own}, f) + 0.5).clamp(0, 1) * 255).round()[0, :, :h, :w]
-                mse = float(((image.permute(1, 2, 0).double() - torch.from_numpy(pixels).double()) ** 2).mean())
+                mse = float(((image.permute(1, 2, 0).double() - reference) ** 2).mean())
                 row[name] = 10 * np.log10(255**2 / mse)
             row["latent_error"] = float(((codes[f] - latents[f]) ** 2).sum() / (latents[f] ** 2).sum())
             out[f] = row
