@@ -132,7 +132,9 @@ def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, h
 
     For each image and setting: bpp from the encoded file's real size, PSNR,
     MS-SSIM and MS-SSIM in dB, scored on the image decoded from those bytes.
-    hvq runs every level alone and every subset of levels; JPEG, WebP, AVIF,
+    hvq runs each level with the least it needs (alone, or with the coarser
+    levels a top-down model reads; one file per refinement depth) and every
+    subset of levels it can decode; JPEG, WebP, AVIF,
     JPEG 2000 and JPEG XL sweep their quality parameter over the settings of
     hvq's measured Kodak anchors (or --sweep), and so do the "downscale +
     codec" baselines (avif-down4: shrunk to 1/4 of each side, AVIF, upscaled
@@ -218,7 +220,7 @@ def _rate_distortion(dataset_dir, images, sweep_values, codec, hvq_qualities, pe
     from hvq.evaluation.bjontegaard import hvq_against_each
     from hvq.evaluation.classical import library_versions
     from hvq.evaluation.envelope import hvq_against_best
-    from hvq.evaluation.hvq_runs import single_level_settings
+    from hvq.evaluation.hvq_runs import curve_settings
     from hvq.evaluation.plots import rd_figure
     from hvq.evaluation.records import mean_by_setting
     from hvq.evaluation.speed import describe_machine
@@ -233,7 +235,7 @@ def _rate_distortion(dataset_dir, images, sweep_values, codec, hvq_qualities, pe
                                    meanwhile=run_hvq_meanwhile if codec is not None else None)
     measurements = hvq_rows + classical_rows
     means = mean_by_setting(measurements)
-    hvq_curve = single_level_settings(codec.model.config.factors, hvq_qualities) if codec is not None else []
+    hvq_curve = curve_settings(codec.model.net, hvq_qualities) if codec is not None else []
     comparisons = hvq_against_each(means, hvq_curve, published) if codec is not None else []
     metrics = ("psnr", "ms_ssim_db") + (("ssimulacra2",) if perceptual else ())
     against_best = hvq_against_best(means, hvq_curve, metrics) if codec is not None else []

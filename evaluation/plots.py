@@ -21,23 +21,24 @@ METRICS = {"psnr": "PSNR (dB, RGB)", "ms_ssim_db": "MS-SSIM (dB), -10 log10(1 - 
 def _draw_hvq(axes, mine: list[SettingMean], metric: str, hvq_curve: list[str]) -> None:
     """hvq's envelope (its RD curve) in black, each level's own quality sweep in grey, the subsets as points."""
     from hvq.evaluation.envelope import envelope
-    from hvq.evaluation.hvq_runs import parse_setting
+    from hvq.evaluation.hvq_runs import curve_of_setting
 
     singles = [m for m in mine if m.setting in hvq_curve]
-    by_level: dict[int, list[SettingMean]] = {}
+    by_level: dict[tuple[int, int], list[SettingMean]] = {}
     for m in singles:
-        by_level.setdefault(parse_setting(m.setting)[0][0], []).append(m)
-    for level, rows in by_level.items():
+        by_level.setdefault(curve_of_setting(m.setting), []).append(m)
+    deep = any(depth > 1 for _, depth in by_level)
+    for (level, depth), rows in by_level.items():
         rows.sort(key=lambda m: m.bpp)
         if len(rows) > 1:  # a level swept over qualities is a curve of its own
             axes.plot([m.bpp for m in rows], [getattr(m, metric) for m in rows], ".-", color="gray", linewidth=0.8,
                       alpha=0.7)
         last = rows[-1]
-        axes.annotate(f"level {level}", (last.bpp, getattr(last, metric)), textcoords="offset points",
+        axes.annotate(f"level {level}" + (f" depth {depth}" if deep else ""), (last.bpp, getattr(last, metric)), textcoords="offset points",
                       xytext=(4, -10), fontsize=7)
     curve = envelope(singles, metric)
     axes.plot([m.bpp for m in curve], [getattr(m, metric) for m in curve], "o-", color="black", linewidth=2,
-              label="hvq (envelope of its levels, each stored alone)")
+              label="hvq (envelope of its levels" + (" and depths" if deep else "") + ", each with the least it needs)")
     others = [m for m in mine if m.setting not in hvq_curve]
     axes.plot([m.bpp for m in others], [getattr(m, metric) for m in others], "D", color="dimgray",
               markersize=4, label="hvq, several levels (rate: whole file)")

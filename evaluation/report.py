@@ -159,7 +159,9 @@ def rd_markdown(context: RunContext, means: list[SettingMean], comparisons: list
             "",
             "## Bjøntegaard deltas of hvq against each codec",
             "",
-            f"hvq's curve is the envelope of its levels each stored alone ({', '.join(context.hvq_curve)}); the "
+            f"hvq's curve is the envelope of its levels, each stored with the least it needs: alone, or with the "
+            "coarser levels a top-down decoder reads, one file per depth where a level has several "
+            f"({', '.join(context.hvq_curve)}); the "
             "subsets of levels are left out. "
             f"Interpolation: {METHOD} (piecewise cubic Hermite, as in the HEVC/VVC test conditions: with three "
             "points a single cubic is under-determined and overshoots), by the `bjontegaard` package. "

@@ -513,7 +513,7 @@ class _QualityCodec:
 
 
 def test_hvq_quality_sweep_measures_each_level_at_each_quality(tiny_codec, dataset):
-    from hvq.evaluation.hvq_runs import parse_setting, single_level_settings, takes_quality
+    from hvq.evaluation.hvq_runs import curve_settings, parse_setting, takes_quality
 
     swept = _QualityCodec(tiny_codec)
     assert takes_quality(swept)
@@ -524,9 +524,31 @@ def test_hvq_quality_sweep_measures_each_level_at_each_quality(tiny_codec, datas
     assert settings[:7] == [f"levels={','.join(map(str, s))}" for s in level_subsets((4, 8, 16))]
     assert settings[7:] == ["levels=16 quality=30", "levels=8 quality=30", "levels=4 quality=30",
                             "levels=16 quality=70", "levels=8 quality=70", "levels=4 quality=70"]
-    assert set(single_level_settings((4, 8, 16), (None, 30, 70))) == {s for s in settings if "," not in s}
+    assert set(curve_settings(tiny_codec.model.net, (None, 30, 70))) == {s for s in settings if "," not in s}
     assert parse_setting("levels=16 quality=30") == ((16,), 30.0) and parse_setting("levels=16,8") == ((16, 8), None)
     assert all(math.isnan(m.ssimulacra2) for m in rows)  # perceptual=False
+
+
+def test_a_top_down_model_with_depths_is_benched_on_files_it_can_decode(tmp_path, dataset):
+    """Top-down: a level is scored with the coarser levels it decodes from; depths: one curve file per depth."""
+    from conftest import make_tiny_model
+    from hvq.codec.runtime.pipeline import Codec
+    from hvq.evaluation.hvq_runs import curve_of_setting, curve_settings
+
+    codec = Codec.for_model(make_tiny_model(tmp_path / "td.safetensors", context=True, topdown=True,
+                                            depths=((4, 3),)))
+    original = np.asarray(Image.open(dataset / "a.png"))
+    rows = measure_hvq(codec, "a.png", original, perceptual=False)
+    settings = [m.setting for m in rows]
+    assert settings == ["levels=16", "levels=16,8", "levels=16,8,4:3", "levels=16,8,4:1", "levels=16,8,4:2"]
+    assert curve_settings(codec.model.net) == ["levels=16", "levels=16,8", "levels=16,8,4:1", "levels=16,8,4:2",
+                                               "levels=16,8,4:3"]
+    assert [curve_of_setting(s) for s in settings[2:]] == [(4, 3), (4, 1), (4, 2)]
+    by = {m.setting: m for m in rows}
+    assert by["levels=16,8,4:1"].bpp < by["levels=16,8,4:2"].bpp < by["levels=16,8,4:3"].bpp
+    deepest = codec.decompress(codec.compress(Image.fromarray(original)))
+    assert by["levels=16,8,4:3"].psnr == pytest.approx(
+        10 * np.log10(255**2 / np.mean((np.asarray(deepest, dtype=np.float64) - original) ** 2)), abs=1e-6)
 
 
 def test_hvq_quality_option_needs_a_codec_that_takes_one(bench, dataset, tiny_model_path, tmp_path):
