@@ -132,7 +132,9 @@ def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, h
 
     For each image and setting: bpp from the encoded file's real size, PSNR,
     MS-SSIM and MS-SSIM in dB, scored on the image decoded from those bytes.
-    hvq runs every level alone and every subset of levels; JPEG, WebP, AVIF,
+    hvq runs each level with the least it needs (alone, or with the coarser
+    levels a top-down model reads; one file per refinement depth) and every
+    subset of levels it can decode; JPEG, WebP, AVIF,
     JPEG 2000 and JPEG XL sweep their quality parameter over the settings of
     hvq's measured Kodak anchors (or --sweep), and so do the "downscale +
     codec" baselines (avif-down4: shrunk to 1/4 of each side, AVIF, upscaled

@@ -53,18 +53,24 @@ def test_training_stages_are_drawn_as_one_run(tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.fixture
+def photo_folder(tmp_path, photo):
+    """A dataset folder of one small photo."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    photo.save(folder / "a.png")
+    return folder
+
+
 @pytest.mark.parametrize("topdown", [False, True])
-def test_depth_files_compares_the_progressive_file_with_the_deep_level_alone(tmp_path, photo, topdown):
+def test_depth_files_compares_the_progressive_file_with_the_deep_level_alone(tmp_path, photo_folder, topdown):
     from click.testing import CliRunner
 
     from conftest import make_tiny_model
     from hvq.benchmarks.depth_files import main
 
     model = make_tiny_model(tmp_path / "m.safetensors", context=True, depths=((4, 3),), topdown=topdown)
-    images = tmp_path / "images"
-    images.mkdir()
-    photo.save(images / "a.png")
-    result = CliRunner().invoke(main, [str(model), str(images), "-o", str(tmp_path / "out")])
+    result = CliRunner().invoke(main, [str(model), str(photo_folder), "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     import json
 
@@ -75,3 +81,18 @@ def test_depth_files_compares_the_progressive_file_with_the_deep_level_alone(tmp
     # top-down: level 4 alone is not a picture, so "alone" holds its coarser levels and equals the progressive file
     assert all((summary[d]["ratio"] == 1.0) == topdown for d in summary)
     assert "| 3 |" in (tmp_path / "out" / "files.md").read_text()
+
+
+def test_latent_ceiling_scores_every_level_quantised_and_not(tmp_path, photo_folder, tiny_model_path):
+    from click.testing import CliRunner
+
+    from hvq.benchmarks.latent_ceiling import main
+
+    result = CliRunner().invoke(main, [str(tiny_model_path), str(photo_folder), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    import json
+
+    mean = json.loads((tmp_path / "out" / "ceiling.json").read_text())["mean"]
+    assert sorted(mean) == ["16", "4", "8"]
+    assert all(0 < m["latent_error"] < 10 and m["depth1"] > 5 and m["ceiling"] > 5 for m in mean.values())
+    assert "| 4 |" in (tmp_path / "out" / "ceiling.md").read_text()

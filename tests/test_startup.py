@@ -21,8 +21,8 @@ from hvq.codec.model import layers
 
 DATA = Path(__file__).parent / "data"
 SCENE = DATA / "scene-128x96.png"
-# What bench, train and plotting import, and the runtime must not.
-HEAVY = ("compressai", "torchvision", "matplotlib", "scipy", "pandas", "torch_geometric", "sympy")
+# What bench, train and plotting import, and the runtime must not (onnx, onnxruntime: the study's only).
+HEAVY = ("compressai", "torchvision", "matplotlib", "scipy", "pandas", "torch_geometric", "sympy", "onnx", "onnxruntime")
 
 PROBE = """
 import json, sys

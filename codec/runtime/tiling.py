@@ -31,55 +31,13 @@ the whole image.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from hvq.bitstream.errors import HvqConfigError
 from hvq.codec.runtime.imageio import pad_to_multiple, to_pixels, to_tensor
-
-DEFAULT_TILE = 1024  # interior side in pixels; see benchmarks/large_image.py for memory and time
-DECODER_HALO_CELLS = 8
-
-
-def encoder_halo(max_factor: int) -> int:
-    """Context in pixels around an encoder tile: the receptive field, on the coarsest grid."""
-    return -(-(24 + 3 * max_factor) // max_factor) * max_factor
-
-
-@dataclass(frozen=True)
-class Window:
-    """A tile (its interior, in pixels) and the window around it that the network sees."""
-
-    top: int
-    left: int
-    bottom: int
-    right: int
-    win_top: int
-    win_left: int
-    win_bottom: int
-    win_right: int
-
-
-def windows(height: int, width: int, tile: int, halo: int) -> Iterator[Window]:
-    """Tiles of side ``tile`` covering a (padded) image, each with ``halo`` pixels of context, clipped to the image."""
-    for top in range(0, height, tile):
-        for left in range(0, width, tile):
-            bottom, right = min(top + tile, height), min(left + tile, width)
-            yield Window(
-                top, left, bottom, right,
-                max(0, top - halo), max(0, left - halo), min(height, bottom + halo), min(width, right + halo),
-            )
-
-
-def check_tile(tile: int, multiple: int) -> int:
-    """The tile side, if the coarsest grid tiles it (a caller's setting: ``HvqConfigError`` if not)."""
-    if tile < multiple or tile % multiple:
-        raise HvqConfigError(f"tile side {tile} must be a positive multiple of {multiple}")
-    return tile
-
+from hvq.codec.runtime.windows import (  # noqa: F401 (the tiles' geometry, re-exported)
+    DECODER_HALO_CELLS, DEFAULT_TILE, Window, check_tile, decoder_halo, encoder_halo, windows,
+)
 
 @torch.inference_mode()  # no autograd bookkeeping at all (the nets' no_grad still records versions)
 def encode_tiled(net, image: np.ndarray, tile: int = DEFAULT_TILE, depths: bool = False,
@@ -155,18 +113,8 @@ def candidates_tiled(net, image: np.ndarray, k: int, tile: int = DEFAULT_TILE) -
 
 
 def decoder_halo_cells(net, factor: int, parents) -> int:
-    """Context in grid cells around a decoder tile.
-
-    Each residual block at the level's own grid beyond the product's one
-    (``ModelConfig.decoder_blocks``) widens the receptive field by 2 cells.
-    With parents (a top-down model) the halo is a whole number of the
-    coarsest parent's cells, so every window starts on the parents' grids too.
-    """
-    cells = DECODER_HALO_CELLS + 2 * (net.config.decoder_blocks - 1)
-    if parents:
-        ratio = max(parents) // factor
-        cells = -(-cells // ratio) * ratio
-    return cells
+    """Context in grid cells around a decoder tile of ``net`` (``hvq.codec.runtime.windows.decoder_halo``)."""
+    return decoder_halo(net.config, factor, parents)
 
 
 @torch.inference_mode()

@@ -1,0 +1,69 @@
+"""The tiles' geometry: windows with halos over an image or a grid, and how wide the halos are.
+
+Torch-free, so that every backend of the transforms cuts the same windows:
+``tiling`` (torch) and the onnxruntime study (``benchmarks/onnx_runtime.py``)
+decode a grid window by window with the same halos.  Why the halos are
+this wide is in ``hvq.codec.runtime.tiling``'s docstring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from hvq.bitstream.errors import HvqConfigError
+
+DEFAULT_TILE = 1024  # interior side in pixels; see benchmarks/large_image.py for memory and time
+DECODER_HALO_CELLS = 8
+
+
+def encoder_halo(max_factor: int) -> int:
+    """Context in pixels around an encoder tile: the receptive field, on the coarsest grid."""
+    return -(-(24 + 3 * max_factor) // max_factor) * max_factor
+
+
+@dataclass(frozen=True)
+class Window:
+    """A tile (its interior, in pixels) and the window around it that the network sees."""
+
+    top: int
+    left: int
+    bottom: int
+    right: int
+    win_top: int
+    win_left: int
+    win_bottom: int
+    win_right: int
+
+
+def windows(height: int, width: int, tile: int, halo: int) -> Iterator[Window]:
+    """Tiles of side ``tile`` covering a (padded) image, each with ``halo`` pixels of context, clipped to the image."""
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            bottom, right = min(top + tile, height), min(left + tile, width)
+            yield Window(
+                top, left, bottom, right,
+                max(0, top - halo), max(0, left - halo), min(height, bottom + halo), min(width, right + halo),
+            )
+
+
+def check_tile(tile: int, multiple: int) -> int:
+    """The tile side, if the coarsest grid tiles it (a caller's setting: ``HvqConfigError`` if not)."""
+    if tile < multiple or tile % multiple:
+        raise HvqConfigError(f"tile side {tile} must be a positive multiple of {multiple}")
+    return tile
+
+
+def decoder_halo(config, factor: int, parents) -> int:
+    """Context in grid cells around a decoder tile.
+
+    Each residual block at the level's own grid beyond the product's one
+    (``ModelConfig.decoder_blocks``) widens the receptive field by 2 cells.
+    With parents (a top-down model) the halo is a whole number of the
+    coarsest parent's cells, so every window starts on the parents' grids too.
+    """
+    cells = DECODER_HALO_CELLS + 2 * (config.decoder_blocks - 1)
+    if parents:
+        ratio = max(parents) // factor
+        cells = -(-cells // ratio) * ratio
+    return cells
