@@ -49,7 +49,7 @@ import numpy as np
 
 from hvq.benchmarks.reports import machine, write_report
 from hvq.benchmarks.startup import child_env, run_once
-from hvq.codec.runtime.windows import DEFAULT_TILE, check_tile, decoder_halo, encoder_halo, windows
+from hvq.codec.runtime.windows import DEFAULT_TILE, check_tile, cut, decoder_halo, encoder_halo, windows
 
 MISSING = "the onnxruntime study needs onnxruntime and onnx: pip install onnxruntime onnx"
 ENCODER = "encoder.onnx"
@@ -182,10 +182,9 @@ def onnx_decode_tiled(sess, config, grid: np.ndarray, factor: int, width: int, h
         top, left = w.top * factor, w.left * factor
         if top >= height or left >= width:
             continue
-        feed = {"indices": grid[None, w.win_top : w.win_bottom, w.win_left : w.win_right].astype(np.int64)}
+        feed = {"indices": cut(grid, w)[None]}
         for g, p in (parents or {}).items():
-            feed[f"parent_{g}"] = p[None, w.win_top * factor // g : w.win_bottom * factor // g,
-                                    w.win_left * factor // g : w.win_right * factor // g].astype(np.int64)
+            feed[f"parent_{g}"] = cut(p, w, g // factor)[None]
         x_hat = sess.run(None, feed)[0][0]  # (3, h, w) in [0, 1]
         y0, x0 = (w.top - w.win_top) * factor, (w.left - w.win_left) * factor
         bottom, right = min(w.bottom * factor, height), min(w.right * factor, width)
@@ -460,7 +459,7 @@ def markdown(report: dict) -> str:
                   + ", ".join(f"{c['relative_gap']:+.1e} (level {c['level']})" for c in ties)
                   + " (positive: torch's choice is the nearer)."]
     te, oe = t["torch_encode"] / n, t["onnx_encode"] / n
-    lines += [f"", f"Encode (all levels' indices): torch {te:.3f} s/image, onnxruntime {oe:.3f} s/image "
+    lines += ["", f"Encode (all levels' indices): torch {te:.3f} s/image, onnxruntime {oe:.3f} s/image "
               f"(ratio {oe / te:.2f}).", ""]
     tiled = agree["tiled"]
     lines += [f"Tiled paths ({tiled['image']}, tile {tiled['tile']} px against the default {DEFAULT_TILE}): "

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from hvq.codec.runtime.imageio import to_tensor
-from hvq.codec.runtime.tiling import DEFAULT_TILE, decoder_halo_cells, windows
+from hvq.codec.runtime.tiling import DEFAULT_TILE, cut, decoder_halo_cells, windows
 
 DEFAULT_PASSES = 2  # each pass is a decode with gradient and one without; a third added ~0.04 dB at level 4 (kodim05)
 
@@ -80,7 +80,7 @@ def pixel_errors(net, grid: np.ndarray, factor: int, image: np.ndarray, tile: in
         top, left = w.top * factor, w.left * factor
         if top >= height or left >= width:
             continue
-        indices = torch.from_numpy(grid[w.win_top : w.win_bottom, w.win_left : w.win_right].astype(np.int64))[None]
+        indices = torch.from_numpy(cut(grid, w))[None]
         z = codebook.lookup(indices)
         codewords = {factor: z, **_parent_codewords(net, parents, w, factor)}
         if gradient:
@@ -103,11 +103,8 @@ def pixel_errors(net, grid: np.ndarray, factor: int, image: np.ndarray, tile: in
 
 def _parent_codewords(net, parents, w, factor: int) -> dict[int, torch.Tensor]:
     """The parents' codewords over window ``w`` of level ``factor``'s grid, as ``decode_tiled`` cuts them."""
-    out = {}
-    for g, p in (parents or {}).items():
-        cut = p[w.win_top * factor // g : w.win_bottom * factor // g, w.win_left * factor // g : w.win_right * factor // g]
-        out[g] = net.codebook_of(g).lookup(torch.from_numpy(cut.astype(np.int64))[None])
-    return out
+    return {g: net.codebook_of(g).lookup(torch.from_numpy(cut(p, w, g // factor))[None])
+            for g, p in (parents or {}).items()}
 
 
 def _window_sum(values: np.ndarray, radius: int) -> np.ndarray:

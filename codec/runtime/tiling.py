@@ -36,7 +36,7 @@ import torch
 
 from hvq.codec.runtime.imageio import pad_to_multiple, to_pixels, to_tensor
 from hvq.codec.runtime.windows import (  # noqa: F401 (the tiles' geometry, re-exported)
-    DECODER_HALO_CELLS, DEFAULT_TILE, Window, check_tile, decoder_halo, encoder_halo, windows,
+    DECODER_HALO_CELLS, DEFAULT_TILE, Window, check_tile, cut, decoder_halo, encoder_halo, windows,
 )
 
 @torch.inference_mode()  # no autograd bookkeeping at all (the nets' no_grad still records versions)
@@ -61,8 +61,7 @@ def encode_tiled(net, image: np.ndarray, tile: int = DEFAULT_TILE, depths: bool 
     for w in windows(height, width, tile, encoder_halo(m)):
         pixels = padded[w.win_top : w.win_bottom, w.win_left : w.win_right]
         x = to_tensor(pixels)
-        given = {f: torch.from_numpy(g[w.win_top // f : w.win_bottom // f, w.win_left // f : w.win_right // f]
-                                     .astype(np.int64))[None] for f, g in (first or {}).items()}
+        given = {f: torch.from_numpy(cut(g, w, f))[None] for f, g in (first or {}).items()}  # w is in pixels
         indices = net.encode_depths(x, given) if depths else {f: g[:, None] for f, g in net.encode(x).items()}
         for f, stack in stacks.items():
             inner = indices[f][0, :, (w.top - w.win_top) // f : (w.bottom - w.win_top) // f,
@@ -136,18 +135,13 @@ def decode_tiled(net, grid: np.ndarray, factor: int, width: int, height: int, ti
         top, left = w.top * factor, w.left * factor
         if top >= height or left >= width:
             continue  # a tile wholly in the padding
-        window = torch.from_numpy(grid[w.win_top : w.win_bottom, w.win_left : w.win_right].astype(np.int64))[None]
+        window = torch.from_numpy(cut(grid, w))[None]
         parent_windows = None
         if parents:
-            parent_windows = {
-                g: torch.from_numpy(p[w.win_top * factor // g : w.win_bottom * factor // g,
-                                      w.win_left * factor // g : w.win_right * factor // g].astype(np.int64))[None]
-                for g, p in parents.items()
-            }
+            parent_windows = {g: torch.from_numpy(cut(p, w, g // factor))[None] for g, p in parents.items()}
         refined = None
         if refinements is not None and len(refinements):
-            refined = torch.from_numpy(
-                refinements[:, w.win_top : w.win_bottom, w.win_left : w.win_right].astype(np.int64))[None]
+            refined = torch.from_numpy(cut(refinements, w))[None]
         x_hat = net.decode(window, factor, parent_windows, refinements=refined)[0]
         y0, x0 = (w.top - w.win_top) * factor, (w.left - w.win_left) * factor
         bottom, right = min(w.bottom * factor, height), min(w.right * factor, width)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from hvq.bitstream.errors import HvqConfigError
 
 DEFAULT_TILE = 1024  # interior side in pixels; see benchmarks/large_image.py for memory and time
@@ -45,6 +47,18 @@ def windows(height: int, width: int, tile: int, halo: int) -> Iterator[Window]:
                 top, left, bottom, right,
                 max(0, top - halo), max(0, left - halo), min(height, bottom + halo), min(width, right + halo),
             )
+
+
+def cut(grid, w: Window, ratio: int = 1):
+    """The window of ``w`` (in a level's cells) out of a grid ``ratio`` times coarser, as an int64 array.
+
+    ``ratio`` 1 is the level's own grid (or its refinements); a top-down
+    parent's grid is ``parent factor // level factor`` times coarser, and the
+    halo of ``decoder_halo`` keeps the window whole on it.  Leading axes
+    (depths) are kept.
+    """
+    return grid[..., w.win_top // ratio : w.win_bottom // ratio,
+                w.win_left // ratio : w.win_right // ratio].astype(np.int64)
 
 
 def check_tile(tile: int, multiple: int) -> int:
