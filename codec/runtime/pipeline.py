@@ -188,23 +188,20 @@ class Codec:
         def file_bpp(grids, factors, s):
             return 8 * len(write(grids, factors, s)) / (width * height)
 
-        def finest_psnr(grids, factors):
-            f = factors[-1]
+        def squared_error(grids, factors, f) -> float:
+            """Level f's squared error as the file decodes it (8-bit pixels, summed)."""
             parents = {g: grids[g] for g in net.parents_needed(f) if g in grids}  # a top-down model's coarser codes
             decoded = decode_tiled(net, grids[f], f, width, height, self.tile, parents or None,
                                    refinements_of(grids, factors).get(f))
-            mse = np.mean((decoded.astype(np.float64) - pixels) ** 2)
+            return float(np.sum((decoded.astype(np.float64) - pixels) ** 2))
+
+        def finest_psnr(grids, factors):
+            mse = squared_error(grids, factors, factors[-1]) / pixels.size
             return psnr_from_mse(mse, 255.0) if mse > 0 else 100.0  # finite for the search's bisection
 
         def level_errors(grids, factors):
-            """Squared error of each level as the file decodes it (8-bit pixels): what the rungs are checked on."""
-            out = {}
-            for f in factors:
-                parents = {g: grids[g] for g in net.parents_needed(f) if g in grids}
-                decoded = decode_tiled(net, grids[f], f, width, height, self.tile, parents or None,
-                                       refinements_of(grids, factors).get(f))
-                out[f] = float(np.sum((decoded.astype(np.float64) - pixels) ** 2))
-            return out
+            """Each level's squared error: what the rungs are checked on."""
+            return {f: squared_error(grids, factors, f) for f in factors}
 
         checked = pixel_rdoq.refines(net, chosen)  # every level decodes with what the file holds
         choice = rate_control.choose(setting, candidates, level_sets, prior, file_bpp, finest_psnr, refine_at,

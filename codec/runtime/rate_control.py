@@ -182,6 +182,11 @@ class Trial:
     value: float  # the file's bpp, or the finest level's PSNR
 
 
+def _levels_key(factors) -> str | tuple:
+    """What tells two sets of levels apart, depths included (a ``Rung``'s name)."""
+    return factors.name if isinstance(factors, Rung) else tuple(factors)
+
+
 def choose(
     setting: RateSetting,
     candidates,
@@ -207,7 +212,7 @@ def choose(
     made: dict[tuple, dict[int, np.ndarray]] = {}  # (levels, depths, quality) -> grids: the rungs, made once
 
     def grids_at(factors, q):
-        key = (factors.name if isinstance(factors, Rung) else tuple(factors), q)
+        key = (_levels_key(factors), q)
         if key not in made:
             refine = None if refine_at is None else refine_at(q, factors)
             grids = rdoq.choose_indices(candidates, factors, prior, lambdas_for(q, factors), refine)
@@ -223,8 +228,7 @@ def choose(
     measured: dict[tuple, dict[int, float]] = {}
 
     def errors(grids, factors):
-        key = (factors.name if isinstance(factors, Rung) else tuple(factors),
-               tuple(grids[f].tobytes() for f in factors))
+        key = (_levels_key(factors), tuple(grids[f].tobytes() for f in factors))
         if key not in measured:
             measured[key] = level_errors(grids, factors)
         return measured[key]
