@@ -124,6 +124,18 @@ CANDIDATES = (
     Candidate("sharing-balanced", "seed-faithful sharing + level-balanced EMA + cosine lookup",
               "do the two codebook fixes add up?",
               model=_options(level_heads=False, codebook_balance="level", lookup="cosine")),
+    # Added after the v2 run (sharing + top-down + 3 decoder blocks, K 512 x 64) split its codebook
+    # again: which of v2's changes undoes `sharing`?
+    Candidate("sharing-topdown", "seed-faithful sharing + top-down decoding",
+              "does top-down decoding undo the sharing (v2's codebook split)?",
+              model=_options(level_heads=False, topdown=True)),
+    Candidate("sharing-v2", "v2's model (sharing, top-down, 3 decoder blocks, K 512 x 64, v2 widths) and optimiser "
+              "(lr 5e-4, batch 16, clip 1.0)",
+              "does v2's design share its codebook at the study's budget, or does only the long run split it?",
+              model=_options(level_heads=False, topdown=True, decoder_blocks=3, codebook_size=512, code_dim=64,
+                             encoder_channels=(48, 96),
+                             decoder_channels=((16, 96), (8, 96), (4, 96), (2, 48), (1, 24))),
+              train=_options(lr=5e-4, batch_size=16, grad_clip=1.0)),
 )
 # The context prior's neighbour tables are (K + 1) x K: at K = 4096 they alone
 # would pass the 30 MB model-file limit, so larger codebooks are coded with the static prior.
