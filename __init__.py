@@ -84,9 +84,11 @@ def decompress(data, level=None, model=None, depth=None):
 
     ``detokenize(decode_tokens(data, (level,)), level)`` with the model the
     file names (or ``model``).  ``depth``: how many of the level's refinement
-    depths to decode (default: every one the file holds whole).
+    depths to decode (default: every one the file holds whole).  The decoder
+    runs on torch, or without it on onnxruntime: ``HVQ_BACKEND=auto|torch|onnx``
+    (``hvq.codec.runtime.backend``).
     """
-    from hvq.codec.runtime.pipeline import decompress as decompress_file
+    from hvq.codec.runtime.backend import decompress as decompress_file
 
     return decompress_file(data, level, model, depth=depth)
 

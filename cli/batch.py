@@ -12,6 +12,7 @@ up in memory.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,23 +28,34 @@ Result = TypeVar("Result")
 
 @dataclass(frozen=True)
 class ThreadPlan:
-    """How ``threads`` CPU threads are used: ``workers`` files at once, ``torch_threads`` inside each."""
+    """How ``threads`` CPU threads are used: ``workers`` files at once, ``torch_threads`` inside each.
+
+    Without torch (``on_torch`` false: the onnxruntime decoder) the threads
+    inside each file are onnxruntime's, handed to each session by the caller.
+    """
 
     workers: int
     torch_threads: int
+    on_torch: bool = True
 
     @classmethod
-    def for_files(cls, threads: int | None, files: int) -> "ThreadPlan":
+    def for_files(cls, threads: int | None, files: int, on_torch: bool = True) -> "ThreadPlan":
         """Split ``threads`` (default: torch's own count, the physical cores or ``OMP_NUM_THREADS``) over ``files``."""
-        import torch
+        if on_torch:
+            import torch
 
-        total = threads or torch.get_num_threads()
+            total = threads or torch.get_num_threads()
+        else:
+            total = threads or os.cpu_count() or 1
         workers = max(1, min(total, files))
-        return cls(workers, max(1, total // workers))
+        return cls(workers, max(1, total // workers), on_torch)
 
     @contextmanager
     def applied(self):
         """torch's intra-op thread count set for the block, and restored after it (the CLI may run in a library)."""
+        if not self.on_torch:
+            yield self
+            return
         import torch
 
         before = torch.get_num_threads()

@@ -1,4 +1,4 @@
-"""The ``hvq`` command line: compress, decompress, info, strip, tokens, detokenize, train, export.
+"""The ``hvq`` command line: compress, decompress, info, strip, tokens, detokenize, train, export, export-graphs.
 
 Library errors (``HvqError``) become one-line messages naming the file and
 exit 1; misuse of the command line exits 2.  Torch and the model are imported
@@ -28,7 +28,7 @@ from hvq.cli.output import (
     write_output,
 )
 from hvq.cli.bench import bench
-from hvq.cli.train import export, fit_prior, train
+from hvq.cli.train import export, export_graphs, fit_prior, train
 from hvq.cli.tokens import detokenize, tokens
 
 EXIT_INTERRUPTED = 130
@@ -230,6 +230,8 @@ def decompress(ctx, inputs, output, output_dir, level, depth, partial, model_pat
     decoding.  An input of - reads standard input (give -o).  Several files
     share one loaded model and are decoded side by side, one per thread
     (--threads); a file that fails is reported and the rest go on.
+    HVQ_BACKEND=onnx decodes with onnxruntime, without torch (auto, the
+    default: torch when it is installed).
     """
     from hvq.bitstream.container import MAX_FILE_BYTES
     from hvq.cli.inputs import Job
@@ -254,20 +256,29 @@ def decompress(ctx, inputs, output, output_dir, level, depth, partial, model_pat
     image_format = "PNG" if jobs[0].target == STDIO else writable_format(jobs[0].target.suffix)
     if len(jobs) == 1:
         check_target(jobs[0].target, list(inputs), force, stdout_ok=True)  # before the model loads
-    from hvq.codec.runtime.pipeline import Codec, decompress as decompress_file
+    from hvq.codec.runtime.backend import decompress as decompress_file, uses_torch
 
     try:
-        codec = Codec.for_model(model_path) if model_path else None  # else the installed model each file names
+        on_torch = uses_torch()  # HVQ_BACKEND: torch, or onnxruntime without importing torch
+        if on_torch:
+            from hvq.codec.runtime.pipeline import Codec
+
+            model = Codec.for_model(model_path).model if model_path else None  # else the model each file names
+        else:
+            from hvq.codec.runtime.registry import read_prior
+
+            model = read_prior(model_path).path if model_path else None  # checked before any file
     except HvqError as exc:  # its message names the model file
         raise click.ClickException(str(exc))
-    threads_plan = ThreadPlan.for_files(threads, len(jobs))
+    threads_plan = ThreadPlan.for_files(threads, len(jobs), on_torch)
 
     def work(job):
         if job in repeated:
             raise click.ClickException(f"{job.target}: written from another input in this run")
         check_target(job.target, list(inputs), force, stdout_ok=True)
         source = read_stdin(MAX_FILE_BYTES) if job.source == STDIO else job.source
-        image = decompress_file(source, level, codec.model if codec else None, partial=partial, depth=depth)
+        image = decompress_file(source, level, model, partial=partial, depth=depth,
+                                threads=0 if on_torch else threads_plan.torch_threads)
         buffer = io.BytesIO()
         image.save(buffer, format=image_format)
         return buffer.getvalue()
@@ -358,6 +369,7 @@ def strip(input, keep, output, model_path, force):
 main.add_command(train)
 main.add_command(bench)
 main.add_command(export)
+main.add_command(export_graphs)
 main.add_command(fit_prior)
 main.add_command(tokens)
 main.add_command(detokenize)

@@ -250,15 +250,29 @@ def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_s
                    "static: one frequency table per level only.")
 @click.option("--prior-steps", type=click.IntRange(1), default=400, show_default=True,
               help="Adam steps of the context prior's fit, per level.")
+@click.option("--graphs/--no-graphs", default=True, show_default=True,
+              help="Also write the onnx decoder graphs beside the model (MODEL.graphs.json, MODEL.decoder-F.onnx, "
+                   "a few KB), so it decodes without torch; needs the onnx package (skipped with a note if the "
+                   "option is not given and onnx is missing).")
 @force_option
-def export(checkpoint, output, data_dirs, prior_kind, prior_steps, force):
+@click.pass_context
+def export(ctx, checkpoint, output, data_dirs, prior_kind, prior_steps, graphs, force):
     """Fit the prior on the training images and write a deployable model."""
+    import importlib.util
+
     from hvq.cli.output import check_target
     from hvq.codec.fit.context_prior import ContextFitConfig
     from hvq.codec.fit.export import export_checkpoint
     from hvq.codec.train.loop import load_training_state
 
     check_target(output, [checkpoint], force)
+    asked = ctx.get_parameter_source("graphs") is not ParameterSource.DEFAULT
+    if graphs and importlib.util.find_spec("onnx") is None:
+        if asked:  # before the long fit, not after it
+            raise click.ClickException("--graphs needs the onnx package: pip install onnx")
+        graphs = False
+        click.echo("onnx is not installed: no decoder graphs written (`hvq export-graphs MODEL` writes them later)",
+                   err=True)
     try:
         state = load_training_state(checkpoint)
     except HvqError as exc:  # its message names the file
@@ -277,6 +291,28 @@ def export(checkpoint, output, data_dirs, prior_kind, prior_steps, force):
     click.echo(f"{output}: model {report.fingerprint.hex()}")
     click.echo(f"codebook usage on the {report.images} fitting images: {levels}, "
                f"all levels {100 * usage.all_levels:.1f}%, every level {100 * usage.every_level:.1f}%")
+    if graphs:
+        ctx.invoke(export_graphs, model=output)
+
+
+@click.command("export-graphs", epilog=EXIT_CODES)
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def export_graphs(model):
+    """Write the onnx decoder graphs of a model file beside it, so it decodes without torch (HVQ_BACKEND=onnx).
+
+    Structure only (the weights stay in the model file): MODEL.graphs.json
+    names the model's fingerprint and each graph's tensors, and
+    MODEL.decoder-F.onnx holds each level's decoder.  Needs torch and onnx.
+    """
+    from hvq.codec.runtime.onnx_graphs import write_graphs
+
+    try:
+        manifest = write_graphs(model)
+    except HvqError as exc:  # its message names the file, or what to install
+        raise click.ClickException(f"{model}: {exc}" if str(model) not in str(exc) else str(exc))
+    files = [manifest, *sorted(manifest.parent.glob(f"{Path(model).stem}.decoder-*.onnx"))]
+    click.echo(f"{manifest}: decoder graphs of {model.name} ({sum(p.stat().st_size for p in files) / 1024:.1f} KB "
+               f"in {len(files)} files)")
 
 
 @click.command("fit-prior", epilog=EXIT_CODES)

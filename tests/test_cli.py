@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import replace
 
@@ -186,6 +187,8 @@ def test_train_resume_and_export(run, photo, tmp_path):
     model = tmp_path / "m.safetensors"
     result = run("export", run_dir / "checkpoint.pt", "-o", model, "--prior-steps", 20)  # on the run's own data
     assert result.exit_code == 0 and "model " in result.output
+    if importlib.util.find_spec("onnx"):  # the onnx decoder's graphs, written beside the model
+        assert "decoder graphs of m.safetensors" in result.output and (tmp_path / "m.graphs.json").exists()
     assert run("compress", images / "a.png", "-o", tmp_path / "a.hvq", "--model", model).exit_code == 0
 
 

@@ -8,6 +8,8 @@ packages are absent from ``sys.modules`` afterwards; it measures no time
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +23,13 @@ from hvq.codec.model import layers
 
 DATA = Path(__file__).parent / "data"
 SCENE = DATA / "scene-128x96.png"
-# What bench, train and plotting import, and the runtime must not (onnx, onnxruntime: the study's only).
+# What bench, train and plotting import, and the runtime must not (onnx, onnxruntime: the torch-free decoder's,
+# HVQ_BACKEND=onnx, and the study's).
 HEAVY = ("compressai", "torchvision", "matplotlib", "scipy", "pandas", "torch_geometric", "sympy", "onnx", "onnxruntime")
+# What the torch-free decoder must not import: torch and the rest of HEAVY but onnxruntime, which it runs on.
+NOT_LIGHT = tuple(m for m in HEAVY if m != "onnxruntime") + ("torch",)
+# A probe prefix that makes torch unimportable, as on a machine with only hvq[light]'s packages.
+NO_TORCH = "import sys; sys.modules['torch'] = None\n"
 
 PROBE = """
 import json, sys
@@ -31,7 +38,7 @@ try:
     main(sys.argv[1:], standalone_mode=False)
 except SystemExit as exc:
     assert not exc.code, exc.code
-print(json.dumps(sorted(m.split(".")[0] for m in sys.modules)))
+print(json.dumps(sorted(m.split(".")[0] for m, v in sys.modules.items() if v is not None)))  # None: blocked
 """
 
 PLUGIN_PROBE = """
@@ -46,8 +53,10 @@ print(json.dumps(sorted(m.split(".")[0] for m in sys.modules)))
 """
 
 
-def imported_by(code: str, *args) -> set[str]:
-    done = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300)
+def imported_by(code: str, *args, env: dict | None = None) -> set[str]:
+    environ = {**os.environ, **(env or {})}
+    done = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300,
+                          env=environ)
     assert done.returncode == 0, done.stderr
     return set(json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -70,6 +79,45 @@ def test_decompress_imports_no_heavy_package(tiny_model_path, hvq_file, tmp_path
     loaded = imported_by(PROBE, "decompress", hvq_file, "-o", tmp_path / "a.png", "--model", tiny_model_path)
     assert (tmp_path / "a.png").exists()
     assert loaded.isdisjoint(HEAVY), loaded & set(HEAVY)
+
+
+@pytest.fixture(scope="module")
+def model_with_graphs(tiny_model_path, tmp_path_factory) -> Path:
+    pytest.importorskip("onnxruntime", reason="the torch-free decoder needs onnxruntime (pip install 'hvq[light]')")
+    pytest.importorskip("onnx", reason="writing decoder graphs needs the onnx package (pip install onnx)")
+    from hvq.codec.runtime.onnx_graphs import write_graphs
+
+    path = tmp_path_factory.mktemp("graphs") / "tiny.safetensors"
+    shutil.copy(tiny_model_path, path)
+    write_graphs(path)
+    return path
+
+
+def test_decompress_with_hvq_backend_onnx_imports_no_torch(model_with_graphs, hvq_file, tmp_path):
+    loaded = imported_by(PROBE, "decompress", hvq_file, "-o", tmp_path / "a.png", "--model", model_with_graphs,
+                         env={"HVQ_BACKEND": "onnx"})
+    assert (tmp_path / "a.png").exists()
+    assert "onnxruntime" in loaded  # the probe did run the decoder
+    assert loaded.isdisjoint(NOT_LIGHT), loaded & set(NOT_LIGHT)
+
+
+def test_decompress_without_torch_installed_decodes_with_onnx(model_with_graphs, hvq_file, tmp_path):
+    loaded = imported_by(NO_TORCH + PROBE, "decompress", hvq_file, "-o", tmp_path / "a.png", "--model",
+                         model_with_graphs, env={"HVQ_BACKEND": ""})  # auto
+    assert (tmp_path / "a.png").exists() and "onnxruntime" in loaded
+    assert loaded.isdisjoint(NOT_LIGHT), loaded & set(NOT_LIGHT)
+
+
+def test_pillow_plugin_with_hvq_backend_onnx_imports_no_torch(model_with_graphs, hvq_file):
+    loaded = imported_by(PLUGIN_PROBE, hvq_file, model_with_graphs, env={"HVQ_BACKEND": "onnx"})
+    assert "onnxruntime" in loaded and loaded.isdisjoint(NOT_LIGHT), loaded & set(NOT_LIGHT)
+
+
+def test_hvq_decompress_with_hvq_backend_onnx_imports_no_torch(model_with_graphs, hvq_file):
+    code = ("import json, sys, hvq\nimage = hvq.decompress(sys.argv[1], model=sys.argv[2])\nassert image.size == (128, 96)\n"
+            "print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))")
+    loaded = imported_by(code, hvq_file, model_with_graphs, env={"HVQ_BACKEND": "onnx"})
+    assert "onnxruntime" in loaded and loaded.isdisjoint(NOT_LIGHT), loaded & set(NOT_LIGHT)
 
 
 def test_info_imports_no_torch(hvq_file):

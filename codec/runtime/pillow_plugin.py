@@ -1,7 +1,7 @@
 """Open .hvq files with Pillow: ``Image.open("photo.hvq")`` after ``register_hvq_opener()``.
 
-Registration is explicit (as in pillow-heif), because decoding needs torch
-and a model.  ``Image.open`` reads only the signature and HEAD, so size and
+Registration is explicit (as in pillow-heif), because decoding needs a
+model and torch (or onnxruntime: ``HVQ_BACKEND``, ``backend.py``).  ``Image.open`` reads only the signature and HEAD, so size and
 mode are known at once; the transforms run on ``load()`` (as Pillow's WebP
 plugin defers decoding).  The decoded level is the finest stored unless the
 registration names one.  ``image.save("x.hvq")`` (or ``format="HVQ"``)
@@ -73,7 +73,7 @@ class HvqImageFile(ImageFile.ImageFile):
         return super().load()
 
     def _decode(self) -> None:
-        from hvq.codec.runtime.pipeline import decompress
+        from hvq.codec.runtime.backend import decompress
 
         self.fp.seek(0)
         data = self.fp.read(MAX_FILE_BYTES + 1)

@@ -30,8 +30,11 @@ import numpy as np
 from PIL import Image
 
 from hvq.bitstream.container import Header, ParsedFile, read_file
-from hvq.bitstream.errors import HvqFormatError, HvqImageError, HvqModelError, HvqUsageError
-from hvq.bitstream.levels import Tokens, as_level, as_levels, as_selection, read_tokens, stored_levels, write_tokens
+from hvq.bitstream.errors import HvqImageError, HvqModelError, HvqUsageError
+from hvq.bitstream.levels import Tokens, as_level, as_levels, as_selection, read_tokens, write_tokens
+from hvq.codec.runtime.checks import (  # noqa: F401 (MAX_TRANSFORM_PIXELS, choose_level, as_depth re-exported)
+    MAX_TRANSFORM_PIXELS, as_depth, check_header, choose_level, parents_needed,
+)
 from hvq.codec.runtime.imageio import load_image
 from hvq.codec.runtime.registry import default_model, find_model
 from hvq.codec.runtime.tiling import DEFAULT_TILE, candidates_tiled, check_tile, decode_tiled, encode_tiled
@@ -40,14 +43,6 @@ from hvq.codec.runtime import pixel_rdoq, rate_control
 from hvq.codec.runtime.distortion import psnr_from_mse
 from hvq.codec.runtime.rdoq import DEFAULT_CANDIDATES, cell_code_lengths as code_lengths
 from hvq.codec.runtime.weights import LoadedModel, load_model
-
-# The transforms run tile by tile (codec/runtime/tiling.py), so their memory is set
-# by the tile, not the image: the whole image is held only as 8-bit pixels.
-# 2**26 pixels (8192x8192) keeps that under 1 GB and stays below Pillow's
-# decompression-bomb warning (about 89 M pixels), so any image hvq accepts
-# opens without it.  Larger images and files are refused before anything
-# is allocated.
-MAX_TRANSFORM_PIXELS = 1 << 26
 
 
 class Codec:
@@ -263,39 +258,11 @@ class Codec:
 
     def _parents_needed(self, factor: int, held) -> tuple[int, ...]:
         """The coarser levels a top-down model's decoder of ``factor`` reads (none for the product's model)."""
-        needed = tuple(self.model.net.parents_needed(factor))
-        for parent in needed:
-            if parent not in held:
-                raise HvqModelError(f"level {factor} of this model decodes only with level {parent}, "
-                                    "which the file does not hold")
-        return needed
+        return parents_needed(self.model.config, factor, held)
 
     def check_header(self, header: Header | Tokens) -> None:
-        """Refuse a file (its HEAD) or tokens made with another model before decoding anything."""
-        if header.model_fingerprint != self.model.fingerprint:
-            raise HvqModelError(
-                f"file was made with model {header.model_fingerprint.hex()}, "
-                f"but the loaded model is {self.model.fingerprint_hex}"
-            )
-        if header.grid_multiple != self.model.config.max_factor:
-            raise HvqModelError("file's grid multiple does not match the model")
-        if header.width * header.height > MAX_TRANSFORM_PIXELS:
-            raise HvqFormatError(
-                f"image of {header.width}x{header.height} exceeds the {MAX_TRANSFORM_PIXELS}-pixel limit of the transforms"
-            )
-        if header.codebook_size != self.model.config.codebook_size:
-            raise HvqModelError(
-                f"file's codebook size {header.codebook_size} does not match the model's {self.model.config.codebook_size}"
-            )
-        stored = header.factors if isinstance(header, Header) else header.levels
-        foreign = [f for f in stored if f not in self.model.config.factors]
-        if foreign:
-            raise HvqModelError(f"file holds level {foreign[0]}, which the model does not have")
-        depths = header.depths.items() if isinstance(header, Tokens) else header.depths
-        for factor, depth in depths:
-            if depth > self.model.net.depth_of(factor):  # the fingerprint matched: the file is wrong, not the model
-                raise HvqFormatError(f"file holds level {factor}:{depth}, but the model's level {factor} "
-                                     f"has depths 1..{self.model.net.depth_of(factor)}")
+        """Refuse a file (its HEAD) or tokens made with another model before decoding anything (``checks``)."""
+        check_header(header, self.model.config, self.model.fingerprint)
 
     def check_file(self, parsed: ParsedFile) -> None:
         """``check_header`` of a parsed file (the prior is checked where levels are read)."""
@@ -306,13 +273,6 @@ def load_pixels(image) -> np.ndarray:
     """The image as (H, W, 3) uint8 pixels, held once: large images are tiled to bound memory."""
     rgb = load_image(image_source(image), MAX_TRANSFORM_PIXELS)
     return np.asarray(rgb)  # a copy; the PIL image goes when this returns
-
-
-def choose_level(parsed: ParsedFile, level: int | None, partial: bool) -> int:
-    """The level to decode: ``level``, else the finest stored (the finest complete one with ``partial``)."""
-    if level is not None:
-        return level
-    return stored_levels(parsed, None, partial)[-1]  # coarse first, so the last is the finest
 
 
 def decompress(data, level=None, model=None, partial: bool = False, depth=None) -> Image.Image:
@@ -329,17 +289,6 @@ def detokenize(tokens: Tokens, level=None, model=None, depth=None) -> Image.Imag
     if not isinstance(tokens, Tokens):
         raise HvqModelError(f"detokenize takes hvq.Tokens, not {type(tokens).__name__}")
     return Codec.for_fingerprint(tokens.model_fingerprint, model=model).detokenize(tokens, level, depth)
-
-
-def as_depth(depth) -> int | None:
-    """A depth (1: the level's grid alone), as an int or a string of digits; None passes through."""
-    if depth is None:
-        return None
-    if isinstance(depth, (int, np.integer)) and not isinstance(depth, bool) and depth >= 1:
-        return int(depth)
-    if isinstance(depth, str) and depth.strip().isdigit() and int(depth) >= 1:
-        return int(depth)
-    raise HvqUsageError(f"a depth is a whole number from 1 (a level's grid alone), not {depth!r}")
 
 
 IMAGE_KINDS = "a PIL image, a path, image file bytes, a binary file object or an HxWx3 uint8 array"

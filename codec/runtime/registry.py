@@ -42,11 +42,12 @@ class InstalledModel:
 
 @dataclass(frozen=True)
 class ModelPrior:
-    """A model file's integer prior tables and the fingerprint they were checked against."""
+    """A model file's integer prior tables and the fingerprint they were checked against, with its config."""
 
     path: Path
     fingerprint: bytes
     prior: PriorTables
+    config: ModelConfig  # what a torch-free decoder (onnx_backend) checks a file against
 
 
 def default_model() -> Path:
@@ -130,4 +131,4 @@ def _read_prior(path: str, *stamp) -> ModelPrior:
         prior = PriorTables.from_tensors({**tensors, **extra}, config.factors, config.codebook_size, context_fp)
     except HvqModelError as exc:
         raise HvqModelError(f"{name}: {exc}") from None
-    return ModelPrior(Path(path), fp, prior)
+    return ModelPrior(Path(path), fp, prior, config)
