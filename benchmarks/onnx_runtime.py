@@ -1,34 +1,32 @@
 """onnxruntime as a torch-free runtime for the transforms (issue 15, must-have 3): agreement, speed, memory.
 
-The study exports the shipped model's transforms with torch's TorchScript
-exporter (``torch.onnx.export(..., dynamo=False)``, height and width
-dynamic) and runs them with onnxruntime's CPU provider:
+The decoder side is the product's (``hvq.codec.runtime.onnx_graphs`` writes
+each level's decoder graph beside a copy of the model file,
+``onnx_backend`` runs it tile by tile); the study adds the encoder, which
+the product does not ship (its indices cannot be torch's bit for bit):
 
 - the encoder: image -> every level's indices (the nearest codeword, argmin
-  inside the graph), compared index by index with ``encode_tiled``;
-- one decoder per level: indices (and a top-down model's coarser indices)
-  -> image in [0, 1], decoded window by window with the halos of
-  ``hvq.codec.runtime.windows`` and compared, as 8-bit pixels, with
-  ``decode_tiled``; once more with small tiles, so that the tiled paths of
-  both backends are compared too.
+  inside the graph), exported here the same way (``torch.onnx.export(...,
+  dynamo=False)``, height and width dynamic, weights external) and compared
+  index by index with ``encode_tiled``;
+- each level's decoder: indices (and a top-down model's coarser indices)
+  -> image, decoded with ``onnx_backend.decode_tiled`` and compared, as
+  8-bit pixels, with ``decode_tiled``; once more with small tiles, so that
+  the tiled paths of both backends are compared too.
 
-The graphs hold no weights.  Every initializer that is a tensor of the
-model file is left as an external reference, and the session is handed the
-file's tensors (widened to float32, as ``weights.py`` widens them) with
-``SessionOptions.add_external_initializers`` before it optimises the graph:
-the .onnx files are the architecture alone (a few KB), and the weights stay
-in the one fingerprinted .safetensors file.
+The graphs hold no weights: every initializer that is a tensor of the model
+file is left external and fed from the file (widened to float32, as
+``weights.py`` widens it) with ``SessionOptions.add_external_initializers``.
 
 Cold processes (one per command, round-robin, median wall time and the
 child's ``ru_maxrss``): ``import torch`` and ``import onnxruntime`` as the
-floors, the product's ``hvq decompress`` of a Kodak file, and a torch-free
-decompress (``decode_file``: the bitstream, the prior tables and
-onnxruntime; it checks that torch never entered ``sys.modules``)::
+floors, and the product's ``hvq decompress`` of a Kodak file with
+``HVQ_BACKEND=torch`` and ``HVQ_BACKEND=onnx``::
 
     python -m hvq.benchmarks.onnx_runtime /work/shared/datasets/kodak -o benchmarks/results/onnx/onnx.json
 
 This module imports torch only inside the functions that export or run the
-torch side, so a child process can use ``decode_file`` without it.
+torch side.
 """
 
 from __future__ import annotations
@@ -49,35 +47,38 @@ import numpy as np
 
 from hvq.benchmarks.reports import machine, write_report
 from hvq.benchmarks.startup import child_env, run_once
-from hvq.codec.runtime.windows import DEFAULT_TILE, check_tile, cut, decoder_halo, encoder_halo, windows
+from hvq.codec.runtime import onnx_backend
+from hvq.codec.runtime.onnx_graphs import OPSET
+from hvq.codec.runtime.windows import DEFAULT_TILE, check_tile, encoder_halo, windows
 
 MISSING = "the onnxruntime study needs onnxruntime and onnx: pip install onnxruntime onnx"
 ENCODER = "encoder.onnx"
-MANIFEST = "graphs.json"
-OPSET = 17
-
-
-def decoder_name(factor: int) -> str:
-    return f"decoder-{factor}.onnx"
+MANIFEST = "encoder.json"  # the encoder graph's tensors (the decoders' are in the product's manifest)
+MODEL = "model.safetensors"  # the copy of the model file the graphs sit beside
 
 
 # -- export (torch, onnx) ---------------------------------------------------------------
 
 
-def export_graphs(net, folder: Path, fingerprint: bytes) -> dict[str, dict]:
-    """The encoder's and every level's decoder graph in ``folder``, weights left external; their sizes.
+def export_graphs(net, model_path: Path, folder: Path, fingerprint: bytes) -> dict[str, dict]:
+    """The encoder's graph (the study's) and every level's decoder graph (the product's) in ``folder``; their sizes.
 
-    Returns {file name: {"bytes": structure-only size, "bytes_with_weights":
-    the same graph with its float32 weights inside, "external": how many
-    initializers come from the model file, "weights": their names}}, also
-    written to the folder's manifest with the model's fingerprint.
+    The model file is copied into the folder (``MODEL``), so the product's
+    decoder graphs sit beside it.  Returns {file name: {"bytes":
+    structure-only size, "bytes_with_weights": the same graph with its
+    float32 weights inside, "external": how many initializers come from the
+    model file, "weights": their names}}; the encoder's entry is also
+    written to ``MANIFEST``.
     """
     import io
+    import shutil
     import warnings
 
     import onnx
     import torch
     from onnx.external_data_helper import set_external_data
+
+    from hvq.codec.runtime.onnx_graphs import export_graphs as export_decoders
 
     class Encode(torch.nn.Module):
         def __init__(self):
@@ -88,55 +89,55 @@ def export_graphs(net, folder: Path, fingerprint: bytes) -> dict[str, dict]:
             indices = self.net.encode(x)
             return tuple(indices[f] for f in self.net.config.factors)
 
-    class Decode(torch.nn.Module):
-        def __init__(self, factor):
-            super().__init__()
-            self.net, self.factor = net, factor
-
-        def forward(self, indices, *parents):  # (1, h, w) int64 [, coarser levels'] -> (1, 3, H, W)
-            needed = self.net.parents_needed(self.factor)
-            return self.net.decode(indices, self.factor, dict(zip(needed, parents)) or None)
-
-    state = {f"net.{k}": v for k, v in net.state_dict().items()}
     folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model_path, folder / MODEL)
+    manifest = json.loads(export_decoders(net, folder / MODEL, fingerprint).read_text())
+    weights = weights_of(folder / MODEL)
+    sizes = {}
+    for entry in manifest["decoders"].values():
+        graph = onnx.load(str(folder / entry["file"]), load_external_data=False)
+        for init in graph.graph.initializer:
+            if init.name in entry["weights"]:  # put the weights back in, to say what leaving them out saves
+                init.ClearField("external_data")
+                init.data_location = onnx.TensorProto.DEFAULT
+                init.raw_data = weights[init.name].tobytes()
+        sizes[entry["file"]] = {"bytes": entry["bytes"], "bytes_with_weights": len(graph.SerializeToString()),
+                                "external": len(entry["weights"]), "weights": entry["weights"]}
+
+    state = {f"net.{k}" for k in net.state_dict()}
     factors = net.config.factors
     m = net.config.max_factor
-    jobs = [(ENCODER, Encode(), (torch.rand(1, 3, 4 * m, 4 * m),), ["image"],
-             [f"indices_{f}" for f in factors],
-             {"image": {2: "height", 3: "width"},
-              **{f"indices_{f}": {1: f"rows_{f}", 2: f"cols_{f}"} for f in factors}})]
-    for f in factors:
-        needed = net.parents_needed(f)
-        args = tuple(torch.zeros(1, 4 * m // g, 4 * m // g, dtype=torch.int64) for g in (f, *needed))
-        names = ["indices"] + [f"parent_{g}" for g in needed]
-        axes = {name: {1: f"rows_{g}", 2: f"cols_{g}"} for name, g in zip(names, (f, *needed))}
-        jobs.append((decoder_name(f), Decode(f), args, names, ["image"], {**axes, "image": {2: "height", 3: "width"}}))
-    sizes = {}
-    for name, module, args, inputs, outputs, axes in jobs:
-        buffer = io.BytesIO()
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the exporter's notes on traced integer shapes
-            torch.onnx.export(module.eval(), args, buffer, dynamo=False, opset_version=OPSET, do_constant_folding=False,
-                              input_names=inputs, output_names=outputs, dynamic_axes=axes)
-        model = onnx.load_from_string(buffer.getvalue())
-        renamed = {}
-        for init in model.graph.initializer:
-            if init.name in state:
-                renamed[init.name] = init.name[len("net."):]  # the model file's tensor name
-                init.name = renamed[init.name]
-                set_external_data(init, location="model.safetensors")
-                init.ClearField("raw_data")
-                init.data_location = onnx.TensorProto.EXTERNAL
-        for node in model.graph.node:
-            for i, value in enumerate(node.input):
-                node.input[i] = renamed.get(value, value)
-        onnx.helper.set_model_props(model, {"hvq_model_fingerprint": fingerprint.hex()})
-        data = model.SerializeToString()
-        (folder / name).write_bytes(data)
-        sizes[name] = {"bytes": len(data), "bytes_with_weights": len(buffer.getvalue()),
-                       "external": len(renamed), "weights": sorted(renamed.values())}
+    axes = {"image": {2: "height", 3: "width"}, **{f"indices_{f}": {1: f"rows_{f}", 2: f"cols_{f}"} for f in factors}}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's notes on traced integer shapes
+        torch.onnx.export(Encode().eval(), (torch.rand(1, 3, 4 * m, 4 * m),), buffer, dynamo=False,
+                          opset_version=OPSET, do_constant_folding=False, input_names=["image"],
+                          output_names=[f"indices_{f}" for f in factors], dynamic_axes=axes)
+    model = onnx.load_from_string(buffer.getvalue())
+    renamed = {}
+    for init in model.graph.initializer:
+        if init.name in state:
+            renamed[init.name] = init.name[len("net."):]  # the model file's tensor name
+            init.name = renamed[init.name]
+            set_external_data(init, location=MODEL)
+            init.ClearField("raw_data")
+            init.data_location = onnx.TensorProto.EXTERNAL
+    for node in model.graph.node:
+        for i, value in enumerate(node.input):
+            node.input[i] = renamed.get(value, value)
+    data = model.SerializeToString()
+    (folder / ENCODER).write_bytes(data)
+    sizes[ENCODER] = {"bytes": len(data), "bytes_with_weights": len(buffer.getvalue()),
+                      "external": len(renamed), "weights": sorted(renamed.values())}
     (folder / MANIFEST).write_text(json.dumps({"model_fingerprint": fingerprint.hex(), "graphs": sizes}, indent=1))
     return sizes
+
+
+def decoder_sessions(folder: Path, config, fingerprint: bytes, threads: int = 1) -> dict:
+    """The product's decoder sessions of every level ({factor: onnx_backend.DecoderSession}), as it builds them."""
+    graphs = onnx_backend.read_graphs(folder / MODEL, fingerprint)
+    return {f: onnx_backend.session(folder / MODEL, graphs.decoders[f], threads) for f in config.factors}
 
 
 # -- the torch-free side (numpy, safetensors, onnxruntime) -----------------------------------
@@ -154,11 +155,10 @@ def weights_of(model_path: Path, names=None) -> dict[str, np.ndarray]:
 
 
 def session(graph: Path, weights: dict[str, np.ndarray], threads: int = 1):
-    """An onnxruntime session of a structure-only graph, its external initializers taken from ``weights``.
+    """An onnxruntime session of the study's structure-only encoder graph, its initializers taken from ``weights``.
 
-    Which tensors a graph takes is in the folder's manifest (onnxruntime
-    refuses a name the graph does not hold, and reading the graph's own list
-    would need the onnx package at run time).
+    Which tensors it takes is in the folder's ``MANIFEST``, as the product's
+    manifest names its decoders' (``onnx_backend.session``).
     """
     import onnxruntime as ort
 
@@ -169,30 +169,6 @@ def session(graph: Path, weights: dict[str, np.ndarray], threads: int = 1):
     names = manifest["graphs"][graph.name]["weights"]
     options.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(weights[n]) for n in names])
     return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-
-
-def onnx_decode_tiled(sess, config, grid: np.ndarray, factor: int, width: int, height: int, tile: int = DEFAULT_TILE,
-                      parents: dict[int, np.ndarray] | None = None) -> np.ndarray:
-    """``tiling.decode_tiled`` with an onnxruntime decoder: the same windows, crops and rounding."""
-    check_tile(tile, config.max_factor)
-    cells = max(1, tile // factor)
-    rows, cols = grid.shape
-    out = np.empty((height, width, 3), dtype=np.uint8)
-    for w in windows(rows, cols, cells, decoder_halo(config, factor, parents)):
-        top, left = w.top * factor, w.left * factor
-        if top >= height or left >= width:
-            continue
-        feed = {"indices": cut(grid, w)[None]}
-        for g, p in (parents or {}).items():
-            feed[f"parent_{g}"] = cut(p, w, g // factor)[None]
-        x_hat = sess.run(None, feed)[0][0]  # (3, h, w) in [0, 1]
-        y0, x0 = (w.top - w.win_top) * factor, (w.left - w.win_left) * factor
-        bottom, right = min(w.bottom * factor, height), min(w.right * factor, width)
-        crop = x_hat[:, y0 : y0 + bottom - top, x0 : x0 + right - left]
-        # to_pixels: round(x * 255) half to even (torch.round and np.rint alike), clamped
-        rounded = np.clip(np.rint(crop * np.float32(255.0)), 0, 255).astype(np.uint8)
-        out[top:bottom, left:right] = rounded.transpose(1, 2, 0)
-    return out
 
 
 def onnx_encode_tiled(sess, config, image: np.ndarray, tile: int = DEFAULT_TILE) -> dict[int, np.ndarray]:
@@ -211,47 +187,6 @@ def onnx_encode_tiled(sess, config, image: np.ndarray, tile: int = DEFAULT_TILE)
                 0, (w.top - w.win_top) // f : (w.bottom - w.win_top) // f,
                 (w.left - w.win_left) // f : (w.right - w.win_left) // f]
     return grids
-
-
-def decode_file(path: str, graphs: str, model_path: str, output: str) -> None:
-    """A torch-free decompress of a .hvq file's finest level to a PNG (what a light runtime would run).
-
-    The bitstream and the prior tables are numpy and constriction; the
-    transform is onnxruntime.  Exits with an error if torch was imported.
-    """
-    from PIL import Image
-
-    from hvq.bitstream.container import read_file
-    from hvq.bitstream.levels import read_tokens, stored_levels
-    from hvq.codec.model.config import ModelConfig
-    from hvq.codec.runtime.registry import read_prior
-    from safetensors import safe_open
-
-    model = read_prior(model_path)  # the fingerprints checked, the prior's integer tables
-    with safe_open(model_path, "numpy") as f:
-        config = ModelConfig.from_json(f.metadata()["config"])
-    parsed = read_file(Path(path).read_bytes())
-    if parsed.header.model_fingerprint != model.fingerprint:
-        raise SystemExit("file was made with another model")
-    factor = stored_levels(parsed, None, False)[-1]
-    needed = config_parents(config, factor)
-    tokens = read_tokens(parsed, (factor, *needed), model.prior)
-    graph = Path(graphs) / decoder_name(factor)
-    manifest = json.loads((graph.parent / MANIFEST).read_text())
-    if manifest["model_fingerprint"] != model.fingerprint.hex():
-        raise SystemExit("the graphs were exported from another model")
-    # onnxruntime's own thread count (0: the cores), as the torch child runs with torch's
-    sess = session(graph, weights_of(Path(model_path), manifest["graphs"][graph.name]["weights"]), threads=0)
-    pixels = onnx_decode_tiled(sess, config, tokens.grid(factor), factor, tokens.width, tokens.height,
-                               parents={g: tokens.grid(g) for g in needed} or None)
-    Image.fromarray(pixels, "RGB").save(output)
-    if "torch" in sys.modules:
-        raise SystemExit("torch was imported")
-
-
-def config_parents(config, factor: int) -> tuple[int, ...]:
-    """``net.parents_needed`` from the config alone."""
-    return tuple(f for f in config.factors if f > factor) if config.topdown else ()
 
 
 # -- the study -------------------------------------------------------------------------
@@ -293,7 +228,7 @@ def agreement(loaded, folder: Path, images: list[Path], small_tile: int) -> dict
     net, config = loaded.net, loaded.config
     weights = weights_of(Path(loaded.path))
     encoder = session(folder / ENCODER, weights)
-    decoders = {f: session(folder / decoder_name(f), weights) for f in config.factors}
+    decoders = decoder_sessions(folder, config, loaded.fingerprint)
     per_image = []
     times = {"torch_encode": 0.0, "onnx_encode": 0.0, **{f"torch_decode_{f}": 0.0 for f in config.factors},
              **{f"onnx_decode_{f}": 0.0 for f in config.factors}}
@@ -317,7 +252,7 @@ def agreement(loaded, folder: Path, images: list[Path], small_tile: int) -> dict
             ref = decode_tiled(net, grids[f], f, width, height, parents=parents)
             times[f"torch_decode_{f}"] += time.perf_counter() - t
             t = time.perf_counter()
-            got = onnx_decode_tiled(decoders[f], config, grids[f], f, width, height, parents=parents)
+            got = onnx_backend.decode_tiled(decoders[f], config, grids[f], f, width, height, parents=parents)
             times[f"onnx_decode_{f}"] += time.perf_counter() - t
             diff = np.abs(ref.astype(np.int16) - got.astype(np.int16))
             row["max_pixel_diff"][f] = int(diff.max())
@@ -341,7 +276,7 @@ def agreement(loaded, folder: Path, images: list[Path], small_tile: int) -> dict
         parents = {g: grids[g] for g in net.parents_needed(f)} or None
         whole = decode_tiled(net, grids[f], f, width, height, parents=parents).astype(np.int16)
         torch_tiled = decode_tiled(net, grids[f], f, width, height, small_tile, parents).astype(np.int16)
-        ort_tiled = onnx_decode_tiled(decoders[f], config, grids[f], f, width, height, small_tile, parents)
+        ort_tiled = onnx_backend.decode_tiled(decoders[f], config, grids[f], f, width, height, small_tile, parents)
         ort_tiled = ort_tiled.astype(np.int16)
         tiled["max_pixel_diff_onnx_tiled_vs_torch_tiled"][f] = int(np.abs(ort_tiled - torch_tiled).max())
         tiled["max_pixel_diff_torch_tiled_vs_untiled"][f] = int(np.abs(torch_tiled - whole).max())
@@ -400,15 +335,16 @@ def cold_processes(model_path: str, folder: Path, image: Path, runs: int) -> dic
         env = child_env(os.environ.get("PYTHONPATH"))
         hvq = [sys.executable, "-m", "hvq.cli.main"]
         run_once([*hvq, "compress", str(image), "-o", str(work / "ref.hvq"), "--model", model_path], env, work)
-        code = ("import sys; from hvq.benchmarks.onnx_runtime import decode_file; decode_file(*sys.argv[1:])")
+        light = ["env", "HVQ_BACKEND=onnx"]  # exec'd in place: the child's pid, time and ru_maxrss are hvq's
+        model = str(folder / MODEL)  # the copy with the decoder graphs beside it
         commands = {
             "python": [sys.executable, "-c", "pass"],
             "floor: import torch": [sys.executable, "-c", "import torch"],
             "floor: import onnxruntime": [sys.executable, "-c", "import onnxruntime"],
-            "hvq decompress (torch)": [*hvq, "decompress", str(work / "ref.hvq"), "-o", str(work / "t.png"), "--force",
-                                       "--model", model_path],
-            "decompress with onnxruntime, no torch": [sys.executable, "-c", code, str(work / "ref.hvq"), str(folder),
-                                                      model_path, str(work / "o.png")],
+            "hvq decompress (torch)": ["env", "HVQ_BACKEND=torch", *hvq, "decompress", str(work / "ref.hvq"),
+                                       "-o", str(work / "t.png"), "--force", "--model", model],
+            "hvq decompress (HVQ_BACKEND=onnx)": [*light, *hvq, "decompress", str(work / "ref.hvq"),
+                                                  "-o", str(work / "o.png"), "--force", "--model", model],
         }
         samples: dict[str, list[tuple[float, float]]] = {}
         load_before = os.getloadavg()
@@ -501,7 +437,7 @@ def export_model(model_path: str, folder: str) -> None:
 
     loaded = load_model(model_path)
     t = time.perf_counter()
-    export_graphs(loaded.net, Path(folder), loaded.fingerprint)
+    export_graphs(loaded.net, Path(model_path), Path(folder), loaded.fingerprint)
     manifest = json.loads((Path(folder) / MANIFEST).read_text())
     manifest["export_seconds"] = time.perf_counter() - t
     (Path(folder) / MANIFEST).write_text(json.dumps(manifest, indent=1))

@@ -9,6 +9,10 @@ resident memory (the child's ``ru_maxrss`` from ``wait4``; this parent
 imports nothing heavy, so what the child inherits at fork is a few MB).
 
 The floor is ``python -c "import torch"``: what any torch codec pays.
+With ``--onnx`` (the default when onnxruntime is installed) this checkout's
+``hvq decompress`` runs once more with ``HVQ_BACKEND=onnx`` (the torch-free
+decoder, ``codec/runtime/onnx_backend.py``), against its own floor
+``python -c "import onnxruntime"``.
 ``--before NAME=PYTHONPATH`` adds a variant whose ``hvq`` resolves elsewhere
 (an export of an older commit), measured in the same run:
 
@@ -59,18 +63,26 @@ def run_once(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, fl
     return seconds, usage.ru_maxrss / 1024  # Linux reports KiB
 
 
-def commands(image: Path, work: Path) -> dict[str, list[str]]:
+ONNX_COMMANDS = ("floor: import onnxruntime", "hvq decompress (HVQ_BACKEND=onnx)")  # this checkout's only
+
+
+def commands(image: Path, work: Path, onnx: bool = False) -> dict[str, list[str]]:
     hvq = [sys.executable, "-m", "hvq.cli.main"]
-    return {
+    out = {
         "python": [sys.executable, "-c", "pass"],
         "floor: import torch": [sys.executable, "-c", "import torch"],
         "hvq info": [*hvq, "info", str(work / "ref.hvq")],
         "hvq compress": [*hvq, "compress", str(image), "-o", str(work / "c.hvq"), "--force"],
         "hvq decompress": [*hvq, "decompress", str(work / "ref.hvq"), "-o", str(work / "d.png"), "--force"],
     }
+    if onnx:  # env execs in place: the child's pid, wall time and ru_maxrss are hvq's
+        out[ONNX_COMMANDS[0]] = [sys.executable, "-c", "import onnxruntime"]
+        out[ONNX_COMMANDS[1]] = ["env", "HVQ_BACKEND=onnx", *hvq, "decompress", str(work / "ref.hvq"),
+                                 "-o", str(work / "o.png"), "--force"]
+    return out
 
 
-def measure(image: Path, variants: dict[str, str | None], runs: int) -> dict:
+def measure(image: Path, variants: dict[str, str | None], runs: int, onnx: bool = False) -> dict:
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -86,7 +98,8 @@ def measure(image: Path, variants: dict[str, str | None], runs: int) -> dict:
             for variant, pythonpath in variants.items():
                 env = child_env(pythonpath)
                 vwork = work / variant
-                for name, argv in commands(image, vwork).items():
+                mine = onnx and variant == list(variants)[-1]  # "this checkout" is the last variant
+                for name, argv in commands(image, vwork, mine).items():
                     if variant != next(iter(variants)) and name in ("python", "floor: import torch"):
                         continue  # the same interpreter and torch for every variant: measured once per round
                     samples.setdefault((variant, name), []).append(run_once(argv, env, vwork))
@@ -121,11 +134,14 @@ def markdown(report: dict) -> str:
         "| command | " + " | ".join(f"{v} s | {v} over floor s | {v} peak MB" for v in variants) + " |",
         "|---|" + "---|---|---|" * len(variants),
     ]
-    names = list(first)
+    names = list(dict.fromkeys(name for v in variants for name in report["results"][v]))
     for name in names:
         cells = []
         for v in variants:
-            r = report["results"][v].get(name) or first[name]
+            r = report["results"][v].get(name) or (first[name] if name in ("python", "floor: import torch") else None)
+            if r is None:  # the onnx decoder: this checkout's only
+                cells.append("| |")
+                continue
             cells.append(f"{r['seconds_median']:.2f} | {r['seconds_median'] - floor:+.2f} | {r['peak_rss_mb_median']:.0f}")
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -135,14 +151,20 @@ def markdown(report: dict) -> str:
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--runs", type=click.IntRange(min=1), default=7, show_default=True)
 @click.option("--before", "befores", multiple=True, help="NAME=PYTHONPATH: another hvq to measure in the same run.")
+@click.option("--onnx/--no-onnx", default=None,
+              help="Also decompress with HVQ_BACKEND=onnx (default: when onnxruntime is installed).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def main(image, runs, befores, output):
+def main(image, runs, befores, onnx, output):
     variants: dict[str, str | None] = {}
     for given in befores:
         name, _, path = given.partition("=")
         variants[name] = path
     variants["this checkout"] = os.environ.get("PYTHONPATH")
-    report = measure(image.resolve(), variants, runs)
+    if onnx is None:
+        import importlib.util
+
+        onnx = importlib.util.find_spec("onnxruntime") is not None
+    report = measure(image.resolve(), variants, runs, onnx)
     report.update(
         image=f"{image.name} ({image.stat().st_size // 1024} KB)",
         machine=machine(),

@@ -1,17 +1,14 @@
 """The onnxruntime study (benchmarks/onnx_runtime.py): the exported transforms agree with torch.
 
-The torch-free runtime is not shipped (benchmarks/results/onnx/README.md says why);
-these tests pin what the study claims on tiny models, the product's shape
-and a v2-shaped one (top-down, one code-space head, three coarse blocks):
-identical indices from the encoder, decoded 8-bit pixels within 1 level of
-``decode_tiled`` on the same windows (tiled and untiled), and a decompress
-that never imports torch.
+The decoder side is the product's (tests/test_onnx_backend.py tests it as
+shipped); these tests pin what the study adds on tiny models, the product's
+shape and a v2-shaped one (top-down, one code-space head, three coarse
+blocks): identical indices from the study's encoder graph, the product's
+decoder pixels within 1 level of ``decode_tiled`` on the same windows (tiled
+and untiled), graphs without weights, and the study's report.
 """
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -32,7 +29,7 @@ SHAPES = {"product": {}, "v2": {"topdown": True, "level_heads": False, "decoder_
 def exported(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(f"onnx-{request.param}")
     loaded = load_model(make_tiny_model(folder / "tiny.safetensors", seed=3, **SHAPES[request.param]))
-    study.export_graphs(loaded.net, folder / "graphs", loaded.fingerprint)
+    study.export_graphs(loaded.net, loaded.path, folder / "graphs", loaded.fingerprint)
     return loaded, folder / "graphs"
 
 
@@ -50,13 +47,14 @@ def test_exported_transforms_agree_with_torch(exported, tile):
     weights = study.weights_of(loaded.path)
     pixels = _image()
     grids = encode_tiled(net, pixels, tile)
+    decoders = study.decoder_sessions(graphs, config, loaded.fingerprint)
     onnx_grids = study.onnx_encode_tiled(study.session(graphs / study.ENCODER, weights), config, pixels, tile)
     for f in config.factors:
         assert np.array_equal(onnx_grids[f], grids[f]), f  # identical indices: identical file bytes
         parents = {g: grids[g] for g in net.parents_needed(f)} or None
         ref = decode_tiled(net, grids[f], f, pixels.shape[1], pixels.shape[0], tile, parents)
-        got = study.onnx_decode_tiled(study.session(graphs / study.decoder_name(f), weights), config, grids[f], f,
-                                      pixels.shape[1], pixels.shape[0], tile, parents)
+        got = study.onnx_backend.decode_tiled(decoders[f], config, grids[f], f, pixels.shape[1], pixels.shape[0],
+                                              tile, parents)
         assert np.abs(ref.astype(np.int16) - got.astype(np.int16)).max() <= 1, f
 
 
@@ -81,23 +79,6 @@ def test_the_graphs_hold_no_weights(exported):
         assert graph["weights"] and graph["external"] == len(graph["weights"])
 
 
-def test_a_decompress_with_onnxruntime_imports_no_torch(exported, tmp_path):
-    from PIL import Image
-
-    from hvq.codec.runtime.pipeline import Codec
-
-    loaded, graphs = exported
-    codec = Codec.for_model(loaded)
-    data = codec.compress(_image(), levels=(16, 8, 4))
-    (tmp_path / "a.hvq").write_bytes(data)
-    code = "import sys; from hvq.benchmarks.onnx_runtime import decode_file; decode_file(*sys.argv[1:])"
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.hvq"), str(graphs), loaded.path,
-                           str(tmp_path / "o.png")], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr  # decode_file exits non-zero if torch was imported
-    ref = np.asarray(codec.decompress(data), dtype=np.int16)
-    assert np.abs(np.asarray(Image.open(tmp_path / "o.png"), dtype=np.int16) - ref).max() <= 1
-
-
 def test_the_study_writes_its_report(tiny_model_path, tmp_path, photo):
     from click.testing import CliRunner
 
@@ -114,4 +95,4 @@ def test_the_study_writes_its_report(tiny_model_path, tmp_path, photo):
     assert report["cold"]["max_pixel_diff_of_the_two_pngs"] <= 1
     assert all(v["max_pixel_diff_vs_eager"] == 0 for level in report["fusion"]["levels"].values() for v in level.values())
     table = out.with_suffix(".md").read_text()
-    assert "decompress with onnxruntime, no torch" in table and "jit.optimize_for_inference" in table
+    assert "hvq decompress (HVQ_BACKEND=onnx)" in table and "jit.optimize_for_inference" in table

@@ -218,3 +218,19 @@ def test_batch_decompress_reports_a_bad_file_and_goes_on(tiny_model_path, hvq_fi
 def test_decompress_refuses_output_for_several_inputs(hvq_file, tmp_path):
     result = CliRunner().invoke(main, ["decompress", str(hvq_file), str(hvq_file), "-o", str(tmp_path / "x.png")])
     assert result.exit_code == 2 and "-o/--output takes one input" in result.output
+
+
+def test_the_startup_benchmark_measures_the_onnx_decoder_for_this_checkout_only(tmp_path):
+    from hvq.benchmarks import startup
+
+    assert startup.ONNX_COMMANDS[1] in startup.commands(SCENE, tmp_path, onnx=True)
+    assert not set(startup.ONNX_COMMANDS) & set(startup.commands(SCENE, tmp_path))
+    row = {"seconds_median": 1.0, "seconds_min": 1.0, "peak_rss_mb_median": 100.0, "runs": 1}
+    # the interpreter and torch floors are measured with the first variant only, as measure() does
+    before = {name: row for name in startup.commands(SCENE, tmp_path)}
+    mine = {name: row for name in startup.commands(SCENE, tmp_path, onnx=True) if name not in before or "hvq" in name}
+    report = {"results": {"old": before, "this checkout": mine}, "image": "x.png", "machine": "m", "torch": "t",
+              "python": "p", "load_before": (1.0,), "load_after": (1.0,)}
+    table = startup.markdown(report)
+    line = next(line for line in table.splitlines() if "HVQ_BACKEND=onnx" in line)
+    assert line.startswith("| `hvq decompress (HVQ_BACKEND=onnx)` | | |")  # the old hvq has no onnx decoder
