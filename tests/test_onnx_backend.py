@@ -219,3 +219,16 @@ def test_export_graphs_command_writes_them_and_names_the_manifest(tmp_path):
     assert onnx_backend.has_graphs(path)
     result = CliRunner().invoke(main, ["export-graphs", str(DATA / "scene-128x96.png")])
     assert result.exit_code == 1 and result.output.count("\n") == 1 and result.output.startswith("Error: ")
+
+
+def test_a_damaged_graph_is_one_line(onnx_env, with_graphs, tmp_path):
+    path = tmp_path / "m.safetensors"
+    shutil.copy(with_graphs, path)
+    manifest = json.loads(onnx_backend.manifest_path(with_graphs).read_text())
+    for entry in manifest["decoders"].values():
+        entry["file"] = entry["file"].replace("tiny.", "m.", 1)
+        (tmp_path / entry["file"]).write_bytes(b"\x08\x07 not a graph")
+    onnx_backend.manifest_path(path).write_text(json.dumps(manifest))
+    data = Codec.for_model(path).compress(_image(32, 32))
+    with pytest.raises(hvq.HvqModelError, match=r"^m.decoder-4.onnx: onnxruntime refuses the graph: [^\n]+$"):
+        hvq.decompress(data, model=path)
