@@ -137,7 +137,7 @@ def export_graphs(net, model_path: Path, folder: Path, fingerprint: bytes) -> di
 def decoder_sessions(folder: Path, config, fingerprint: bytes, threads: int = 1) -> dict:
     """The product's decoder sessions of every level ({factor: onnx_backend.DecoderSession}), as it builds them."""
     graphs = onnx_backend.read_graphs(folder / MODEL, fingerprint)
-    return {f: onnx_backend.session(folder / MODEL, graphs.decoders[f], threads) for f in config.factors}
+    return {f: onnx_backend.session(folder / MODEL, graphs.decoders[f, 1], threads) for f in config.factors}
 
 
 # -- the torch-free side (numpy, safetensors, onnxruntime) -----------------------------------

@@ -64,8 +64,8 @@ def test_export_writes_structure_only_graphs_and_a_manifest_naming_the_model(wit
     prior = read_prior(with_graphs)
     assert manifest["model_fingerprint"] == prior.fingerprint.hex()
     graphs = onnx_backend.read_graphs(with_graphs, prior.fingerprint)
-    assert sorted(graphs.decoders) == sorted(prior.config.factors)
-    for factor, graph in graphs.decoders.items():
+    assert sorted(graphs.decoders) == sorted((f, 1) for f in prior.config.factors)
+    for (factor, _), graph in graphs.decoders.items():
         assert graph.path == onnx_backend.decoder_file(with_graphs, factor) and graph.weights
         assert graph.path.stat().st_size == manifest["decoders"][str(factor)]["bytes"] < 64 * 1024
         expected = tuple(f for f in prior.config.factors if f > factor) if prior.config.topdown else ()
@@ -117,7 +117,7 @@ def test_the_shipped_models_graphs_match_it_and_decode_its_golden_file(onnx_env)
     model = default_model()
     prior = read_prior(model)
     graphs = onnx_backend.read_graphs(model, prior.fingerprint)  # refuses graphs of another model
-    assert sorted(graphs.decoders) == sorted(prior.config.factors)
+    assert sorted(graphs.decoders) == sorted((f, 1) for f in prior.config.factors)
     assert all(g.path.parent == model.parent and g.path.stat().st_size < 64 * 1024 for g in graphs.decoders.values())
     data = (DATA / "shipped-v1.hvq").read_bytes()
     for factor in (16, 8, 4):
@@ -198,17 +198,46 @@ def test_auto_without_torch_says_what_to_install(monkeypatch, tmp_path):
         hvq.decompress(data, model=path)
 
 
-def test_refinement_depths_go_to_torch_or_are_refused_without_it(onnx_env, monkeypatch, tmp_path):
-    path = make_tiny_model(tmp_path / "deep.safetensors", seed=4, context=True, depths=((4, 2),))
+@pytest.fixture(scope="module", params=list(SHAPES))
+def deep(request, tmp_path_factory) -> Path:
+    """A tiny model whose level 4 has two refinement depths, with its graphs (one per depth)."""
+    path = tmp_path_factory.mktemp(f"deep-{request.param}") / "deep.safetensors"
+    make_tiny_model(path, seed=4, context=True, depths=((4, 3),), **SHAPES[request.param])
     write_graphs(path)
+    return path
+
+
+@pytest.mark.parametrize("tile", [1024, 32])
+def test_onnx_decodes_every_refinement_depth_within_one_level_of_torch(deep, tile):
+    codec = Codec.for_model(deep, tile)
+    data = codec.compress(_image(), levels="16,8,4:3")
+    tokens = hvq.decode_tokens(data, model=deep)
+    prior = read_prior(deep)
+    for depth in (1, 2, 3):
+        ref = codec.decompress(data, 4, depth=depth)
+        got = onnx_backend.decode_level(deep, prior.config, prior.fingerprint, tokens, 4, 1, tile, depth)
+        assert _max_diff(got, ref) <= 1, depth
+    assert onnx_backend.decoder_file(deep, 4, 3).name == "deep.decoder-4-3.onnx"
+
+
+def test_depths_the_graphs_lack_go_to_torch_or_are_refused_without_it(onnx_env, monkeypatch, deep, tmp_path):
+    path = tmp_path / "old.safetensors"  # graphs as written before the model had depths: depth 1 only
+    shutil.copy(deep, path)
+    manifest = json.loads(onnx_backend.manifest_path(deep).read_text())
+    manifest["decoders"] = {k: v for k, v in manifest["decoders"].items() if ":" not in k}
+    for entry in manifest["decoders"].values():
+        shutil.copy(deep.with_name(entry["file"]), tmp_path / entry["file"].replace("deep.", "old.", 1))
+        entry["file"] = entry["file"].replace("deep.", "old.", 1)
+    onnx_backend.manifest_path(path).write_text(json.dumps(manifest))
     codec = Codec.for_model(path)
     data = codec.compress(_image(32, 32), levels="16,8,4:2")
     assert _max_diff(hvq.decompress(data, model=path), codec.decompress(data)) == 0  # torch decoded depth 2
     assert _max_diff(hvq.decompress(data, model=path, depth=1), codec.decompress(data, depth=1)) <= 1  # onnx
     monkeypatch.setattr(backend, "importable", lambda name: name != "torch")
-    with pytest.raises(hvq.HvqConfigError, match=r"^level 4:2 \(a refinement depth\) decodes only with torch: "
-                                                 r"pip install torch, or decode depth 1 \(--depth 1\)$"):
+    with pytest.raises(hvq.HvqConfigError, match=r"^level 4:2 \(a refinement depth\) has no onnx decoder graph beside "
+                                                 r"old.safetensors: pip install torch, .*--depth 1\)$"):
         hvq.decompress(data, model=path)
+    assert _max_diff(hvq.decompress(data, model=deep), codec.decompress(data)) <= 1  # the full graphs: onnx
 
 
 def test_export_graphs_command_writes_them_and_names_the_manifest(tmp_path):

@@ -9,9 +9,10 @@
 Torch is the default because it is what ``pip install hvq`` brings and what
 every file decodes with; onnxruntime (``pip install 'hvq[light]'``) decodes
 without importing torch, in a quarter of its memory
-(``benchmarks/results/onnx/README.md``).  What the onnx graphs cannot do yet
-(refinement depths >= 2) goes to torch when it is importable, and is a
-one-line ``HvqConfigError`` naming what to install when it is not.
+(``benchmarks/results/onnx/README.md``).  A depth the model's graphs lack
+(graphs written before it had refinement depths) goes to torch when it is
+importable, and is a one-line ``HvqConfigError`` naming what to do when it
+is not.
 
 This module, the file parsing, the model lookup and the checks are
 torch-free: ``pipeline`` (and so torch) is imported only when torch decodes.
@@ -78,12 +79,14 @@ def decompress(data, level=None, model=None, partial: bool = False, depth=None, 
     factor = choose_level(parsed, as_level(level), partial)
     needed = parents_needed(config, factor, [chunk.factor for chunk in parsed.levels])
     depth = as_depth(depth) or parsed.depth_of(factor) or 1
-    if depth > 1:  # no graph with refinement inputs yet
-        if importable("torch"):
-            return _torch_decompress(parsed, level, model, partial, depth)
-        raise HvqConfigError(f"level {factor}:{depth} (a refinement depth) decodes only with torch: "
-                             "pip install torch, or decode depth 1 (--depth 1)")
     from hvq.codec.runtime import onnx_backend
+
+    if depth > 1 and not onnx_backend.can_decode(found.path, found.fingerprint, factor, depth):
+        if importable("torch"):  # graphs written before the model had depths: torch decodes what they lack
+            return _torch_decompress(parsed, level, model, partial, depth)
+        raise HvqConfigError(f"level {factor}:{depth} (a refinement depth) has no onnx decoder graph beside "
+                             f"{found.path.name}: pip install torch, write them again (hvq export-graphs), "
+                             "or decode depth 1 (--depth 1)")
 
     if choice == "auto":  # and no torch: say what would decode it (with HVQ_BACKEND=onnx, onnx_backend says it)
         if not importable("onnxruntime"):
@@ -91,8 +94,8 @@ def decompress(data, level=None, model=None, partial: bool = False, depth=None, 
         if not onnx_backend.has_graphs(found.path):
             raise HvqConfigError(f"decoding needs torch (pip install torch), or onnx decoder graphs beside "
                                  f"{found.path.name} (hvq export-graphs, where torch is installed)")
-    tokens = read_tokens(parsed, (factor, *needed), found.prior, {factor: 1, **{g: 1 for g in needed}})
-    pixels = onnx_backend.decode_level(found.path, config, found.fingerprint, tokens, factor, threads)
+    tokens = read_tokens(parsed, (factor, *needed), found.prior, {factor: depth, **{g: 1 for g in needed}})
+    pixels = onnx_backend.decode_level(found.path, config, found.fingerprint, tokens, factor, threads, depth=depth)
     from PIL import Image
 
     return Image.fromarray(pixels, "RGB")

@@ -16,8 +16,9 @@ another model is refused.  Windows, halos, crops and rounding are those of
 ``tiling.decode_tiled`` (``windows.py``), so the pixels agree with torch's
 within 1 level (float rounding in another BLAS; ``tests/test_onnx_backend.py``).
 
-Depth 1 only: a graph with refinement inputs is not exported yet, so
-``backend`` hands depths >= 2 to torch.  This module imports onnxruntime,
+A level with refinement depths has one graph per depth (depth d also reads
+the indices of depths 2..d); graphs written before a model had depths
+lack them, and ``backend`` then hands those depths to torch.  This module imports onnxruntime,
 numpy and safetensors, never torch (``tests/test_startup.py`` checks it).
 """
 
@@ -47,10 +48,15 @@ def manifest_path(model_path: str | Path) -> Path:
     return path.with_name(path.stem + MANIFEST_SUFFIX)
 
 
-def decoder_file(model_path: str | Path, factor: int) -> Path:
-    """The decoder graph of level ``factor`` beside a model file: ``hvq-default.decoder-16.onnx``."""
+def decoder_file(model_path: str | Path, factor: int, depth: int = 1) -> Path:
+    """The decoder graph of level ``factor`` beside a model file: ``hvq-default.decoder-16.onnx`` (depth d: ``-d``)."""
     path = Path(model_path)
-    return path.with_name(f"{path.stem}.decoder-{factor}.onnx")
+    return path.with_name(f"{path.stem}.decoder-{factor}{'' if depth == 1 else f'-{depth}'}.onnx")
+
+
+def graph_key(factor: int, depth: int = 1) -> str:
+    """A decoder graph's key in the manifest: ``"16"`` at depth 1, ``"4:2"`` for depth 2 (as ``--keep`` spells it)."""
+    return str(factor) if depth == 1 else f"{factor}:{depth}"
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,7 @@ class Graphs:
     """A model file's decoder graphs, checked against the model fingerprint they were exported from."""
 
     model_fingerprint: bytes
-    decoders: dict[int, DecoderGraph]
+    decoders: dict[tuple[int, int], DecoderGraph]  # (factor, depth)
 
 
 def has_graphs(model_path: str | Path) -> bool:
@@ -96,9 +102,10 @@ def read_graphs(model_path: str | Path, fingerprint: bytes) -> Graphs:
             raise ValueError(f"not a version {GRAPHS_VERSION} {GRAPHS_FORMAT} manifest")
         exported_from = bytes.fromhex(manifest["model_fingerprint"])
         decoders = {
-            int(f): DecoderGraph(path.with_name(entry["file"]), tuple(int(g) for g in entry["parents"]),
-                                 tuple(str(w) for w in entry["weights"]))
-            for f, entry in manifest["decoders"].items()
+            _level_depth(key): DecoderGraph(path.with_name(Path(entry["file"]).name),
+                                            tuple(int(g) for g in entry["parents"]),
+                                            tuple(str(w) for w in entry["weights"]))
+            for key, entry in manifest["decoders"].items()
         }
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise HvqModelError(f"{path.name}: damaged graph manifest: {exc}") from None
@@ -106,6 +113,11 @@ def read_graphs(model_path: str | Path, fingerprint: bytes) -> Graphs:
         raise HvqModelError(f"{path.name}: graphs were exported from model {exported_from.hex()}, "
                             f"but {name} is model {fingerprint.hex()}")
     return Graphs(exported_from, decoders)
+
+
+def _level_depth(key: str) -> tuple[int, int]:
+    factor, _, depth = key.partition(":")
+    return int(factor), int(depth or 1)
 
 
 def _onnxruntime():
@@ -173,8 +185,12 @@ class DecoderSession:
 
 
 def decode_tiled(sess, config: ModelConfig, grid: np.ndarray, factor: int, width: int, height: int,
-                 tile: int = DEFAULT_TILE, parents: dict[int, np.ndarray] | None = None) -> np.ndarray:
-    """``tiling.decode_tiled`` with an onnxruntime decoder: the same windows, crops and rounding -> (H, W, 3) uint8."""
+                 tile: int = DEFAULT_TILE, parents: dict[int, np.ndarray] | None = None,
+                 refinements: np.ndarray | None = None) -> np.ndarray:
+    """``tiling.decode_tiled`` with an onnxruntime decoder: the same windows, crops and rounding -> (H, W, 3) uint8.
+
+    ``refinements`` (R, rows, cols): depths 2..R+1, for a graph of depth R + 1.
+    """
     check_tile(tile, config.max_factor)
     cells = max(1, tile // factor)
     rows, cols = grid.shape
@@ -184,6 +200,8 @@ def decode_tiled(sess, config: ModelConfig, grid: np.ndarray, factor: int, width
         if top >= height or left >= width:
             continue  # a tile wholly in the padding
         feed = {"indices": cut(grid, w)[None]}  # (1, h, w) int64
+        if refinements is not None:
+            feed["refinements"] = cut(refinements, w)[None]  # (1, R, h, w)
         for g, p in (parents or {}).items():
             feed[f"parent_{g}"] = cut(p, w, g // factor)[None]
         x_hat = sess.run(feed)[0]  # (3, h * f, w * f) in [0, 1]
@@ -197,12 +215,20 @@ def decode_tiled(sess, config: ModelConfig, grid: np.ndarray, factor: int, width
 
 
 def decode_level(model_path: str | Path, config: ModelConfig, fingerprint: bytes, tokens, factor: int,
-                 threads: int = 0, tile: int = DEFAULT_TILE) -> np.ndarray:
-    """Level ``factor`` of ``tokens`` at depth 1, with the coarser grids a top-down decoder reads: (H, W, 3) uint8."""
+                 threads: int = 0, tile: int = DEFAULT_TILE, depth: int = 1) -> np.ndarray:
+    """Level ``factor`` of ``tokens`` at ``depth``, with the coarser grids a top-down decoder reads: (H, W, 3) uint8."""
     graphs = read_graphs(model_path, fingerprint)
-    graph = graphs.decoders.get(factor)
+    graph = graphs.decoders.get((factor, depth))
     if graph is None:
-        raise HvqModelError(f"{manifest_path(model_path).name} has no decoder graph of level {factor}")
+        raise HvqModelError(f"{manifest_path(model_path).name} has no decoder graph of level {graph_key(factor, depth)}")
     parents = {g: tokens.grid(g) for g in graph.parents} or None
+    refinements = tokens.refinements[factor][: depth - 1] if depth > 1 else None  # (depth - 1, rows, cols)
     return decode_tiled(session(model_path, graph, threads), config, tokens.grid(factor), factor,
-                        tokens.width, tokens.height, tile, parents)
+                        tokens.width, tokens.height, tile, parents, refinements)
+
+
+def can_decode(model_path: str | Path, fingerprint: bytes, factor: int, depth: int) -> bool:
+    """Whether the model's graphs (if any, and its own) include level ``factor`` at ``depth``."""
+    if not has_graphs(model_path):
+        return False
+    return (factor, depth) in read_graphs(model_path, fingerprint).decoders

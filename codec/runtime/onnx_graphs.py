@@ -2,12 +2,13 @@
 
 ::
 
-    model.safetensors --load_model--> net --torch.onnx.export, per level--> model.decoder-F.onnx
+    model.safetensors --load_model--> net --torch.onnx.export, per level (and depth)--> model.decoder-F[-D].onnx
                                                                         \\-> model.graphs.json (fingerprint, tensors)
 
-Each level's decoder (``net.decode`` at depth 1: indices (1, h, w) int64,
-and for a top-down model each coarser level's indices, -> (1, 3, H, W) in
-[0, 1]) is exported by torch's TorchScript exporter (``dynamo=False``,
+Each level's decoder (``net.decode``: indices (1, h, w) int64, and for a
+top-down model each coarser level's indices, -> (1, 3, H, W) in [0, 1]),
+once per refinement depth the level has (depth d also reads the indices of
+depths 2..d) is exported by torch's TorchScript exporter (``dynamo=False``,
 opset 17, height and width dynamic, constant folding off so every weight
 keeps its own initializer).  Every initializer that is a tensor of the
 model file is renamed to its state-dict name and left external, so a graph
@@ -30,7 +31,7 @@ import warnings
 from pathlib import Path
 
 from hvq.bitstream.errors import HvqConfigError, HvqModelError
-from hvq.codec.runtime.onnx_backend import GRAPHS_FORMAT, GRAPHS_VERSION, decoder_file, manifest_path
+from hvq.codec.runtime.onnx_backend import GRAPHS_FORMAT, GRAPHS_VERSION, decoder_file, graph_key, manifest_path
 
 OPSET = 17
 
@@ -43,8 +44,13 @@ def _onnx():
     return onnx
 
 
-def decoder_graph(net, factor: int, file_tensors) -> tuple[bytes, tuple[str, ...]]:
-    """Level ``factor``'s decoder as a structure-only ONNX graph, and the model-file tensors it takes."""
+def decoder_graph(net, factor: int, file_tensors, depth: int = 1) -> tuple[bytes, tuple[str, ...]]:
+    """Level ``factor``'s decoder at ``depth`` as a structure-only ONNX graph, and the model-file tensors it takes.
+
+    At depth d >= 2 the graph also reads ``refinements`` (1, d - 1, h, w)
+    int64, the indices of depths 2..d (a fixed count: the exporter unrolls
+    the sum over depths, so each depth is a graph of its own).
+    """
     onnx = _onnx()
     import torch
     from onnx.external_data_helper import set_external_data
@@ -54,14 +60,24 @@ def decoder_graph(net, factor: int, file_tensors) -> tuple[bytes, tuple[str, ...
             super().__init__()
             self.net = net
 
-        def forward(self, indices, *parents):  # (1, h, w) int64 [, coarser levels' grids] -> (1, 3, H, W)
-            return self.net.decode(indices, factor, dict(zip(needed, parents)) or None)
+        def forward(self, indices, *more):  # (1, h, w) int64 [, refinements] [, coarser grids] -> (1, 3, H, W)
+            refinements, parents = (more[0], more[1:]) if depth > 1 else (None, more)
+            return self.net.decode(indices, factor, dict(zip(needed, parents)) or None, refinements=refinements)
 
     needed = tuple(net.parents_needed(factor))
     side = 4 * net.config.max_factor  # any image the coarsest grid tiles: the shapes are dynamic
-    args = tuple(torch.zeros(1, side // g, side // g, dtype=torch.int64) for g in (factor, *needed))
-    names = ["indices"] + [f"parent_{g}" for g in needed]
-    axes = {name: {1: f"rows_{g}", 2: f"cols_{g}"} for name, g in zip(names, (factor, *needed))}
+    args = [torch.zeros(1, side // factor, side // factor, dtype=torch.int64)]
+    names = ["indices"]
+    axes = {"indices": {1: f"rows_{factor}", 2: f"cols_{factor}"}}
+    if depth > 1:
+        args.append(torch.zeros(1, depth - 1, side // factor, side // factor, dtype=torch.int64))
+        names.append("refinements")
+        axes["refinements"] = {2: f"rows_{factor}", 3: f"cols_{factor}"}
+    for g in needed:
+        args.append(torch.zeros(1, side // g, side // g, dtype=torch.int64))
+        names.append(f"parent_{g}")
+        axes[f"parent_{g}"] = {1: f"rows_{g}", 2: f"cols_{g}"}
+    args = tuple(args)
     axes["image"] = {2: "height", 3: "width"}
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -100,11 +116,12 @@ def export_graphs(net, model_path: str | Path, fingerprint: bytes) -> Path:
         file_tensors = set(f.keys())
     decoders = {}
     for factor in net.config.factors:
-        data, weights = decoder_graph(net, factor, file_tensors)
-        path = decoder_file(model_path, factor)
-        _write(path, data)
-        decoders[str(factor)] = {"file": path.name, "parents": list(net.parents_needed(factor)),
-                                 "weights": list(weights), "bytes": len(data)}
+        for depth in range(1, net.depth_of(factor) + 1):
+            data, weights = decoder_graph(net, factor, file_tensors, depth)
+            path = decoder_file(model_path, factor, depth)
+            _write(path, data)
+            decoders[graph_key(factor, depth)] = {"file": path.name, "parents": list(net.parents_needed(factor)),
+                                                  "weights": list(weights), "bytes": len(data)}
     manifest = {"format": GRAPHS_FORMAT, "version": GRAPHS_VERSION, "model_fingerprint": fingerprint.hex(),
                 "opset": OPSET, "decoders": decoders}
     path = manifest_path(model_path)
