@@ -20,7 +20,7 @@ from hvq import __version__
 from hvq.bitstream.errors import HvqError, HvqUsageError
 from hvq.cli.batch import ThreadPlan, in_order
 from hvq.cli.options import (
-    EXIT_CODES, FolderPath, LevelDepthList, LevelFactor, LevelList, force_option, model_option, output_option, threads_option,
+    EXIT_CODES, FolderPath, LevelDepthList, LevelFactor, force_option, model_option, output_option, threads_option,
 )
 from hvq.cli.inputs import STDIO, image_source, plan, read_stdin
 from hvq.cli.output import (

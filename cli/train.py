@@ -241,6 +241,26 @@ def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_s
                    f"`hvq export {run_dir}/checkpoint.pt --data ... -o MODEL.safetensors` makes a model")
 
 
+graphs_option = click.option(
+    "--graphs/--no-graphs", default=True, show_default=True,
+    help="Also write the onnx decoder graphs beside the model (MODEL.graphs.json, MODEL.decoder-F.onnx, a few KB), "
+         "so it decodes without torch; needs the onnx package (skipped with a note if the option is not given and "
+         "onnx is missing).")
+
+
+def graphs_wanted(ctx: click.Context, graphs: bool) -> bool:
+    """Whether to write decoder graphs after the model: asked for and onnx missing is an error, before the long fit."""
+    import importlib.util
+
+    if not graphs or importlib.util.find_spec("onnx") is not None:
+        return graphs
+    if ctx.get_parameter_source("graphs") is not ParameterSource.DEFAULT:
+        raise click.ClickException("--graphs needs the onnx package: pip install onnx")
+    click.echo("onnx is not installed: no decoder graphs written (`hvq export-graphs MODEL` writes them later)",
+               err=True)
+    return False
+
+
 @click.command(epilog=EXIT_CODES)
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @output_option("The model file to write (.safetensors).", required=True)
@@ -250,29 +270,18 @@ def train(ctx, data_dirs, run_dir, resume, config_file, model_config, codebook_s
                    "static: one frequency table per level only.")
 @click.option("--prior-steps", type=click.IntRange(1), default=400, show_default=True,
               help="Adam steps of the context prior's fit, per level.")
-@click.option("--graphs/--no-graphs", default=True, show_default=True,
-              help="Also write the onnx decoder graphs beside the model (MODEL.graphs.json, MODEL.decoder-F.onnx, "
-                   "a few KB), so it decodes without torch; needs the onnx package (skipped with a note if the "
-                   "option is not given and onnx is missing).")
+@graphs_option
 @force_option
 @click.pass_context
 def export(ctx, checkpoint, output, data_dirs, prior_kind, prior_steps, graphs, force):
     """Fit the prior on the training images and write a deployable model."""
-    import importlib.util
-
     from hvq.cli.output import check_target
     from hvq.codec.fit.context_prior import ContextFitConfig
     from hvq.codec.fit.export import export_checkpoint
     from hvq.codec.train.loop import load_training_state
 
     check_target(output, [checkpoint], force)
-    asked = ctx.get_parameter_source("graphs") is not ParameterSource.DEFAULT
-    if graphs and importlib.util.find_spec("onnx") is None:
-        if asked:  # before the long fit, not after it
-            raise click.ClickException("--graphs needs the onnx package: pip install onnx")
-        graphs = False
-        click.echo("onnx is not installed: no decoder graphs written (`hvq export-graphs MODEL` writes them later)",
-                   err=True)
+    graphs = graphs_wanted(ctx, graphs)
     try:
         state = load_training_state(checkpoint)
     except HvqError as exc:  # its message names the file
@@ -325,8 +334,10 @@ def export_graphs(model):
               help="Percent of the images held out of the fit (by a hash of the file name) and reported.")
 @click.option("--prior-steps", type=click.IntRange(1), default=400, show_default=True,
               help="Adam steps of the fit, per level.")
+@graphs_option
 @force_option
-def fit_prior(model_argument, model_path, output, data_dirs, holdout_percent, prior_steps, force):
+@click.pass_context
+def fit_prior(ctx, model_argument, model_path, output, data_dirs, holdout_percent, prior_steps, graphs, force):
     """Fit a model's context prior on images, keeping its weights and static tables.
 
     The model fingerprint stays the same, so the files the model wrote
@@ -345,6 +356,7 @@ def fit_prior(model_argument, model_path, output, data_dirs, holdout_percent, pr
         click.echo("Warning: `hvq fit-prior MODEL` is deprecated; use `hvq fit-prior --model MODEL`", err=True)
         model_path = model_argument
     check_target(output, [], force)
+    graphs = graphs_wanted(ctx, graphs)
     try:
         loaded = load_model(model_path)
     except HvqError as exc:  # its message names the file
@@ -361,3 +373,5 @@ def fit_prior(model_argument, model_path, output, data_dirs, holdout_percent, pr
         click.echo(f"bits per index on the {report.heldout_images} held-out images:")
         for coder, levels in report.heldout_bits.items():
             click.echo(f"  {coder:<15}" + "  ".join(f"level {f}: {b:.3f}" for f, b in levels.items()))
+    if graphs:  # the weights are the source model's, but graphs name the file they sit beside
+        ctx.invoke(export_graphs, model=output)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -86,6 +88,9 @@ def test_fit_prior_keeps_the_model_and_its_files(tiny_model_path, image_folder, 
     old_file = Codec.for_model(before).compress(photo)
     assert np.array_equal(np.asarray(Codec.for_model(after).decompress(old_file)),
                           np.asarray(Codec.for_model(before).decompress(old_file)))
+    if importlib.util.find_spec("onnx") is not None:  # like export, it writes the decoder graphs beside the model
+        assert "decoder graphs of with-context.safetensors" in result.output
+        assert (tmp_path / "with-context.graphs.json").exists()
 
 
 def test_fit_prior_refuses_an_empty_fit(tiny_model_path, tmp_path):

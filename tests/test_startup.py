@@ -54,7 +54,8 @@ print(json.dumps(sorted(m.split(".")[0] for m in sys.modules)))
 
 
 def imported_by(code: str, *args, env: dict | None = None) -> set[str]:
-    environ = {**os.environ, **(env or {})}
+    # the developer's own HVQ_BACKEND must not choose the probes' backend: each probe that wants one says so
+    environ = {**{k: v for k, v in os.environ.items() if k != "HVQ_BACKEND"}, **(env or {})}
     done = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300,
                           env=environ)
     assert done.returncode == 0, done.stderr
