@@ -136,6 +136,9 @@ CANDIDATES = (
                              encoder_channels=(48, 96),
                              decoder_channels=((16, 96), (8, 96), (4, 96), (2, 48), (1, 24))),
               train=_options(lr=5e-4, batch_size=16, grad_clip=1.0)),
+    Candidate("sharing-topdown-k512", "seed-faithful sharing + top-down decoding, codebook 512 x 64 (v2's)",
+              "does v2's larger codebook (512 x 64 against 256 x 32) split the levels' codes?",
+              model=_options(level_heads=False, topdown=True, codebook_size=512, code_dim=64)),
 )
 # The context prior's neighbour tables are (K + 1) x K: at K = 4096 they alone
 # would pass the 30 MB model-file limit, so larger codebooks are coded with the static prior.
@@ -669,8 +672,9 @@ def main(preset_name, out, runs, train_data, eval_data, jobs, seed, only, render
     out, runs, data, eval_data = prepare_study(preset, out, runs, train_data, eval_data)
     machine = hardware(1, jobs)
     chosen = [c.name for c in CANDIDATES if not only or c.name in only]
-    todo = [] if render_only else [n for n in chosen if not (out / "candidates" / f"{n}.json").exists()]
-    click.echo(f"design {preset_name}: {len(chosen) - len(todo)} candidate(s) scored, {len(todo)} to run", err=True)
+    scored = [n for n in chosen if (out / "candidates" / f"{n}.json").exists()]
+    todo = [] if render_only else [n for n in chosen if n not in scored]
+    click.echo(f"design {preset_name}: {len(scored)} candidate(s) scored, {len(todo)} to run", err=True)
     failed = []
     if jobs == 1:
         for name in todo:
