@@ -33,7 +33,7 @@ import numpy as np
 
 from hvq.bitstream.errors import HvqConfigError, HvqModelError
 from hvq.codec.model.config import ModelConfig
-from hvq.codec.runtime.windows import DEFAULT_TILE, check_tile, cut, decoder_halo, windows
+from hvq.codec.runtime.windows import DEFAULT_TILE, check_tile, cut, decoder_halo, decoder_tiles
 
 GRAPHS_FORMAT = "hvq-onnx-graphs"
 GRAPHS_VERSION = 1
@@ -192,25 +192,20 @@ def decode_tiled(sess, config: ModelConfig, grid: np.ndarray, factor: int, width
     ``refinements`` (R, rows, cols): depths 2..R+1, for a graph of depth R + 1.
     """
     check_tile(tile, config.max_factor)
-    cells = max(1, tile // factor)
     rows, cols = grid.shape
     out = np.empty((height, width, 3), dtype=np.uint8)
-    for w in windows(rows, cols, cells, decoder_halo(config, factor, parents)):
-        top, left = w.top * factor, w.left * factor
-        if top >= height or left >= width:
-            continue  # a tile wholly in the padding
+    for t in decoder_tiles(rows, cols, factor, width, height, tile, decoder_halo(config, factor, parents)):
+        w = t.window
         feed = {"indices": cut(grid, w)[None]}  # (1, h, w) int64
         if refinements is not None:
             feed["refinements"] = cut(refinements, w)[None]  # (1, R, h, w)
         for g, p in (parents or {}).items():
             feed[f"parent_{g}"] = cut(p, w, g // factor)[None]
         x_hat = sess.run(feed)[0]  # (3, h * f, w * f) in [0, 1]
-        y0, x0 = (w.top - w.win_top) * factor, (w.left - w.win_left) * factor
-        bottom, right = min(w.bottom * factor, height), min(w.right * factor, width)
-        crop = x_hat[:, y0 : y0 + bottom - top, x0 : x0 + right - left]
+        crop = x_hat[(slice(None), *t.crop)]
         # imageio.to_pixels: round(x * 255) in float32, half to even (torch.round and np.rint alike), clamped
         rounded = np.clip(np.rint(crop * np.float32(255.0)), 0, 255).astype(np.uint8)
-        out[top:bottom, left:right] = rounded.transpose(1, 2, 0)
+        out[t.pixels] = rounded.transpose(1, 2, 0)
     return out
 
 

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from hvq.codec.runtime.imageio import to_tensor
-from hvq.codec.runtime.tiling import DEFAULT_TILE, cut, decoder_halo_cells, windows
+from hvq.codec.runtime.tiling import DEFAULT_TILE, cut, decoder_halo_cells, decoder_tiles
 
 DEFAULT_PASSES = 2  # each pass is a decode with gradient and one without; a third added ~0.04 dB at level 4 (kodim05)
 
@@ -75,11 +75,8 @@ def pixel_errors(net, grid: np.ndarray, factor: int, image: np.ndarray, tile: in
     rows, cols = grid.shape
     sse = np.zeros((rows, cols), dtype=np.float64)
     grad = np.zeros((rows, cols, codebook.embed.shape[1]), dtype=np.float32) if gradient else None
-    cells = max(1, tile // factor)
-    for w in windows(rows, cols, cells, decoder_halo_cells(net, factor, parents)):
-        top, left = w.top * factor, w.left * factor
-        if top >= height or left >= width:
-            continue
+    for t in decoder_tiles(rows, cols, factor, width, height, tile, decoder_halo_cells(net, factor, parents)):
+        w = t.window
         indices = torch.from_numpy(cut(grid, w))[None]
         z = codebook.lookup(indices)
         codewords = {factor: z, **_parent_codewords(net, parents, w, factor)}
@@ -87,11 +84,10 @@ def pixel_errors(net, grid: np.ndarray, factor: int, image: np.ndarray, tile: in
             z.requires_grad_(True)
         with torch.set_grad_enabled(gradient):
             x_hat = (net._synthesise(codewords, factor) + 0.5).clamp(0.0, 1.0)[0]
-            y0, x0 = (w.top - w.win_top) * factor, (w.left - w.win_left) * factor
             h, wd = (w.bottom - w.top) * factor, (w.right - w.left) * factor
-            target = to_tensor(image[top : top + h, left : left + wd])[0]  # (3, h', w'): the padding cut off
+            target = to_tensor(image[t.pixels])[0]  # (3, h', w'): the padding cut off
             hi, wi = target.shape[1:]
-            error = ((x_hat[:, y0 : y0 + hi, x0 : x0 + wi] - target) * 255.0).square().sum(0)  # (h', w')
+            error = ((x_hat[(slice(None), *t.crop)] - target) * 255.0).square().sum(0)  # (h', w')
             if gradient:
                 error.sum().backward()
         blocks = F.avg_pool2d(F.pad(error.detach(), (0, wd - wi, 0, h - hi))[None, None], factor)[0, 0] * factor**2

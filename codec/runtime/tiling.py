@@ -36,7 +36,7 @@ import torch
 
 from hvq.codec.runtime.imageio import pad_to_multiple, to_pixels, to_tensor
 from hvq.codec.runtime.windows import (  # noqa: F401 (the tiles' geometry, re-exported)
-    DECODER_HALO_CELLS, DEFAULT_TILE, Window, check_tile, cut, decoder_halo, encoder_halo, windows,
+    DECODER_HALO_CELLS, DEFAULT_TILE, Window, check_tile, cut, decoder_halo, decoder_tiles, encoder_halo, windows,
 )
 
 @torch.inference_mode()  # no autograd bookkeeping at all (the nets' no_grad still records versions)
@@ -128,13 +128,10 @@ def decode_tiled(net, grid: np.ndarray, factor: int, width: int, height: int, ti
     ``refinements`` (R, rows, cols): the level's depths 2..R+1, cut likewise.
     """
     check_tile(tile, net.config.max_factor)
-    cells = max(1, tile // factor)
     rows, cols = grid.shape
     out = np.empty((height, width, 3), dtype=np.uint8)
-    for w in windows(rows, cols, cells, decoder_halo_cells(net, factor, parents)):
-        top, left = w.top * factor, w.left * factor
-        if top >= height or left >= width:
-            continue  # a tile wholly in the padding
+    for t in decoder_tiles(rows, cols, factor, width, height, tile, decoder_halo_cells(net, factor, parents)):
+        w = t.window
         window = torch.from_numpy(cut(grid, w))[None]
         parent_windows = None
         if parents:
@@ -143,7 +140,5 @@ def decode_tiled(net, grid: np.ndarray, factor: int, width: int, height: int, ti
         if refinements is not None and len(refinements):
             refined = torch.from_numpy(cut(refinements, w))[None]
         x_hat = net.decode(window, factor, parent_windows, refinements=refined)[0]
-        y0, x0 = (w.top - w.win_top) * factor, (w.left - w.win_left) * factor
-        bottom, right = min(w.bottom * factor, height), min(w.right * factor, width)
-        out[top:bottom, left:right] = to_pixels(x_hat[:, y0 : y0 + bottom - top, x0 : x0 + right - left])
+        out[t.pixels] = to_pixels(x_hat[(slice(None), *t.crop)])
     return out

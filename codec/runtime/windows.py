@@ -1,7 +1,7 @@
 """The tiles' geometry: windows with halos over an image or a grid, and how wide the halos are.
 
 Torch-free, so that every backend of the transforms cuts the same windows:
-``tiling`` (torch) and the onnxruntime study (``benchmarks/onnx_runtime.py``)
+``tiling`` (torch), ``pixel_rdoq`` and ``onnx_backend`` (onnxruntime)
 decode a grid window by window with the same halos.  Why the halos are
 this wide is in ``hvq.codec.runtime.tiling``'s docstring.
 """
@@ -47,6 +47,29 @@ def windows(height: int, width: int, tile: int, halo: int) -> Iterator[Window]:
                 top, left, bottom, right,
                 max(0, top - halo), max(0, left - halo), min(height, bottom + halo), min(width, right + halo),
             )
+
+
+@dataclass(frozen=True)
+class DecoderTile:
+    """One window of a level's grid, and where its decoded pixels go: every decoder's tile loop reads this."""
+
+    window: Window  # in the level's cells
+    pixels: tuple[slice, slice]  # the tile's rows and columns in the (height, width) image, padding cut off
+    crop: tuple[slice, slice]  # the same pixels inside the decoded window
+
+
+def decoder_tiles(rows: int, cols: int, factor: int, width: int, height: int, tile: int,
+                  halo: int) -> Iterator[DecoderTile]:
+    """The windows (``tile`` pixels a side, ``halo`` cells of context) that decode a (rows, cols) grid of level
+    ``factor`` to a (height, width) image; a tile wholly in the padding is left out."""
+    for w in windows(rows, cols, max(1, tile // factor), halo):
+        top, left = w.top * factor, w.left * factor
+        if top >= height or left >= width:
+            continue
+        bottom, right = min(w.bottom * factor, height), min(w.right * factor, width)
+        y0, x0 = (w.top - w.win_top) * factor, (w.left - w.win_left) * factor
+        yield DecoderTile(w, (slice(top, bottom), slice(left, right)),
+                          (slice(y0, y0 + bottom - top), slice(x0, x0 + right - left)))
 
 
 def cut(grid, w: Window, ratio: int = 1):
