@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from hvq.bitstream.container import parse
-from hvq.bitstream.levels import decode_grid, strip
+from hvq.bitstream.levels import decode_grid
+from hvq.codec.runtime.tokens import strip_file
 from hvq.codec.train.data import list_images
 from hvq.evaluation.metrics import msssim, psnr
 from hvq.codec.runtime.imageio import load_image
@@ -43,7 +44,7 @@ def evaluate(codec: Codec, files: list[Path]) -> dict:
         encode_s = time.perf_counter() - started
         record = {"image": path.name, "all_levels_bpp": 8 * len(data) / pixels, "encode_s": encode_s, "levels": {}}
         for factor in factors:
-            alone = strip(data, (factor,), codec.model.prior)  # the file `hvq compress --levels f` writes
+            alone = strip_file(data, (factor,), codec.model)  # what `hvq compress --levels f` writes (top-down: with its parents)
             started = time.perf_counter()
             decoded = np.asarray(codec.decompress(alone))
             decode_s = time.perf_counter() - started  # decoding only: no scoring inside the window

@@ -111,6 +111,9 @@ def _check_output_dir(folder: Path, names: list[str], force: bool) -> None:
               help="compressai_kodak.json: draw published learned-codec curves and add their BD rows (Kodak only).")
 @click.option("--sweep", "sweeps", type=Sweep(), multiple=True,
               help="Replace a classical codec's default sweep, e.g. --sweep jpeg=10,50,90 (repeatable).")
+@click.option("--others-from", "others_from", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Take the other codecs' measurements from an earlier run's rd.json on the same images and "
+                   "measure hvq alone (a new model against the committed baselines, in minutes, not hours).")
 @click.option("--hvq-quality", "hvq_qualities", type=Qualities(), default=None,
               help="Sweep hvq's quality setting over these values (0-100), each level becoming a curve; "
                    "default: one point per level, at the codec's default.")
@@ -126,8 +129,8 @@ def _check_output_dir(folder: Path, names: list[str], force: bool) -> None:
                    "library's choice; JPEG, WebP and JPEG 2000 run on one).")
 @click.option("--progress/--no-progress", default=True, help="Progress bars on stderr.")
 @force_option
-def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, hvq_qualities, perceptual, rd, speed,
-          repeats, threads, progress, force):
+def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, others_from, hvq_qualities, perceptual,
+          rd, speed, repeats, threads, progress, force):
     """Measure hvq and classical codecs on the images under DATASET_DIR.
 
     For each image and setting: bpp from the encoded file's real size, PSNR,
@@ -153,6 +156,12 @@ def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, h
         sweep_values[name] = values
     if not rd and not speed:
         raise click.BadParameter("nothing to do: --no-rd without --speed", param_hint="--rd")
+    if others_from is not None:
+        if "hvq" not in codecs or not rd:
+            raise click.BadParameter("needs hvq among --codecs and --rd", param_hint="--others-from")
+        if sweeps:
+            raise click.BadParameter("the other codecs' settings are those of the earlier run", param_hint="--sweep")
+        sweep_values = {}  # their rows come from the earlier run
     if not dataset_dir.is_dir():
         raise click.ClickException(f"{dataset_dir}: no such folder")
     from hvq.evaluation.sweep import check_readable, find_images
@@ -165,6 +174,21 @@ def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, h
         check_readable(images)
     except HvqError as exc:  # names the file
         raise click.ClickException(str(exc))
+    reused = None
+    if others_from is not None:
+        from PIL import Image
+
+        from hvq.evaluation.reuse import check_sizes, read_others
+
+        try:
+            reused = read_others(others_from, [image.name for image in images], perceptual)
+            sizes = {}
+            for image in images:
+                with Image.open(image.path) as im:
+                    sizes[image.name] = im.size
+            check_sizes(reused, sizes)
+        except HvqError as exc:
+            raise click.ClickException(str(exc))
     for name in sweep_values:
         reason = unavailable(name)
         if reason:
@@ -207,13 +231,13 @@ def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, h
     with terminate_as_interrupt():
         if rd:
             _rate_distortion(dataset_dir, images, sweep_values, codec, hvq_qualities or (None,), perceptual,
-                             published, jobs, results_dir, progress)
+                             published, jobs, results_dir, progress, reused)
         if speed:
             _speed(dataset_dir, images, codecs, sweep_values, model_path, repeats, threads, results_dir, progress)
 
 
 def _rate_distortion(dataset_dir, images, sweep_values, codec, hvq_qualities, perceptual, published, jobs,
-                     results_dir, progress):
+                     results_dir, progress, reused=None):
     import torch
 
     from hvq.evaluation import report
@@ -233,7 +257,7 @@ def _rate_distortion(dataset_dir, images, sweep_values, codec, hvq_qualities, pe
 
     classical_rows = run_classical(images, sweep_values, jobs, progress, perceptual,
                                    meanwhile=run_hvq_meanwhile if codec is not None else None)
-    measurements = hvq_rows + classical_rows
+    measurements = hvq_rows + classical_rows + (reused.measurements if reused else [])
     means = mean_by_setting(measurements)
     hvq_curve = curve_settings(codec.model.net, hvq_qualities) if codec is not None else []
     comparisons = hvq_against_each(means, hvq_curve, published) if codec is not None else []
@@ -243,7 +267,7 @@ def _rate_distortion(dataset_dir, images, sweep_values, codec, hvq_qualities, pe
         dataset=str(dataset_dir),
         images=len(images),
         machine=describe_machine(),
-        libraries=library_versions(),
+        libraries=reused.libraries if reused else library_versions(),
         hvq_model=codec.model.fingerprint_hex if codec is not None else None,
         hvq_curve=tuple(hvq_curve),
         torch_threads=torch.get_num_threads(),

@@ -76,7 +76,8 @@ def main() -> None:
 @click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--levels", type=LevelDepthList(), default=None,
               help="Levels to store, e.g. 16,8 (default: all, each at every depth the model has); "
-                   "F:D stores depths 1..D of level F, as strip --keep does (16,8,4:2).")
+                   "F:D stores depths 1..D of level F, as strip --keep does (16,8,4:2). "
+                   "A top-down model's level (the default model's) brings the coarser levels it decodes with.")
 @click.option("-q", "--quality", type=float, default=None,
               help="0 (smallest) to 100 (pixel error alone): rate control; without it, the nearest codewords.")
 @click.option("--target-bpp", type=float, default=None,
@@ -337,7 +338,8 @@ def _describe(path, s) -> str:
 @main.command(epilog=EXIT_CODES)
 @click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--keep", type=LevelDepthList(), required=True,
-              help="Levels to keep, e.g. 16,8; F:D keeps depths 1..D of level F (16,8,4:2).")
+              help="Levels to keep, e.g. 16,8; F:D keeps depths 1..D of level F (16,8,4:2). "
+                   "With a top-down model installed or given, the coarser levels a kept level decodes with stay.")
 @output_option("The stripped file; - for standard output; FOLDER/.", required=True, stdio=True)
 @model_option
 @force_option

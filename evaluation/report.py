@@ -206,7 +206,7 @@ def speed_markdown(dataset: str, machine: Machine, repeats: int, results: list[S
         "Codecs run one after another, each in a fresh child process.",
         f"- Peak memory: {'; '.join(methods)}, over all of a codec's encodes and decodes; resident memory, "
         "native libraries included; the imports, the model and the images are in the baseline, not in the peak.",
-        "- hvq: one encode makes all levels; each level is decoded from a file holding it alone.",
+        "- hvq: one encode makes all levels; each level is decoded from the file that shows it (the level alone, or with the coarser levels a top-down model reads).",
         "- The CompressAI reference (bmshj2018-hyperprior, N=128, M=192) has **random weights**: only its "
         "time and memory mean anything.",
         "- Threads: what each codec ran with. torch (hvq, CompressAI), libavif and libjxl take a thread count; "

@@ -162,8 +162,8 @@ def _prepare_classical(job: SpeedJob):
 def _prepare_hvq(job: SpeedJob):
     from PIL import Image
 
-    from hvq.bitstream.levels import strip
     from hvq.codec.runtime.pipeline import Codec
+    from hvq.codec.runtime.tokens import strip_file
 
     codec = Codec.for_model(job.model_path)
     factors = sorted(codec.model.config.factors, reverse=True)
@@ -173,7 +173,7 @@ def _prepare_hvq(job: SpeedJob):
         times = {}
         times["encode (all levels)"], data = _median_seconds(lambda: codec.compress(image), job.repeats)
         for factor in factors:
-            alone = strip(data, (factor,), codec.model.prior)  # outside the clock: the file a user would fetch
+            alone = strip_file(data, (factor,), codec.model)  # outside the clock: the file a user would fetch (with a top-down level's parents)
             times[f"decode level {factor}"], _ = _median_seconds(lambda: codec.decompress(alone), job.repeats)
         return times
 

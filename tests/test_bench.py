@@ -601,3 +601,33 @@ def test_hvq_runs_in_the_main_process_while_the_workers_code(dataset):
     alone = run_classical(images, {"webp-down2": (50,)}, jobs=1, progress=False, ssimulacra2=False,
                           meanwhile=lambda: calls.append("again"))
     assert calls == ["hvq", "again"] and alone[0].file_bytes == rows[0].file_bytes
+
+
+def test_others_from_scores_a_new_model_against_an_earlier_runs_codecs(bench, dataset, tiny_model_path, tmp_path):
+    """--others-from: the classical rows come back from rd.json unchanged; hvq is measured anew; the tables use both."""
+    first = tmp_path / "first"
+    result = bench(dataset, "--codecs", "hvq,jpeg", "--sweep", "jpeg=20,90", "--model", tiny_model_path,
+                   "-o", first, "--no-progress")
+    assert result.exit_code == 0, result.output
+    again = tmp_path / "again"
+    result = bench(dataset, "--codecs", "hvq", "--others-from", first / "rd.json", "--model", tiny_model_path,
+                   "-o", again, "--no-progress")
+    assert result.exit_code == 0, result.output
+    before, after = (json.loads((d / "rd.json").read_text()) for d in (first, again))
+    assert [r for r in after["per_image"] if r["codec"] == "jpeg"] == [r for r in before["per_image"] if r["codec"] == "jpeg"]
+    assert [r for r in after["per_image"] if r["codec"] == "hvq"] == [r for r in before["per_image"] if r["codec"] == "hvq"]
+    assert after["bd"] == before["bd"] and after["context"]["libraries"] == before["context"]["libraries"]
+    # refusals: other images, a damaged file, options that contradict it
+    (dataset / "d.png").write_bytes((dataset / "a.png").read_bytes())
+    other = bench(dataset, "--codecs", "hvq", "--others-from", first / "rd.json", "-o", tmp_path / "x")
+    assert other.exit_code == 1 and "measured other images than these (missing d.png)" in other.output
+    assert len(other.output.strip().splitlines()) == 1
+    (dataset / "d.png").unlink()
+    broken = tmp_path / "broken.json"
+    broken.write_text("{\"per_image\": 3}")
+    damaged = bench(dataset, "--codecs", "hvq", "--others-from", broken, "-o", tmp_path / "x")
+    assert damaged.exit_code == 1 and "not an hvq bench rd.json" in damaged.output
+    no_hvq = bench(dataset, "--codecs", "jpeg", "--others-from", first / "rd.json", "-o", tmp_path / "x")
+    assert no_hvq.exit_code == 2 and "needs hvq among --codecs" in no_hvq.output
+    swept = bench(dataset, "--codecs", "hvq,jpeg", "--sweep", "jpeg=5", "--others-from", first / "rd.json")
+    assert swept.exit_code == 2 and "settings are those of the earlier run" in swept.output

@@ -344,7 +344,7 @@ def test_format_1_and_2_files_read_as_before(name):
     data = (DATA / name).read_bytes()
     parsed = parse(data)
     assert parsed.header.version in (1, 2) and parsed.refinements == () and parsed.header.depths == ()
-    prior = read_prior(Path(__file__).resolve().parents[1] / "codec" / "models" / "hvq-default.safetensors").prior
+    prior = read_prior(Path(__file__).resolve().parents[1] / "codec" / "models" / "hvq-0.2.safetensors").prior  # the model they name
     tokens = read_tokens(parsed, parsed.header.factors, prior)
     assert tokens.refinements == {} and set(tokens.depths.values()) == {1}
     if parsed.header.version == 2 and not parsed.ancillary:

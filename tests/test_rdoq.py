@@ -197,8 +197,8 @@ def test_committed_rdoq_file_decodes_as_hvq_02_decoded_it():
     """An RDOQ-coded file (quality 40, with a rate chunk) decodes to the pixels hvq 0.2's reader gave."""
     from hvq.codec.runtime.pipeline import Codec
 
-    codec = Codec.for_model(None)
     path = DATA / "scene-128x96-q40.hvq"
+    codec = Codec.for_fingerprint(parse(path.read_bytes()).header.model_fingerprint)  # the installed 0.2 model
     for level, digest in V02_PIXELS.items():
         pixels = np.asarray(codec.decompress(path, level=level))
         assert hashlib.sha256(pixels.tobytes()).hexdigest() == digest, level
@@ -209,7 +209,9 @@ def test_committed_rdoq_file_decodes_as_hvq_02_decoded_it():
 def test_committed_rdoq_file_is_what_quality_40_writes_today():
     from hvq.codec.runtime.pipeline import Codec
 
-    data = Codec.for_model(None).compress(DATA / "scene-128x96.png", quality=40)
+    from hvq.codec.runtime.registry import MODELS_DIR
+
+    data = Codec.for_model(MODELS_DIR / "hvq-0.2.safetensors").compress(DATA / "scene-128x96.png", quality=40)
     assert data == (DATA / "scene-128x96-q40.hvq").read_bytes()
 
 

@@ -116,5 +116,6 @@ def test_shipped_prior_makes_progressive_files_almost_free(codec, kodak_dir):
         assert len(whole) <= 1.10 * len(finest), name
         parsed = parse(whole)
         assert [c.coder for c in parsed.levels][1:] == [CODER_CONTEXT_PARENT] * 2
-        for chunk in parsed.levels:
-            assert chunk.bits_per_index <= 0.7 * math.log2(codec.model.config.codebook_size), (name, chunk.factor)
+        for chunk in parsed.levels:  # v2's coarsest level uses 70% of the shared codebook and has no parent to predict from
+            share = 0.9 if chunk.factor == 16 else 0.7
+            assert chunk.bits_per_index <= share * math.log2(codec.model.config.codebook_size), (name, chunk.factor)

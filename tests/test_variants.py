@@ -6,6 +6,7 @@ into the shipped model's fingerprint) must serialise exactly as before.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -44,10 +45,12 @@ def test_options_away_from_their_defaults_are_saved_and_read_back():
     assert ModelConfig.from_json(text) == config
 
 
-def test_the_shipped_model_still_loads_with_its_fingerprint():
+def test_the_installed_0_2_model_still_loads_with_its_fingerprint():
+    """The 0.2 model ships beside v2 so that its files still decode; ModelConfig()'s defaults are its config."""
+    from hvq.codec.runtime.registry import MODELS_DIR
     from hvq.codec.runtime.weights import load_model
 
-    model = load_model()
+    model = load_model(MODELS_DIR / "hvq-0.2.safetensors")
     assert model.fingerprint_hex == "55a1cbc11a02d92e1e92f23fdde98a71"
     assert model.config == ModelConfig()
 
@@ -168,12 +171,13 @@ def test_design_options_at_their_defaults_leave_the_config_as_before():
 
 
 def test_design_options_leave_the_default_state_dict_keys_unchanged():
-    """The default model's tensors are named as in the shipped file, so it loads and keeps its fingerprint."""
+    """ModelConfig()'s tensors are named as in the 0.2 model's file, so it loads and keeps its fingerprint."""
     from safetensors import safe_open
 
-    from hvq.codec.runtime.weights import DEFAULT_MODEL, _training_only
+    from hvq.codec.runtime.registry import MODELS_DIR
+    from hvq.codec.runtime.weights import _training_only
 
-    with safe_open(str(DEFAULT_MODEL), "numpy") as f:
+    with safe_open(str(MODELS_DIR / "hvq-0.2.safetensors"), "numpy") as f:
         shipped = {k for k in f.keys() if not k.startswith("prior.")}
     fresh = {k for k in HierarchicalVQVAE(ModelConfig()).state_dict() if not _training_only(k)}
     assert fresh == shipped
@@ -308,11 +312,31 @@ def test_a_topdown_file_without_its_coarser_levels_is_refused(tmp_path, photo):
     from hvq.bitstream.errors import HvqModelError
     from hvq.codec.runtime.pipeline import Codec
 
+    from hvq.bitstream.levels import strip
+
     codec = Codec.for_model(make_tiny_model(tmp_path / "topdown.safetensors", topdown=True))
-    data = codec.compress(photo, levels=(4, 16))
+    data = strip(codec.compress(photo), ((16, None), (4, None)), codec.model.prior)  # the model-blind cut
     with pytest.raises(HvqModelError, match="level 4 of this model decodes only with level 8"):
         codec.decompress(data, 4)
     assert codec.decompress(data, 16).size == photo.size
+
+
+def test_a_topdown_level_is_written_and_kept_with_its_coarser_levels(tmp_path, photo):
+    """--levels 4 and strip --keep 8 give the smallest files that decode them: the coarser levels come too."""
+    from conftest import make_tiny_model
+    from hvq.bitstream.container import parse
+    from hvq.codec.runtime.pipeline import Codec
+    from hvq.codec.runtime.tokens import strip_file
+
+    path = make_tiny_model(tmp_path / "topdown.safetensors", topdown=True)
+    codec = Codec.for_model(path)
+    whole = codec.compress(photo)
+    assert codec.compress(photo, levels=(4,)) == whole
+    assert [c.factor for c in parse(codec.compress(photo, levels="8")).levels] == [16, 8]
+    kept = strip_file(whole, "8", model=path)
+    assert [c.factor for c in parse(kept).levels] == [16, 8]
+    assert np.array_equal(np.asarray(codec.decompress(kept)), np.asarray(codec.decompress(whole, 8)))
+    assert [c.factor for c in parse(strip_file(whole, "16", model=codec.model)).levels] == [16]
 
 
 def test_the_shared_tail_serves_every_level():

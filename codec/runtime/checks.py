@@ -53,6 +53,21 @@ def check_header(header: Header | Tokens, config: ModelConfig, fingerprint: byte
                                  f"has depths 1..{config.depth_of(factor)}")
 
 
+def with_parents(config: ModelConfig, depths: dict[int, int]) -> dict[int, int]:
+    """``depths`` ({factor: depth}) plus, for a top-down model, the coarser levels each one decodes with, at depth 1.
+
+    A top-down level decodes only beside its coarser levels, so the smallest
+    file that shows level f holds them too: ``--levels 4`` writes 16, 8 and 4.
+    Coarse first, as files store them.
+    """
+    chosen = dict(depths)
+    if config.topdown:
+        for factor in list(chosen):
+            for parent in (f for f in config.factors if f > factor):
+                chosen.setdefault(parent, 1)
+    return {f: chosen[f] for f in sorted(chosen, reverse=True)}
+
+
 def parents_needed(config: ModelConfig, factor: int, held) -> tuple[int, ...]:
     """The coarser levels a top-down model's decoder of ``factor`` reads (``net.parents_needed``), all in ``held``."""
     needed = tuple(f for f in config.factors if f > factor) if config.topdown else ()

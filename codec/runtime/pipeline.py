@@ -33,7 +33,7 @@ from hvq.bitstream.container import Header, ParsedFile, read_file
 from hvq.bitstream.errors import HvqImageError, HvqModelError, HvqUsageError
 from hvq.bitstream.levels import Tokens, as_level, as_levels, as_selection, read_tokens, write_tokens
 from hvq.codec.runtime.checks import (  # noqa: F401 (MAX_TRANSFORM_PIXELS, choose_level, as_depth re-exported)
-    MAX_TRANSFORM_PIXELS, as_depth, check_header, choose_level, parents_needed,
+    MAX_TRANSFORM_PIXELS, as_depth, check_header, choose_level, parents_needed, with_parents,
 )
 from hvq.codec.runtime.imageio import load_image
 from hvq.codec.runtime.registry import default_model, find_model
@@ -90,6 +90,8 @@ class Codec:
         """{factor: depth} for a selection with depths ("16,8,4:2"; F alone: every depth the model has).
 
         None means every level at every depth.  A depth beyond the model's is an error naming both.
+        A top-down model's coarser levels join each chosen level at depth 1
+        (``checks.with_parents``): it decodes only beside them.
         """
         selection = as_selection(levels)
         factors = self.check_levels(None if selection is None else [f for f, _ in selection])
@@ -101,7 +103,7 @@ class Codec:
             if depth > deepest:
                 raise HvqModelError(f"model has no level {factor}:{depth} (level {factor} has depths 1..{deepest})")
             chosen[factor] = depth
-        return chosen
+        return with_parents(self.model.config, chosen)
 
     # -- the two directions ---------------------------------------------------------
 

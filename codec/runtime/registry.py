@@ -3,8 +3,9 @@
 A ``.hvq`` file names its model by fingerprint (HEAD), so a reader picks the
 installed model that made it instead of assuming the newest::
 
-    codec/models/hvq-default.safetensors   55a1cbc1...   hvq 0.1 and 0.2 files; the default for new files
-    codec/models/<another>.safetensors     ...           installed beside it, found by its fingerprint
+    codec/models/hvq-default.safetensors   71270e82...   model v2: the default for new files
+    codec/models/hvq-0.2.safetensors       55a1cbc1...   hvq 0.1 and 0.2 files, installed beside it
+    codec/models/<another>.safetensors     ...           found by its fingerprint
 
 ``find_model`` maps a fingerprint to the installed file; an explicit model
 (``model=``, ``--model``) always overrides it.  The index reads only each

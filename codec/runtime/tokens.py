@@ -21,6 +21,7 @@ from hvq.bitstream.container import read_file
 from hvq.bitstream.errors import HvqModelError
 from hvq.bitstream.levels import Tokens, as_selection, needs_prior, read_tokens, stored_levels, strip, write_tokens
 from hvq.bitstream.prior_tables import PriorTables
+from hvq.codec.runtime.checks import with_parents
 from hvq.codec.runtime.registry import find_model, read_prior
 
 
@@ -53,6 +54,7 @@ def strip_file(data, keep, model=None) -> bytes:
     parsed = read_file(data)
     keep = as_selection(keep) or ()
     header = parsed.header
+    keep = _with_stored_parents(parsed, keep, model)
     prior = None
     if needs_prior(parsed, keep):
         try:
@@ -60,6 +62,28 @@ def strip_file(data, keep, model=None) -> bytes:
         except HvqModelError as exc:
             raise HvqModelError(f"re-coding needs the file's model: {exc}") from None
     return strip(parsed, keep, prior)
+
+
+def _with_stored_parents(parsed, keep, model) -> tuple:
+    """``keep`` plus the stored coarser levels a top-down model decodes each kept level with (``checks.with_parents``).
+
+    Without the file's model (not installed, none given) the selection stands as asked.
+    """
+    try:
+        if model is None:
+            config = read_prior(find_model(parsed.header.model_fingerprint)).config
+        elif isinstance(model, (str, Path)):
+            config = read_prior(model).config
+        else:
+            config = model.config  # a loaded model
+    except HvqModelError:
+        return keep
+    if not config.topdown:
+        return keep
+    stored = {level.factor for level in parsed.levels}
+    asked = dict(keep)
+    extended = with_parents(config, asked)
+    return tuple((f, asked.get(f)) for f in extended if f in asked or f in stored)
 
 
 def resolve_prior(model_fingerprint: bytes, file_prior: bytes, model=None, prior: PriorTables | None = None) -> PriorTables:

@@ -40,7 +40,7 @@ from hvq.bitstream.prior_tables import PriorTables  # noqa: E402
 VECTORS = json.loads((HERE / "vectors.json").read_text())
 SEEDS = sorted(targets.CORPUS.glob("*.hvq"))
 ROOT = HERE.parents[1]
-SHIPPED_MODEL = ROOT / "codec" / "models" / "hvq-default.safetensors"
+SHIPPED_MODEL = ROOT / "codec" / "models" / "hvq-0.2.safetensors"  # the model the golden files name
 SHIPPED_V1 = ROOT / "tests" / "data" / "shipped-v1.hvq"
 
 
