@@ -83,7 +83,7 @@ def _with_stored_parents(parsed, keep, model) -> tuple:
     stored = {level.factor for level in parsed.levels}
     asked = dict(keep)
     extended = with_parents(config, asked)
-    return tuple((f, asked.get(f)) for f in extended if f in asked or f in stored)
+    return tuple((f, asked[f] if f in asked else 1) for f in extended if f in asked or f in stored)  # parents at depth 1
 
 
 def resolve_prior(model_fingerprint: bytes, file_prior: bytes, model=None, prior: PriorTables | None = None) -> PriorTables:
