@@ -176,17 +176,10 @@ def bench(dataset_dir, codecs, results_dir, jobs, model_path, anchors, sweeps, o
         raise click.ClickException(str(exc))
     reused = None
     if others_from is not None:
-        from PIL import Image
-
-        from hvq.evaluation.reuse import check_sizes, read_others
+        from hvq.evaluation.reuse import read_others
 
         try:
-            reused = read_others(others_from, [image.name for image in images], perceptual)
-            sizes = {}
-            for image in images:
-                with Image.open(image.path) as im:
-                    sizes[image.name] = im.size
-            check_sizes(reused, sizes)
+            reused = read_others(others_from, images, perceptual)
         except HvqError as exc:
             raise click.ClickException(str(exc))
     for name in sweep_values:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from hvq.bitstream.errors import HvqDataError
 from hvq.evaluation.records import Measurement
+from hvq.evaluation.sweep import BenchImage
 
 HVQ = "hvq"
 
@@ -36,8 +37,8 @@ class Reused:
     libraries: dict[str, str]
 
 
-def read_others(path: Path, image_names: list[str], perceptual: bool) -> Reused:
-    """The rows of ``path`` (an rd.json) not made by hvq, checked against this run's images."""
+def read_others(path: Path, images: list[BenchImage], perceptual: bool) -> Reused:
+    """The rows of ``path`` (an rd.json) not made by hvq, checked against this run's images and their sizes."""
     try:
         data = json.loads(Path(path).read_text())
         rows = data["per_image"]
@@ -55,25 +56,32 @@ def read_others(path: Path, image_names: list[str], perceptual: bool) -> Reused:
     if not others:
         raise HvqDataError(f"{path}: holds no measurements of other codecs")
     scored = {m.image for m in others}
-    wanted = set(image_names)
+    wanted = {image.name for image in images}
     if scored != wanted:
-        missing, extra = sorted(wanted - scored), sorted(scored - wanted)
-        raise HvqDataError(f"{path}: measured other images than these ("
-                           + ", ".join(filter(None, [missing and f"missing {missing[0]}" + (
-                               f" and {len(missing) - 1} more" if len(missing) > 1 else ""),
-                               extra and f"has {extra[0]}" + (f" and {len(extra) - 1} more" if len(extra) > 1 else "")]))
-                           + ")")
+        faults = [_some("missing", wanted - scored), _some("has", scored - wanted)]
+        raise HvqDataError(f"{path}: measured other images than these ({', '.join(f for f in faults if f)})")
     if perceptual and any(math.isnan(m.ssimulacra2) for m in others):
         raise HvqDataError(f"{path}: was run with --no-ssimulacra2; pass --no-ssimulacra2 here too")
+    sizes = {image.name: _size(image.path) for image in images}  # the same pictures, not only the same names
+    for m in others:
+        if sizes[m.image] != (m.width, m.height):
+            raise HvqDataError(f"{path}: {m.image} was {m.width}x{m.height} there, {'x'.join(map(str, sizes[m.image]))} here")
     return Reused(Path(path), others, libraries)
 
 
-def check_sizes(reused: Reused, sizes: dict[str, tuple[int, int]]) -> None:
-    """Each reused row's image has this run's size (width, height): the same pictures, not only the same names."""
-    for m in reused.measurements:
-        if sizes.get(m.image) != (m.width, m.height):
-            raise HvqDataError(f"{reused.path}: {m.image} was {m.width}x{m.height} there, "
-                               f"{'x'.join(map(str, sizes.get(m.image, ('?', '?'))))} here")
+def _some(what: str, names: set[str]) -> str:
+    """"missing a.png and 2 more"; empty for no names."""
+    if not names:
+        return ""
+    first, *rest = sorted(names)
+    return f"{what} {first}" + (f" and {len(rest)} more" if rest else "")
+
+
+def _size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:  # the header only
+        return im.size
 
 
 def _number_or_nan(value):

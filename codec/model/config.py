@@ -172,6 +172,10 @@ class ModelConfig:
             if not 2 <= depth <= MAX_DEPTH:
                 raise HvqConfigError(f"depths of level {factor} must be in [2, {MAX_DEPTH}] (got {depth})")
 
+    def decoder_parents(self, factor: int) -> tuple[int, ...]:
+        """The coarser levels whose codes level ``factor``'s decoder reads, fine to coarse (none unless ``topdown``)."""
+        return tuple(f for f in self.factors if f > factor) if self.topdown else ()
+
     def depth_of(self, factor: int) -> int:
         """How many depths level ``factor`` quantises: 1 + its refinements (1 for a level without)."""
         return dict(self.depths).get(factor, 1)

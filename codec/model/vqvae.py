@@ -41,7 +41,7 @@ from hvq.codec.model.config import ModelConfig
 from hvq.codec.model.decoder import DecoderTail, LevelDecoder
 from hvq.codec.model.encoder import CodeSpaceEncoder, Encoder
 from hvq.codec.model.residual import ResidualDepths, drawn_depths, reconstruction
-from hvq.codec.model.topdown import coarser_levels, topdown_input
+from hvq.codec.model.topdown import topdown_input
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class HierarchicalVQVAE(nn.Module):
             self.codebooks = nn.ModuleDict({str(f): self._new_codebook() for f in config.factors})
         d = config.code_dim
         self.decoders = nn.ModuleDict({
-            str(f): LevelDecoder(config, f, d * (1 + len(coarser_levels(config.factors, f))) if config.topdown else d)
+            str(f): LevelDecoder(config, f, d * (1 + len(config.decoder_parents(f))))
             for f in config.factors
         })
         if config.shared_tail:
@@ -224,7 +224,7 @@ class HierarchicalVQVAE(nn.Module):
 
     def parents_needed(self, factor: int) -> tuple[int, ...]:
         """The coarser levels whose indices ``decode`` needs beside level ``factor``'s (none unless top-down)."""
-        return coarser_levels(self.config.factors, factor) if self.config.topdown else ()
+        return self.config.decoder_parents(factor)
 
     @torch.no_grad()
     def decode(self, indices: torch.Tensor, factor: int, parents: dict[int, torch.Tensor] | None = None,

@@ -61,16 +61,15 @@ def with_parents(config: ModelConfig, depths: dict[int, int]) -> dict[int, int]:
     Coarse first, as files store them.
     """
     chosen = dict(depths)
-    if config.topdown:
-        for factor in list(chosen):
-            for parent in (f for f in config.factors if f > factor):
-                chosen.setdefault(parent, 1)
+    for factor in list(chosen):
+        for parent in config.decoder_parents(factor):
+            chosen.setdefault(parent, 1)
     return {f: chosen[f] for f in sorted(chosen, reverse=True)}
 
 
 def parents_needed(config: ModelConfig, factor: int, held) -> tuple[int, ...]:
     """The coarser levels a top-down model's decoder of ``factor`` reads (``net.parents_needed``), all in ``held``."""
-    needed = tuple(f for f in config.factors if f > factor) if config.topdown else ()
+    needed = config.decoder_parents(factor)
     for parent in needed:
         if parent not in held:
             raise HvqModelError(f"level {factor} of this model decodes only with level {parent}, "

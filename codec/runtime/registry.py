@@ -100,6 +100,19 @@ def find_model(model_fingerprint: bytes, prior_fingerprint: bytes = bytes(16)) -
     return (same_prior or matches)[0].path
 
 
+def read_config(path: str | Path) -> ModelConfig:
+    """A model file's config, from its header alone (no tensor is read): what ``strip`` asks of a model."""
+    name = Path(path).name
+    try:
+        with safe_open(str(path), "numpy") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != "hvq-model":
+            raise HvqModelError(f"{name}: not an hvq model file")
+        return ModelConfig.from_json(meta["config"])
+    except (OSError, SafetensorError, KeyError, ValueError, TypeError) as exc:
+        raise HvqModelError(f"{name}: damaged model file: {exc}") from None
+
+
 def read_prior(path: str | Path) -> ModelPrior:
     """A model file's prior tables, checked against its fingerprints, without loading the network."""
     path = Path(path).resolve()

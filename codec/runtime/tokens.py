@@ -22,7 +22,7 @@ from hvq.bitstream.errors import HvqModelError
 from hvq.bitstream.levels import Tokens, as_selection, needs_prior, read_tokens, stored_levels, strip, write_tokens
 from hvq.bitstream.prior_tables import PriorTables
 from hvq.codec.runtime.checks import with_parents
-from hvq.codec.runtime.registry import find_model, read_prior
+from hvq.codec.runtime.registry import find_model, read_config, read_prior
 
 
 def encode_tokens(tokens: Tokens, model=None, prior: PriorTables | None = None) -> bytes:
@@ -71,9 +71,9 @@ def _with_stored_parents(parsed, keep, model) -> tuple:
     """
     try:
         if model is None:
-            config = read_prior(find_model(parsed.header.model_fingerprint)).config
+            config = read_config(find_model(parsed.header.model_fingerprint))  # the header only, not the tables
         elif isinstance(model, (str, Path)):
-            config = read_prior(model).config
+            config = read_config(model)
         else:
             config = model.config  # a loaded model
     except HvqModelError:
