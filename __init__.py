@@ -63,7 +63,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'hvq' has no attribute {name!r}")
 
 
-def compress(image, levels=None, model=None, quality=None, target_bpp=None, target_psnr=None) -> bytes:
+def compress(image, levels=None, model=None, quality=None, target_bpp=None, target_psnr=None, effort=None) -> bytes:
     """Compress an image to .hvq bytes: ``encode_tokens(tokenize(image, levels, model))``.
 
     ``image``: a PIL image, a path, an image file's bytes, a binary file
@@ -72,11 +72,13 @@ def compress(image, levels=None, model=None, quality=None, target_bpp=None, targ
     model has; ``"16,8,4:2"`` (or ``(4, 2)`` entries) keeps depths 1..2 of level 4.  ``model``: a model file or None
     for the default model.  ``quality`` (0..100), ``target_bpp`` or
     ``target_psnr`` (one at most) trade distortion for size (rate control);
-    without them each index is the nearest codeword.
+    without them each index is the nearest codeword.  ``effort`` (with one
+    of them): 1 (default) weighs latent distance, 1.0-1.3x the encode time;
+    2 also measures pixel error through the decoders, 20-75x.
     """
     from hvq.codec.runtime.pipeline import Codec
 
-    return Codec.for_model(model).compress(image, levels, quality, target_bpp, target_psnr)
+    return Codec.for_model(model).compress(image, levels, quality, target_bpp, target_psnr, effort)
 
 
 def decompress(data, level=None, model=None, depth=None):

@@ -7,11 +7,11 @@ Run (niced, the CPU is shared; two shards at once share one log)::
     nice -n 10 python -m hvq.benchmarks.rate_control --kodak ../shared/datasets/kodak \\
         --out benchmarks/results/rate_control --shard 1/2
 
-Per image it measures, through ``Codec.compress`` / ``decompress`` (the product's path):
+Per image it measures, through ``Codec.compress`` / ``decompress`` (the product's path), at one
+``--effort`` (1: the latent-distance choice alone; 2: with the pixel-distortion passes):
 
 - each level stored alone, with the nearest codewords (no setting) and at
-  every quality in ``QUALITIES`` (RDOQ with the pixel-distortion passes):
-  file bpp, PSNR and encode seconds;
+  every quality in ``QUALITIES[effort]``: file bpp, PSNR and encode seconds;
 - the downscale baseline of the same level: the image resized by ``SCALES``
   (Lanczos), coded with the nearest codewords, decoded and resized back
   (bicubic); with the full-size nearest point it is the nearest-codeword
@@ -21,7 +21,10 @@ Per image it measures, through ``Codec.compress`` / ``decompress`` (the product'
   check), and the windows a target search can reach: the files of levels
   16, 16+8 and 16+8+4 are prefixes of it (a level's chunk is the same in
   each, so a prefix's size is the file's less the finer chunks), and Q 0
-  and 100 are a search's ends.
+  and 100 are a search's ends;
+- with ``--targets``, real target searches (``target_bpp=`` over ``SEARCH_BPP``,
+  ``target_psnr=`` over ``SEARCH_PSNR``, the levels chosen by the search):
+  whether each was met within its tolerance, or refused, and with what nearest value.
 
 Then BD-rate (pchip, ``hvq.evaluation.bjontegaard``) of each level's RDOQ
 curve against its nearest-codeword (downscale) curve, the share of a grid
@@ -42,9 +45,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-QUALITIES = (100, 50, 0)
+QUALITIES = {1: (100, 75, 50, 25, 0), 2: (100, 50, 0)}  # effort 2 costs 20-75x the nearest codewords per point
 SCALES = (0.7, 1.2)
 WINDOW_QUALITIES = (100, 50, 0)
+SEARCH_BPP = (0.02, 0.03, 0.1, 0.15, 0.4, 0.5)
+SEARCH_PSNR = (21.0, 23.0, 25.0, 27.0, 29.0)
 TARGET_BPP = (0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 TARGET_PSNR = tuple(20 + 0.5 * i for i in range(21))  # 20..30 dB
 
@@ -55,7 +60,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(psnr(a, b))
 
 
-def measure_image(codec, path: Path, windows: bool) -> dict:
+def measure_image(codec, path: Path, windows: bool, effort: int = 2, targets: bool = False) -> dict:
     from hvq.bitstream.info import inspect_file
     from hvq.codec.runtime.imageio import load_image
 
@@ -64,11 +69,12 @@ def measure_image(codec, path: Path, windows: bool) -> dict:
     height, width = rgb.shape[:2]
     pixels = width * height
     factors = codec.check_levels(None)  # coarse first
-    record = {"image": path.name, "levels": {}, "downscale": {}, "all_levels": {}}
+    record = {"image": path.name, "effort": effort, "qualities": QUALITIES[effort], "levels": {}, "downscale": {},
+              "all_levels": {}}
 
     def point(levels, quality):
         start = time.perf_counter()
-        data = codec.compress(rgb, levels, quality=quality)
+        data = codec.compress(rgb, levels, quality=quality, effort=None if quality is None else effort)
         seconds = time.perf_counter() - start
         return data, seconds
 
@@ -77,7 +83,7 @@ def measure_image(codec, path: Path, windows: bool) -> dict:
 
     for f in factors:
         points = []
-        for q in (None, *QUALITIES):
+        for q in (None, *QUALITIES[effort]):
             data, seconds = point(alone(f), q)
             decoded = np.asarray(codec.decompress(data, level=f))
             points.append({"quality": q, "bpp": 8 * len(data) / pixels, "psnr": _psnr(rgb, decoded),
@@ -102,7 +108,30 @@ def measure_image(codec, path: Path, windows: bool) -> dict:
                 prefixes[str(f)] = {"bpp": 8 * size / pixels, "psnr": _psnr(rgb, decoded)}
             record["all_levels"]["nearest" if q is None else str(q)] = {"bytes": len(data), "seconds": seconds,
                                                                          "prefixes": prefixes}
+    if targets:
+        record["targets"] = search_targets(codec, rgb, effort)
     return record
+
+
+def search_targets(codec, rgb: np.ndarray, effort: int) -> list[dict]:
+    """Each target of ``SEARCH_BPP`` and ``SEARCH_PSNR`` searched for as ``hvq compress --target-*`` does."""
+    from hvq.codec.runtime.rate_control import HvqTargetError
+
+    pixels = rgb.shape[0] * rgb.shape[1]
+    out = []
+    for kind, values in (("bpp", SEARCH_BPP), ("psnr", SEARCH_PSNR)):
+        for target in values:
+            start = time.perf_counter()
+            try:
+                data = codec.compress(rgb, **{f"target_{kind}": target}, effort=effort)
+            except HvqTargetError as exc:
+                out.append({"kind": kind, "target": target, "reached": None, "nearest": exc.nearest,
+                            "seconds": time.perf_counter() - start})
+                continue
+            seconds = time.perf_counter() - start
+            value = 8 * len(data) / pixels if kind == "bpp" else _psnr(rgb, np.asarray(codec.decompress(data)))
+            out.append({"kind": kind, "target": target, "reached": value, "nearest": None, "seconds": seconds})
+    return out
 
 
 def summarise(records: list[dict], anchors_dir: Path | None) -> dict:
@@ -110,13 +139,17 @@ def summarise(records: list[dict], anchors_dir: Path | None) -> dict:
 
     factors = sorted({int(f) for r in records for f in r["levels"]}, reverse=True)
     mean = lambda xs: float(np.mean(xs))  # noqa: E731
+    effort = records[0].get("effort", 2)  # the first logs were effort 2's, before there were two
+    qualities = tuple(records[0].get("qualities", QUALITIES[2]))
+    if any(r.get("effort", 2) != effort for r in records):
+        raise SystemExit("the log mixes efforts: give each effort its own --out")
     curves = {}
     for f in factors:
         pts = lambda i: (mean([r["levels"][str(f)][i]["bpp"] for r in records]),  # noqa: E731
                          mean([r["levels"][str(f)][i]["psnr"] for r in records]))
         down = [(s, mean([r["downscale"][str(f)][i]["bpp"] for r in records]),
                  mean([r["downscale"][str(f)][i]["psnr"] for r in records])) for i, s in enumerate(SCALES)]
-        curves[f] = {"nearest": [None, *pts(0)], "rdoq": [(q, *pts(i + 1)) for i, q in enumerate(QUALITIES)],
+        curves[f] = {"nearest": [None, *pts(0)], "rdoq": [(q, *pts(i + 1)) for i, q in enumerate(qualities)],
                      "downscale": sorted(down + [(1.0, *pts(0))])}
     bd = []
     for f in factors:
@@ -164,8 +197,29 @@ def summarise(records: list[dict], anchors_dir: Path | None) -> dict:
     return {"images": len(records), "image_names": [r["image"] for r in records],
             "windowed_names": [r["image"] for r in windowed], "curves": {str(f): c for f, c in curves.items()}, "bd_rate": bd,
             "monotone_over_quality": monotone, "windows": windows["mean"], "target_hits": hits,
-            "encode_seconds": seconds, "qualities": QUALITIES, "scales": SCALES,
-            "window_qualities": WINDOW_QUALITIES}
+            "encode_seconds": seconds, "qualities": qualities, "scales": SCALES,
+            "window_qualities": WINDOW_QUALITIES, "effort": effort, "searches": _searches(records)}
+
+
+def _searches(records: list[dict]) -> dict:
+    """The real target searches: per kind, how many were met within tolerance, refused, or missed."""
+    out = {}
+    for kind, tolerance in (("bpp", lambda t: 0.05 * t), ("psnr", lambda t: 0.1)):
+        rows = [t for r in records for t in r.get("targets", []) if t["kind"] == kind]
+        if not rows:
+            continue
+        met = [t for t in rows if t["reached"] is not None and abs(t["reached"] - t["target"]) <= tolerance(t["target"])]
+        refused = [t for t in rows if t["reached"] is None]
+        per_target = {}
+        for t in rows:
+            row = per_target.setdefault(f"{t['target']:g}", {"searches": 0, "met": 0, "refused": 0})
+            row["searches"] += 1
+            row["met"] += t in met
+            row["refused"] += t in refused
+        out[kind] = {"searches": len(rows), "met": len(met), "refused": len(refused),
+                     "missed": len(rows) - len(met) - len(refused),
+                     "mean_seconds": float(np.mean([t["seconds"] for t in rows])), "per_target": per_target}
+    return out
 
 
 def _windows(records: list[dict], factors) -> dict:
@@ -194,7 +248,7 @@ def plot(summary: dict, anchors_dir: Path | None, out: Path) -> None:
     ax.plot(*zip(*sorted(nearest)), "k-o", label="hvq nearest codeword (levels 16, 8, 4)", zorder=5)
     for f, c in summary["curves"].items():
         col = colours.get(f)
-        ax.plot([p[1] for p in c["rdoq"]], [p[2] for p in c["rdoq"]], "-^", color=col, label=f"hvq RDOQ + pixel passes, level {f} (Q 100..0)")
+        ax.plot([p[1] for p in c["rdoq"]], [p[2] for p in c["rdoq"]], "-^", color=col, label=f"hvq RDOQ effort {summary.get('effort', 2)}, level {f} (Q 100..0)")
         ax.plot([p[1] for p in c["downscale"]], [p[2] for p in c["downscale"]], ":s", color=col, alpha=0.7,
                 label=f"hvq nearest level {f}, downscaled by {', '.join(str(p[0]) for p in c['downscale'])}")
     if anchors_dir is not None:
@@ -217,7 +271,8 @@ def plot(summary: dict, anchors_dir: Path | None, out: Path) -> None:
 
 
 def report(summary: dict, command: str) -> str:
-    lines = [f"# Rate control on Kodak ({summary['images']} images, model {summary.get('model', 'hvq-default')})", "",
+    lines = [f"# Rate control on Kodak ({summary['images']} images, model {summary.get('model', 'hvq-default')}, "
+             f"effort {summary.get('effort', 2)})", "",
              f"Command: `{command}`", "",
              f"Images: {', '.join(summary['image_names'])}; the all-levels file (windows) on "
              f"{', '.join(summary['windowed_names']) or 'none'}.", "",
@@ -253,6 +308,16 @@ def report(summary: dict, command: str) -> str:
         hit = sum(r["reachable"] for r in rows)
         lines += ["", f"Targets in {unit} inside a window: {hit} of {total} ({100 * hit / max(total, 1):.0f}%): "
                   + ", ".join(f"{r['target']:g}: {r['reachable']}/{r['images']}" for r in rows)]
+    if summary.get("searches"):
+        lines += ["", "## Target searches (`target_bpp=` / `target_psnr=`, the search choosing the levels)", "",
+                  "A search is met within 5% (bpp) or 0.1 dB (PSNR), or refused with the nearest reachable value; "
+                  "a miss would be a file written outside the tolerance.", "",
+                  "| kind | searches | met | refused (out of reach) | missed | mean s | per target: met / refused of n |",
+                  "|---|---|---|---|---|---|---|"]
+        for kind, row in summary["searches"].items():
+            per = ", ".join(f"{t}: {v['met']}/{v['refused']} of {v['searches']}" for t, v in row["per_target"].items())
+            lines.append(f"| {kind} | {row['searches']} | {row['met']} | {row['refused']} | {row['missed']} | "
+                         f"{row['mean_seconds']:.1f} | {per} |")
     lines += ["", "## Encode time (Codec.compress, mean seconds per image, one thread, shared CPU)", "",
               "| levels | setting | s | x nearest |", "|---|---|---|---|"]
     for levels, row in summary["encode_seconds"].items():
@@ -277,6 +342,10 @@ def main(argv=None) -> None:
     parser.add_argument("--summary-only", action="store_true",
                         help="summarise the images the log holds so far, measuring none (the report says how many)")
     parser.add_argument("--shard", default="0/1", help="I/N: measure images I, I+N, ... (run N at once; same --out)")
+    parser.add_argument("--effort", type=int, choices=(1, 2), default=2,
+                        help="rate control's effort (one per --out: 2's log is the first one's)")
+    parser.add_argument("--targets", action="store_true",
+                        help="also run real target searches per image (SEARCH_BPP, SEARCH_PSNR)")
     args = parser.parse_args(argv)
     import torch
 
@@ -306,7 +375,7 @@ def main(argv=None) -> None:
                 continue
             start = time.perf_counter()
             windows = args.windows_every > 0 and (paths.index(path) // shards) % args.windows_every == 0
-            rec = measure_image(codec, path, windows=windows)
+            rec = measure_image(codec, path, windows=windows, effort=args.effort, targets=args.targets)
             done[path.name] = rec
             os.write(f.fileno(), (json.dumps(rec) + "\n").encode())  # one write: shards append to one log
             print(f"{path.name}: {time.perf_counter() - start:.0f} s", flush=True)

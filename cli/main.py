@@ -45,8 +45,26 @@ def _report(line: str) -> None:
     tqdm.write(line, file=sys.stderr)
 
 
+# What to install for a package a command imports only when it runs (a decoder-only install has no torch)
+INSTALL_HINTS = {
+    "torch": "pip install torch (only decompress, info and strip run without it, on onnxruntime: hvq[light])",
+    "torchvision": "pip install 'hvq[bench]'",
+    "compressai": "pip install 'hvq[bench]'",
+    "imagecodecs": "pip install 'hvq[bench]'",
+    "bjontegaard": "pip install 'hvq[bench]'",
+    "onnx": "pip install 'hvq[onnx]'",
+    "onnxruntime": "pip install 'hvq[light]'",
+    "matplotlib": "pip install matplotlib",
+    "pytorch_msssim": "pip install pytorch-msssim",
+}
+
+
 class HvqGroup(click.Group):
-    """The command group; Ctrl-C in any command is one line and exit 130, not click's "Aborted!"."""
+    """The command group; Ctrl-C in any command is one line and exit 130, not click's "Aborted!".
+
+    A command whose heavy dependency is not installed (torch on a decoder-only
+    install) is one line naming what to install, exit 1, not a traceback.
+    """
 
     def invoke(self, ctx):
         try:
@@ -54,6 +72,13 @@ class HvqGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted; no partial output is left", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except ModuleNotFoundError as exc:
+            missing = (exc.name or "").partition(".")[0]
+            if missing not in INSTALL_HINTS:
+                raise
+            raise click.ClickException(
+                f"hvq {ctx.invoked_subcommand} needs {missing}, which is not installed: {INSTALL_HINTS[missing]}"
+            ) from None
 
 
 @click.group(cls=HvqGroup, epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,11 +109,15 @@ def main() -> None:
               help="Size of the whole file in bits per pixel (within 5%); picks quality and levels.")
 @click.option("--target-psnr", type=float, default=None,
               help="PSNR in dB of the finest level (within 0.1 dB); picks quality and levels.")
+@click.option("--effort", type=click.IntRange(1, 2), default=None,
+              help="With -q or a target: 1 (default) weighs latent distance, 1.0-1.3x the time; "
+                   "2 also measures pixel error through the decoders: smaller files, 20-75x the time.")
 @model_option
 @threads_option
 @force_option
 @click.pass_context
-def compress(ctx, inputs, output, output_dir, levels, quality, target_bpp, target_psnr, model_path, threads, force):
+def compress(ctx, inputs, output, output_dir, levels, quality, target_bpp, target_psnr, effort, model_path, threads,
+             force):
     """Compress images to .hvq files (default: beside each input, suffix .hvq).
 
     INPUTS are image files or folders; a folder means every image file under
@@ -101,7 +130,7 @@ def compress(ctx, inputs, output, output_dir, levels, quality, target_bpp, targe
     """
     if output and output_dir:
         raise click.BadParameter("give -o/--output or -d/--output-dir, not both")
-    rate = _rate_options(quality, target_bpp, target_psnr)
+    rate = _rate_options(quality, target_bpp, target_psnr, effort)
     if isinstance(output, FolderPath):
         output, output_dir = None, Path(output)
     jobs = plan(inputs, output, output_dir, ".hvq")
@@ -197,18 +226,20 @@ def _progress_over(results, total: int, label: str):
     return tqdm(results, total=total, desc=label, unit="file", file=sys.stderr)
 
 
-def _rate_options(quality, target_bpp, target_psnr) -> dict:
+def _rate_options(quality, target_bpp, target_psnr, effort=None) -> dict:
     """The rate-control keywords of Codec.compress, checked: a value or a mix it refuses is misuse (exit 2)."""
     named = (("--quality", quality), ("--target-bpp", target_bpp), ("--target-psnr", target_psnr))
     given = [name for name, value in named if value is not None]
     if len(given) > 1:
         raise click.BadParameter(f"give one of --quality, --target-bpp and --target-psnr, not {' and '.join(given)}")
+    if effort is not None and not given:
+        raise click.BadParameter("needs --quality, --target-bpp or --target-psnr", param_hint="--effort")
     if quality is not None and not 0 <= quality <= 100:
         raise click.BadParameter(f"{quality:g} is outside 0..100", param_hint="--quality")
     for name, value in named[1:]:
         if value is not None and not 0 < value < float("inf"):
             raise click.BadParameter(f"{value:g} is not a positive number", param_hint=name)
-    return {"quality": quality, "target_bpp": target_bpp, "target_psnr": target_psnr}
+    return {"quality": quality, "target_bpp": target_bpp, "target_psnr": target_psnr, "effort": effort}
 
 
 @main.command(epilog=EXIT_CODES)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from hvq.benchmarks.kodak import anchor_psnr, evaluate, markdown
@@ -96,3 +97,33 @@ def test_latent_ceiling_scores_every_level_quantised_and_not(tmp_path, photo_fol
     assert sorted(mean) == ["16", "4", "8"]
     assert all(0 < m["latent_error"] < 10 and m["depth1"] > 5 and m["ceiling"] > 5 for m in mean.values())
     assert "| 4 |" in (tmp_path / "out" / "ceiling.md").read_text()
+
+
+@pytest.mark.parametrize("effort", [1, 2])
+def test_rate_control_benchmark_measures_curves_windows_and_real_searches(tmp_path, tiny_context_model_path, effort):
+    """Two small images through the product's path: per-level curves, BD-rate, windows and target searches."""
+    import json
+
+    from PIL import Image
+
+    from hvq.benchmarks import rate_control
+
+    folder = tmp_path / "kodak"
+    folder.mkdir()
+    rng = np.random.default_rng(effort)
+    for name in ("a", "b"):
+        smooth = np.add.outer(np.arange(48), np.arange(64))[..., None] * np.array([1, 2, 3]) % 256
+        noisy = (smooth + rng.integers(0, 40, smooth.shape)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(noisy, "RGB").save(folder / f"{name}.png")
+    out = tmp_path / "out"
+    rate_control.main(["--kodak", str(folder), "--out", str(out), "--model", str(tiny_context_model_path),
+                       "--windows-every", "1", "--effort", str(effort), "--targets"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["effort"] == effort and summary["images"] == 2
+    assert [q for q, *_ in summary["curves"]["4"]["rdoq"]] == list(rate_control.QUALITIES[effort])
+    searches = summary["searches"]
+    for kind, values in (("bpp", rate_control.SEARCH_BPP), ("psnr", rate_control.SEARCH_PSNR)):
+        assert searches[kind]["searches"] == 2 * len(values)
+        assert searches[kind]["missed"] == 0  # a search either meets its target or refuses it
+    report = (out / "rate_control.md").read_text()
+    assert f"effort {effort})" in report and "## Target searches" in report and (out / "rd_levels.png").exists()

@@ -155,7 +155,7 @@ def test_top_down_quality_100_files_decode_and_beat_the_nearest_given_the_same_c
     image = _image(seed=13)
     height, width = image.shape[:2]
     psnr = lambda x: 10 * np.log10(255**2 / np.mean((x.astype(np.float64) - image) ** 2))  # noqa: E731
-    nearest_file, refined_file = codec.compress(image), codec.compress(image, quality=100)
+    nearest_file, refined_file = codec.compress(image), codec.compress(image, quality=100, effort=2)
     assert refined_file != nearest_file
     tokens = read_tokens(read_file(refined_file), (16, 8, 4), codec.model.prior, {16: 1, 8: 1, 4: 1})
     nearest = encode_tiled(net, image)

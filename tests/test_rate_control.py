@@ -53,21 +53,44 @@ def test_bad_settings_are_refused_by_name(kwargs, message):
 
 def test_no_setting_means_nearest_codewords():
     assert setting_for() is None
-    assert setting_for(quality=40) == RateSetting("quality", 40.0, 40.0)
+    assert setting_for(quality=40) == RateSetting("quality", 40.0, 40.0, rate_control.DEFAULT_EFFORT)
+    assert setting_for(target_bpp=0.2, effort=2) == RateSetting("target-bpp", 0.2, 100.0, 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"effort": 2}, "an effort needs a quality or a target"),
+        ({"quality": 50, "effort": 3}, "effort 3 is not one of 1, 2"),
+        ({"quality": 50, "effort": 1.5}, "effort 1.5 is not one of 1, 2"),
+        ({"quality": 50, "effort": "most"}, "effort 'most' is not a number"),
+    ],
+)
+def test_bad_efforts_are_refused_by_name(kwargs, message):
+    with pytest.raises(HvqRateError, match=message):
+        setting_for(**kwargs)
 
 
 @pytest.mark.parametrize(
     "setting",
-    [RateSetting("quality", 37.5, 37.5), RateSetting("target-bpp", 0.25, 61.03), RateSetting("target-psnr", 27.5, 0.0)],
+    [RateSetting("quality", 37.5, 37.5, 2), RateSetting("target-bpp", 0.25, 61.03, 2),
+     RateSetting("target-psnr", 27.5, 0.0, 1), RateSetting("quality", 37.5, 37.5, 1)],
 )
 def test_rate_chunk_round_trips(setting):
     data = encode_setting(setting)
-    assert len(data) == 8
+    # effort 2 is version 1's meaning, so those files keep version 1's 8 bytes; effort 1 needs version 2's 9
+    assert (data[0], len(data)) == ((1, 8) if setting.effort == 2 else (2, 9))
     assert decode_setting(data) == setting
 
 
+def test_a_version_1_rate_chunk_reads_as_effort_2():
+    assert decode_setting(b"\x01\x01\x0f\xa0\x42\x20\x00\x00") == RateSetting("quality", 40.0, 40.0, 2)
+
+
 @pytest.mark.parametrize("data", [b"", b"\x02\x01\x00\x10\x00\x00\x00\x00", b"\x01\x09\x00\x10\x00\x00\x00\x00",
-                                  b"\x01\x01\xff\xff\x00\x00\x00\x00", b"\x01\x01\x00\x10\x7f\xc0\x00\x00", b"123"])
+                                  b"\x01\x01\xff\xff\x00\x00\x00\x00", b"\x01\x01\x00\x10\x7f\xc0\x00\x00", b"123",
+                                  b"\x02\x01\x00\x10\x00\x00\x00\x00\x07", b"\x03\x01\x00\x10\x00\x00\x00\x00\x01",
+                                  b"\x01\x01\x00\x10\x00\x00\x00\x00\x01"])
 def test_an_unreadable_rate_chunk_is_not_an_error(data):
     assert decode_setting(data) is None  # ancillary: the file still decodes
 
@@ -75,8 +98,8 @@ def test_an_unreadable_rate_chunk_is_not_an_error(data):
 def test_rate_chunk_is_ancillary_and_shown_by_info(tiny_context_codec, photo):
     data = tiny_context_codec.compress(photo, quality=25)
     parsed = parse(data)
-    assert parsed.ancillary == ((b"rate", encode_setting(RateSetting("quality", 25.0, 25.0))),)
-    assert inspect_file(data).rate_control == "quality 25"
+    assert parsed.ancillary == ((b"rate", encode_setting(RateSetting("quality", 25.0, 25.0, 1))),)
+    assert inspect_file(data).rate_control == "quality 25, effort 1"
     assert inspect_file(tiny_context_codec.compress(photo)).rate_control is None
     # a reader that skips it (as every reader of format 2 does) sees the same levels
     assert [c.payload for c in parsed.levels] == [c.payload for c in parse(_without_rate(data)).levels]
@@ -87,6 +110,28 @@ def _without_rate(data: bytes) -> bytes:
 
     parsed = parse(data)
     return write_file(parsed.header, parsed.levels)
+
+
+def test_effort_1_is_the_latent_choice_alone_and_effort_2_refines_it(tiny_context_codec, photo):
+    """Effort 1 writes rdoq.choose_indices' grids as they are; at Q 100 (lambda 0) those are the nearest codewords."""
+    from hvq.bitstream.levels import read_tokens
+    from hvq.codec.runtime import rdoq
+    from hvq.codec.runtime.pipeline import load_pixels
+    from hvq.codec.runtime.tiling import candidates_tiled
+
+    codec = tiny_context_codec
+    factors = codec.check_levels(None)
+    candidates = candidates_tiled(codec.model.net, load_pixels(photo), rdoq.DEFAULT_CANDIDATES)
+    prior = codec.model.prior
+    for q in (100, 30):
+        grids = read_tokens(parse(codec.compress(photo, quality=q)), factors, prior).grids
+        latent = rdoq.choose_indices(candidates, factors, prior, lambdas_for(q, factors))
+        assert all(np.array_equal(grids[f], latent[f]) for f in factors), q
+    plain = parse(codec.compress(photo))
+    fast = parse(codec.compress(photo, quality=100))
+    assert [c.payload for c in fast.levels] == [c.payload for c in plain.levels]
+    assert [c.payload for c in parse(codec.compress(photo, quality=100, effort=2)).levels] != [
+        c.payload for c in plain.levels]  # the pixel passes moved some cells
 
 
 def test_quality_is_monotone_in_bytes_and_distortion_under_static_tables(tiny_codec):
@@ -167,9 +212,13 @@ def test_unreachable_targets_name_the_nearest_value(tiny_context_codec):
 
 def test_the_public_api_takes_the_same_keywords(tiny_context_model_path, photo):
     data = hvq.compress(photo, model=tiny_context_model_path, quality=10)
-    assert hvq.inspect(data).rate_control == "quality 10"
+    assert hvq.inspect(data).rate_control == "quality 10, effort 1"
+    data = hvq.compress(photo, model=tiny_context_model_path, quality=10, effort=2)
+    assert hvq.inspect(data).rate_control == "quality 10, effort 2"
     with pytest.raises(hvq.HvqError, match="outside 0..100"):
         hvq.compress(photo, model=tiny_context_model_path, quality=200)
+    with pytest.raises(hvq.HvqError, match="effort 0 is not one of 1, 2"):
+        hvq.compress(photo, model=tiny_context_model_path, quality=20, effort=0)
 
 
 @pytest.mark.parametrize(
@@ -181,6 +230,9 @@ def test_the_public_api_takes_the_same_keywords(tiny_context_model_path, photo):
         (["--target-psnr", "-2"], "Invalid value for --target-psnr: -2 is not a positive number"),
         (["--target-bpp", "inf"], "Invalid value for --target-bpp: inf is not a positive number"),
         (["--target-bpp", "0.1", "--target-psnr", "30"], "give one of --quality, --target-bpp and --target-psnr"),
+        (["--effort", "2"], "Invalid value for --effort: needs --quality, --target-bpp or --target-psnr"),
+        (["-q", "50", "--effort", "3"], "Invalid value for '--effort': 3 is not in the range 1<=x<=2"),
+        (["-q", "50", "--effort", "fast"], "Invalid value for '--effort': 'fast' is not a valid integer"),
     ],
 )
 def test_cli_misuse_exits_2_with_one_line(tmp_path, photo, tiny_context_model_path, args, message):
@@ -199,7 +251,11 @@ def test_cli_quality_writes_a_file_that_info_describes(tmp_path, photo, tiny_con
     result = runner.invoke(main, ["compress", str(source), "--model", str(tiny_context_model_path), "-q", "30"])
     assert result.exit_code == 0, result.output
     info = runner.invoke(main, ["info", str(tmp_path / "in.hvq")])
-    assert "  rate control: quality 30\n" in info.output
+    assert "  rate control: quality 30, effort 1\n" in info.output
+    result = runner.invoke(main, ["compress", str(source), "--model", str(tiny_context_model_path), "-q", "30",
+                                  "--effort", "2", "--force"])
+    assert result.exit_code == 0, result.output
+    assert "  rate control: quality 30, effort 2\n" in runner.invoke(main, ["info", str(tmp_path / "in.hvq")]).output
 
 
 def test_cli_unreachable_target_is_one_line_exit_1_and_no_file(tmp_path, photo, tiny_context_model_path):
@@ -240,7 +296,7 @@ def test_a_quality_on_a_model_with_depths_refines_after_the_chosen_depth_1(tmp_p
     for depth in (1, 2, 3):
         assert codec.decompress(data, level=4, depth=depth).size == photo.size
     # the rate chunk names the setting, as for any rate-controlled file
-    assert inspect_file(data).rate_control == "quality 20"
+    assert inspect_file(data).rate_control == "quality 20, effort 1"
 
 
 def test_a_target_search_on_a_model_with_depths_tries_every_depth(tmp_path, photo):
@@ -323,7 +379,7 @@ def test_squared_error_never_falls_with_quality_at_any_level(tmp_path, topdown):
     for seed in (1, 2, 3):
         image = _noise(48, 48, seed) if seed != 2 else Image.fromarray(
             (np.add.outer(np.arange(48), np.arange(48))[..., None] * np.array([2, 3, 5]) % 256).astype(np.uint8))
-        files = {q: codec.compress(image, quality=q) for q in (0, 50, 100)}
+        files = {q: codec.compress(image, quality=q, effort=2) for q in (0, 50, 100)}
         sizes = [len(files[q]) for q in (0, 50, 100)]
         assert sizes == sorted(sizes), (seed, sizes)
         for f in (16, 8, 4):
@@ -340,7 +396,7 @@ def test_the_shipped_models_levels_are_ordered_by_quality_on_a_photo():
 
     codec = Codec.for_model(None)
     scene = Image.open(Path(__file__).parent / "data" / "scene-128x96.png").convert("RGB")
-    files = {q: codec.compress(scene, quality=q) for q in (0, 40, 50, 100)}
+    files = {q: codec.compress(scene, quality=q, effort=2) for q in (0, 40, 50, 100)}
     for low, high in ((0, 50), (40, 50), (50, 100), (0, 100)):
         assert len(files[low]) <= len(files[high]), (low, high)
         for f in (16, 8, 4):

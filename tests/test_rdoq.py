@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +23,14 @@ from hvq.codec.runtime.imageio import load_image, pad_to_multiple
 from hvq.codec.runtime.tiling import candidates_tiled, encode_tiled
 
 DATA = Path(__file__).parent / "data"
-# sha256 of the pixels hvq 0.2 (commit 1452bda) decodes from scene-128x96-q40.hvq, per level;
-# level 4 is also kept as scene-128x96-q40-level4-v02.png.  Re-made when the pixel-distortion passes
-# came (quality 40 chose other indices) and decoded again by 1452bda's reader (git archive, PYTHONPATH);
-# re-made again with the check against the rungs (rate_control.monotone: Q 40's level 16 decoded better
-# than Q 50's, so it is Q 50's now; levels 8 and 4 are unchanged) and decoded by 1452bda's reader again
-V02_PIXELS = {
-    16: "1c7ca531fd90dd84aba88d83b6293ec93f92f4e82d9a005da1a77ea16253e4e4",
-    8: "9d06833c76bc2beab6c4d12a34f96936f88962b83fe900defcbd26030bdaff6b",
-    4: "9091736fe4fc8203150ecdfa123cab07035c5768b7c542b51da40646e86e5f0b",
-}
+# What hvq 0.2 (commit 1452bda) decodes from scene-128x96-q40.hvq, per level:
+# scene-128x96-q40-level{16,8,4}-v02.png.  Re-made when the pixel-distortion passes came (quality 40
+# chose other indices), and again with the check against the rungs (rate_control.monotone: Q 40's
+# level 16 decoded better than Q 50's, so it is Q 50's now), each time decoded by 1452bda's reader
+# (git archive, PYTHONPATH).  Levels 16 and 8 were sha256 digests of that reader's pixels until a
+# machine with other float rounding gave level 8 one digest and 1452bda's reader the same one there;
+# they are now PNGs from 1452bda's reader, compared as the 0.1 and 0.2 golden files are (within 1).
+V02_LEVELS = (16, 8, 4)
 
 
 def _padded(codec, image):
@@ -85,7 +82,7 @@ def test_quality_none_is_todays_file_and_100_weighs_pixel_error_alone(tiny_conte
     codec = tiny_context_codec
     plain = codec.compress(photo)
     assert codec.compress(photo, quality=None) == plain
-    q100 = codec.compress(photo, quality=100)
+    q100 = codec.compress(photo, quality=100, effort=2)
     assert [k for k, _ in parse(q100).ancillary] == [b"rate"]
     original = np.asarray(photo.convert("RGB")).astype(np.float64)
     for level in codec.check_levels(None):  # the passes never raise a level's pixel error (rounding aside)
@@ -199,10 +196,11 @@ def test_committed_rdoq_file_decodes_as_hvq_02_decoded_it():
 
     path = DATA / "scene-128x96-q40.hvq"
     codec = Codec.for_fingerprint(parse(path.read_bytes()).header.model_fingerprint)  # the installed 0.2 model
-    for level, digest in V02_PIXELS.items():
-        pixels = np.asarray(codec.decompress(path, level=level))
-        assert hashlib.sha256(pixels.tobytes()).hexdigest() == digest, level
-    assert np.array_equal(np.asarray(codec.decompress(path)), np.asarray(Image.open(DATA / "scene-128x96-q40-level4-v02.png")))
+    for level in V02_LEVELS:  # the same indices (CRC-checked); float convs may round differently
+        pixels = np.asarray(codec.decompress(path, level=level)).astype(int)
+        golden = np.asarray(Image.open(DATA / f"scene-128x96-q40-level{level}-v02.png")).astype(int)
+        assert np.abs(pixels - golden).max() <= 1, level
+    assert np.asarray(codec.decompress(path)).shape == golden.shape  # the finest level by default
 
 
 @pytest.mark.slow
@@ -211,7 +209,8 @@ def test_committed_rdoq_file_is_what_quality_40_writes_today():
 
     from hvq.codec.runtime.registry import MODELS_DIR
 
-    data = Codec.for_model(MODELS_DIR / "hvq-0.2.safetensors").compress(DATA / "scene-128x96.png", quality=40)
+    data = Codec.for_model(MODELS_DIR / "hvq-0.2.safetensors").compress(DATA / "scene-128x96.png", quality=40,
+                                                                                  effort=2)
     assert data == (DATA / "scene-128x96-q40.hvq").read_bytes()
 
 

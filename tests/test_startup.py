@@ -109,6 +109,17 @@ def test_decompress_without_torch_installed_decodes_with_onnx(model_with_graphs,
     assert loaded.isdisjoint(NOT_LIGHT), loaded & set(NOT_LIGHT)
 
 
+@pytest.mark.parametrize("command", [["compress", str(SCENE)], ["tokens", str(SCENE)], ["train", "--data", "."]])
+def test_a_command_that_needs_torch_says_so_in_one_line_without_it(command, tmp_path):
+    """On a decoder-only install (no torch), compress, tokens and train name what to install, exit 1, no traceback."""
+    done = subprocess.run([sys.executable, "-c", NO_TORCH + "from hvq.cli.main import main; main()", *command,
+                           "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: hvq {command[0]} needs torch, which is not installed: pip"), lines
+    assert not (tmp_path / "out").exists()
+
+
 def test_pillow_plugin_with_hvq_backend_onnx_imports_no_torch(model_with_graphs, hvq_file):
     loaded = imported_by(PLUGIN_PROBE, hvq_file, model_with_graphs, env={"HVQ_BACKEND": "onnx"})
     assert "onnxruntime" in loaded and loaded.isdisjoint(NOT_LIGHT), loaded & set(NOT_LIGHT)

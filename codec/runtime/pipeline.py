@@ -9,8 +9,8 @@
 
 With a quality or a target (rate control), ``tokenize``'s nearest codewords
 give way to a choice for rate as well as distortion, between the encoder and
-the coder: ``candidates_tiled -> rate_control.choose (rdoq, then the
-pixel passes of pixel_rdoq, per trial) -> write_tokens`` (with a ``rate``
+the coder: ``candidates_tiled -> rate_control.choose (rdoq, then at effort 2
+the pixel passes of pixel_rdoq, per trial) -> write_tokens`` (with a ``rate``
 chunk naming the setting).
 
 ``write_tokens`` and ``read_tokens`` are what ``hvq.encode_tokens`` and
@@ -107,16 +107,18 @@ class Codec:
 
     # -- the two directions ---------------------------------------------------------
 
-    def compress(self, image, levels=None, quality=None, target_bpp=None, target_psnr=None) -> bytes:
+    def compress(self, image, levels=None, quality=None, target_bpp=None, target_psnr=None, effort=None) -> bytes:
         """Compress an image (PIL, path, file bytes, file object, HxWx3 uint8 array) to .hvq bytes.
 
         At most one of ``quality`` (0..100), ``target_bpp`` (whole file) and
         ``target_psnr`` (dB, finest stored level) turns on rate control
         (``hvq.codec.runtime.rate_control``); without them every index is the
-        nearest codeword.  A target search also picks the levels unless
-        ``levels`` names them; a target out of reach raises ``HvqTargetError``.
+        nearest codeword.  ``effort`` 1 (default) weighs latent distance
+        alone; 2 adds the pixel-error passes (20-75x slower, smaller files).
+        A target search also picks the levels unless ``levels`` names them;
+        a target out of reach raises ``HvqTargetError``.
         """
-        setting = rate_control.setting_for(quality, target_bpp, target_psnr)
+        setting = rate_control.setting_for(quality, target_bpp, target_psnr, effort)
         if setting is None:
             return write_tokens(self.tokenize(image, levels), self.model.prior)  # hvq.encode_tokens with this model
         return self._compress_rate_controlled(image, levels, setting)
@@ -142,7 +144,7 @@ class Codec:
         refined: dict[tuple, np.ndarray] = {}  # a level's grid depends on its quality, coder and parent only
 
         def refine_at(quality, factors):
-            if not pixel_rdoq.refines(net, factors):
+            if setting.effort < 2 or not pixel_rdoq.refines(net, factors):
                 return None
             mu = rate_control.mu_for(quality)
 
@@ -200,7 +202,8 @@ class Codec:
             """Each level's squared error: what the rungs are checked on."""
             return {f: squared_error(grids, factors, f) for f in factors}
 
-        checked = pixel_rdoq.refines(net, chosen)  # every level decodes with what the file holds
+        # the check against the rungs: at effort 2, where every level decodes with what the file holds
+        checked = setting.effort >= 2 and pixel_rdoq.refines(net, chosen)
         choice = rate_control.choose(setting, candidates, level_sets, prior, file_bpp, finest_psnr, refine_at,
                                      level_errors if checked else None, net.parents_needed)
         return write(choice.grids, choice.factors, choice.setting)

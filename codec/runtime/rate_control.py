@@ -3,7 +3,7 @@
 ::
 
     quality Q  -> lambda per level (lambdas_for) -> rdoq.choose_indices (latent distance)
-               -> mu (mu_for) -> pixel_rdoq.refine per level (pixel error through the decoder)
+      effort 2 -> mu (mu_for) -> pixel_rdoq.refine per level (pixel error through the decoder)
                -> monotone: no level better, no file bigger than at the rung above (RUNGS)
     target-bpp -> for each set of levels (``Rung``): bisect Q until the file's size is within 5% of the target
     target-psnr-> the smallest set of levels that reaches it; bisect Q until PSNR is within 0.1 dB
@@ -12,8 +12,19 @@ A model with refinement depths gives a set of levels per depth of its finest
 level (16+8+4 at depth 1, 2, ...): Q chooses depth 1, and the depths after
 it quantise what that choice leaves of the latent (``encode_tiled(first=)``).
 
+The effort says how far the choice goes, like avifenc's speed or cjxl's
+effort.  Effort 1 (the default) is the latent-distance choice alone, a numpy
+pass over each level's few nearest codewords: 1.0-1.3 times the nearest
+codewords' encode time.  Effort 2 adds the pixel passes and the check
+against the rungs below; each level it stores costs about six decodes of the
+level (two with gradient), 20-75 times the nearest codewords' time, for a
+larger saving (benchmarks/results/rate_control/).  At effort 1 monotonicity
+is measured, not constructed (the check would cost a decode of every level
+per rung).
+
 No setting is the nearest codewords (today's files, byte for byte, and the
-fast path).  Q = 100 is lambda 0 and mu 0: the nearest codewords refined for
+fast path).  Q = 100 is lambda 0 and mu 0: at effort 1 the nearest codewords
+themselves (with a ``rate`` chunk), at effort 2 the nearest codewords refined for
 pixel error alone (higher PSNR, a few bytes more or less); lower Q spends
 fewer bits on each level's indices at some distortion.  Both weights grow
 geometrically as Q falls, so equal steps of Q are roughly equal steps of log
@@ -83,6 +94,8 @@ BPP_TOLERANCE = 0.05  # relative
 PSNR_TOLERANCE = 0.1  # dB
 _SEARCH_STEPS = 14  # bisection steps on Q: 100 / 2**14 < 0.01, the stored resolution
 RUNGS = (100.0, 50.0)  # qualities whose grids every lower quality's are checked against (module docstring)
+EFFORTS = (1, 2)  # 1: latent distance alone; 2: and the pixel passes, checked against the rungs
+DEFAULT_EFFORT = 1
 
 
 class HvqRateError(HvqError):
@@ -114,23 +127,35 @@ def mu_for(quality: float) -> float:
     return MU_AT_ZERO * (2.0 ** (_OCTAVES * (100.0 - q) / 100.0) - 1.0) / (2.0**_OCTAVES - 1.0)
 
 
-def setting_for(quality=None, target_bpp=None, target_psnr=None) -> RateSetting | None:
-    """Check the keywords and name the request; None asks for the nearest codewords (no rate control)."""
+def setting_for(quality=None, target_bpp=None, target_psnr=None, effort=None) -> RateSetting | None:
+    """Check the keywords and name the request; None asks for the nearest codewords (no rate control).
+
+    ``effort`` (1 or 2, default ``DEFAULT_EFFORT``) needs a quality or a target.
+    """
     given = [name for name, v in (("quality", quality), ("target_bpp", target_bpp), ("target_psnr", target_psnr))
              if v is not None]
     if len(given) > 1:
         raise HvqRateError(f"give one of quality, target_bpp and target_psnr, not {' and '.join(given)}")
+    if effort is not None:
+        if not given:
+            raise HvqRateError("an effort needs a quality or a target: without them the indices are the nearest codewords")
+        e = _number(effort, "effort")
+        if e not in EFFORTS:
+            raise HvqRateError(f"effort {effort} is not one of {', '.join(map(str, EFFORTS))}")
+        effort = int(e)
+    else:
+        effort = DEFAULT_EFFORT
     if quality is not None:
         q = _number(quality, "quality")
         if not 0 <= q <= 100:
             raise HvqRateError(f"quality {quality} is outside 0..100")
-        return RateSetting("quality", q, round(q, 2))
+        return RateSetting("quality", q, round(q, 2), effort)
     for mode, value in (("target-bpp", target_bpp), ("target-psnr", target_psnr)):
         if value is not None:
             v = _number(value, mode.replace("-", "_"))
             if not v > 0:
                 raise HvqRateError(f"{mode.replace('-', ' ')} {value} is not positive")
-            return RateSetting(mode, v, 100.0)
+            return RateSetting(mode, v, 100.0, effort)
     return None
 
 
@@ -219,8 +244,8 @@ def choose(
             above = rung_above(q)
             if level_errors is not None and above is not None:
                 upper = grids_at(factors, above)
-                bigger = lambda g: file_bpp(g, factors, RateSetting("quality", q, q)) > file_bpp(  # noqa: E731
-                    upper, factors, RateSetting("quality", q, q))
+                bigger = lambda g: file_bpp(g, factors, RateSetting("quality", q, q, setting.effort)) > file_bpp(  # noqa: E731
+                    upper, factors, RateSetting("quality", q, q, setting.effort))
                 grids = monotone(grids, upper, errors(grids, factors), errors(upper, factors), parents_needed, bigger)
             made[key] = grids
         return made[key]
@@ -240,7 +265,7 @@ def choose(
     def trial(factors, q):
         q = round(q, 2)  # the stored resolution: the recorded quality remakes these grids
         grids = grids_at(factors, q)
-        s = RateSetting(setting.mode, setting.requested, q)
+        s = RateSetting(setting.mode, setting.requested, q, setting.effort)
         value = file_bpp(grids, factors, s) if setting.mode == "target-bpp" else finest_psnr(grids, factors)
         return Trial(q, grids, value)
 
@@ -331,4 +356,4 @@ def _bisect(factors, trial, low: Trial, high: Trial, good: Callable[[float], boo
 
 
 def _setting(setting: RateSetting, t: Trial) -> RateSetting:
-    return RateSetting(setting.mode, setting.requested, t.quality)
+    return RateSetting(setting.mode, setting.requested, t.quality, setting.effort)
