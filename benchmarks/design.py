@@ -40,7 +40,6 @@ candidates while the first still runs.  Every invocation re-renders
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -251,20 +250,17 @@ def plan(preset: Preset, candidate: Candidate, data: Path, run_dir: Path, seed: 
 # ---- scoring through the product ----
 
 def ssimulacra2(original: np.ndarray, decoded: np.ndarray) -> float:
-    """SSIMULACRA 2 of 8-bit RGB arrays (H, W, 3) by the ``ssimulacra2`` package (100 = identical).
+    """SSIMULACRA 2 of 8-bit RGB arrays (H, W, 3) by hvq's own (``hvq.evaluation.metrics``; 100 = identical).
 
-    The package reads images by name, so they go through in-memory PNGs.
-    One function, to be swapped for ``hvq.evaluation.metrics``' when it has one.
+    The committed study (benchmarks/results/design/) was scored with the
+    ``ssimulacra2`` package, which hvq does not depend on and which does not
+    reproduce the reference tool (README, "Benchmarks"); hvq's own port of
+    libjxl's metric replaced it on 2 December 2026, so a fresh install runs
+    the study (and its test) with what ``hvq bench`` uses.
     """
-    from ssimulacra2 import compute_ssimulacra2
+    from hvq.evaluation.metrics import ssimulacra2 as score
 
-    def png(pixels: np.ndarray) -> io.BytesIO:
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="PNG")
-        buffer.seek(0)
-        return buffer
-
-    return float(compute_ssimulacra2(png(original), png(decoded)))
+    return float(score(original, decoded))
 
 
 def fitting_folder(preset: Preset, data: Path, runs: Path) -> Path:
@@ -620,7 +616,7 @@ def render(preset_name: str, results: dict, pending: list[str], machine: dict, o
                                f"{preset.eval_images} images centre-cropped to {preset.eval_side} px")
         + ", through the product: `Codec.compress` with the level alone (top-down: with its coarser levels, "
         "whose bits the rate includes), `Codec.decompress`; bpp is the real file size; PSNR on RGB; MS-SSIM by "
-        "pytorch-msssim; SSIMULACRA 2 by the `ssimulacra2` package. ΔPSNR at baseline's rate: the "
+        "pytorch-msssim; SSIMULACRA 2 by `hvq.evaluation.ssimulacra` (the committed study's by the `ssimulacra2` package). ΔPSNR at baseline's rate: the "
         "candidate's PSNR minus the baseline hierarchy's, interpolated in log-bpp between its three levels.",
         f"- **Hardware**: {machine['cpu']} ({machine['cpu_count']} cores, shared with other work), "
         f"torch {machine['torch']}.",
