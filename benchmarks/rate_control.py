@@ -202,9 +202,11 @@ def summarise(records: list[dict], anchors_dir: Path | None) -> dict:
 
 
 def _searches(records: list[dict]) -> dict:
-    """The real target searches: per kind, how many were met within tolerance, refused, or missed."""
+    """The real target searches: per kind, how many were met within the product's tolerance, refused, or missed."""
+    from hvq.codec.runtime.rate_control import BPP_TOLERANCE, PSNR_TOLERANCE
+
     out = {}
-    for kind, tolerance in (("bpp", lambda t: 0.05 * t), ("psnr", lambda t: 0.1)):
+    for kind, tolerance in (("bpp", lambda t: BPP_TOLERANCE * t), ("psnr", lambda t: PSNR_TOLERANCE)):
         rows = [t for r in records for t in r.get("targets", []) if t["kind"] == kind]
         if not rows:
             continue
