@@ -18,6 +18,7 @@ import click
 
 from hvq import __version__
 from hvq.bitstream.errors import HvqError, HvqUsageError
+from hvq.bitstream.settings import EFFORTS
 from hvq.cli.batch import ThreadPlan, in_order
 from hvq.cli.options import (
     EXIT_CODES, FolderPath, LevelDepthList, LevelFactor, force_option, model_option, output_option, threads_option,
@@ -109,7 +110,7 @@ def main() -> None:
               help="Size of the whole file in bits per pixel (within 5%); picks quality and levels.")
 @click.option("--target-psnr", type=float, default=None,
               help="PSNR in dB of the finest level (within 0.1 dB); picks quality and levels.")
-@click.option("--effort", type=click.IntRange(1, 2), default=None,
+@click.option("--effort", type=click.IntRange(min(EFFORTS), max(EFFORTS)), default=None,
               help="With -q or a target: 1 (default) weighs latent distance, 1.0-1.3x the time; "
                    "2 also measures pixel error through the decoders: smaller files, 20-75x the time.")
 @model_option

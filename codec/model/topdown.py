@@ -19,13 +19,8 @@ import torch
 import torch.nn.functional as F
 
 
-def coarser_levels(factors: tuple[int, ...], factor: int) -> tuple[int, ...]:
-    """The levels above ``factor`` whose codes its top-down decoder reads, fine to coarse."""
-    return tuple(f for f in factors if f > factor)
-
-
-def topdown_input(z_q: dict[int, torch.Tensor], factor: int, factors: tuple[int, ...]) -> torch.Tensor:
-    """Level ``factor``'s codewords with every coarser level's repeated to its grid, along channels."""
+def topdown_input(z_q: dict[int, torch.Tensor], factor: int, parents: tuple[int, ...]) -> torch.Tensor:
+    """Level ``factor``'s codewords with its parents' (``ModelConfig.decoder_parents``) repeated to its grid."""
     own = z_q[factor]
-    parts = [own] + [F.interpolate(z_q[g], size=own.shape[-2:], mode="nearest") for g in coarser_levels(factors, factor)]
+    parts = [own] + [F.interpolate(z_q[g], size=own.shape[-2:], mode="nearest") for g in parents]
     return torch.cat(parts, dim=1)

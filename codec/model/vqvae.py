@@ -118,7 +118,7 @@ class HierarchicalVQVAE(nn.Module):
         ``z_q[factor]`` holds the level's codewords with its refinements added;
         the coarser levels' (top-down parents) are always depth 1.
         """
-        z = topdown_input(z_q, factor, self.config.factors) if self.config.topdown else z_q[factor]
+        z = topdown_input(z_q, factor, self.config.decoder_parents(factor)) if self.config.topdown else z_q[factor]
         h = self.decoders[str(factor)](z)
         return self.tail(h) if self.config.shared_tail else h
 

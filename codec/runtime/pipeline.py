@@ -144,7 +144,7 @@ class Codec:
         refined: dict[tuple, np.ndarray] = {}  # a level's grid depends on its quality, coder and parent only
 
         def refine_at(quality, factors):
-            if setting.effort < 2 or not pixel_rdoq.refines(net, factors):
+            if setting.effort < rate_control.PIXEL_EFFORT or not pixel_rdoq.refines(net, factors):
                 return None
             mu = rate_control.mu_for(quality)
 
@@ -203,7 +203,7 @@ class Codec:
             return {f: squared_error(grids, factors, f) for f in factors}
 
         # the check against the rungs: at effort 2, where every level decodes with what the file holds
-        checked = setting.effort >= 2 and pixel_rdoq.refines(net, chosen)
+        checked = setting.effort >= rate_control.PIXEL_EFFORT and pixel_rdoq.refines(net, chosen)
         choice = rate_control.choose(setting, candidates, level_sets, prior, file_bpp, finest_psnr, refine_at,
                                      level_errors if checked else None, net.parents_needed)
         return write(choice.grids, choice.factors, choice.setting)

@@ -84,7 +84,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hvq.bitstream.errors import HvqError
-from hvq.bitstream.settings import RateSetting
+from hvq.bitstream.settings import EFFORTS, RateSetting  # 1: latent distance alone; 2: and the pixel passes
 from hvq.codec.runtime import rdoq
 
 LAMBDA_AT_ZERO = 0.15  # squared latent distance per bit at Q = 0
@@ -94,8 +94,8 @@ BPP_TOLERANCE = 0.05  # relative
 PSNR_TOLERANCE = 0.1  # dB
 _SEARCH_STEPS = 14  # bisection steps on Q: 100 / 2**14 < 0.01, the stored resolution
 RUNGS = (100.0, 50.0)  # qualities whose grids every lower quality's are checked against (module docstring)
-EFFORTS = (1, 2)  # 1: latent distance alone; 2: and the pixel passes, checked against the rungs
 DEFAULT_EFFORT = 1
+PIXEL_EFFORT = 2  # the effort from which the pixel passes and the check against the rungs run
 
 
 class HvqRateError(HvqError):
