@@ -61,12 +61,15 @@ def curve_selections(net) -> list[tuple[tuple[int, ...], dict[int, int]]]:
     return out
 
 
-def setting_label(levels: tuple[int, ...], quality: float | None = None, depths: dict[int, int] | None = None) -> str:
-    """``levels=16,8``; with a quality, ``levels=16 quality=50``; with depths, ``levels=16,8,4:2`` (the
-    ``--levels`` / ``--keep`` spelling: level 4 at depths 1-2)."""
+def setting_label(levels: tuple[int, ...], quality: float | None = None, depths: dict[int, int] | None = None,
+                  effort: int | None = None) -> str:
+    """``levels=16,8``; with a quality, ``levels=16 quality=50`` (and ``effort=2`` when one was asked
+    for); with depths, ``levels=16,8,4:2`` (the ``--levels`` / ``--keep`` spelling: level 4 at depths 1-2)."""
     depths = depths or {}
     label = "levels=" + ",".join(f"{f}:{depths[f]}" if f in depths else str(f) for f in levels)
-    return label if quality is None else f"{label} quality={quality:g}"
+    if quality is None:
+        return label
+    return f"{label} quality={quality:g}" + ("" if effort is None else f" effort={effort}")
 
 
 def parse_setting(setting: str) -> tuple[tuple[int, ...], float | None]:
@@ -89,10 +92,10 @@ def _depth_labels(net, levels: tuple[int, ...]) -> dict[int, int]:
     return {f: net.depth_of(f) for f in levels if net.depth_of(f) > 1}
 
 
-def curve_settings(net, qualities=(None,)) -> list[str]:
+def curve_settings(net, qualities=(None,), effort: int | None = None) -> list[str]:
     """The settings of ``curve_selections`` at every quality, coarsest (lowest rate) first:
     the points whose envelope is hvq's RD curve for BD."""
-    return [setting_label(levels, q, depths) for levels, depths in curve_selections(net) for q in qualities]
+    return [setting_label(levels, q, depths, effort) for levels, depths in curve_selections(net) for q in qualities]
 
 
 def takes_quality(codec: Codec) -> bool:
@@ -100,23 +103,30 @@ def takes_quality(codec: Codec) -> bool:
     return "quality" in inspect.signature(codec.compress).parameters
 
 
+def takes_effort(codec: Codec) -> bool:
+    """Whether this codec's ``compress`` has an ``effort=`` setting (rate control's, beside ``quality=``)."""
+    return "effort" in inspect.signature(codec.compress).parameters
+
+
 def measure_hvq(codec: Codec, image: str, original: np.ndarray, qualities=(None,),
-                perceptual: bool = True) -> list[Measurement]:
+                perceptual: bool = True, effort: int | None = None) -> list[Measurement]:
     """Compress ``original`` (H, W, 3 uint8) once per quality, then score the files cut from it, decoded
     from their bytes: every file of the curve (``curve_selections``) at every quality; every decodable
-    subset of levels, with all their depths, at the default quality (None)."""
+    subset of levels, with all their depths, at the default quality (None).  ``effort`` (rate
+    control's, 1 or 2) goes with every quality but None; None leaves the codec's default."""
     from PIL import Image
 
     net = codec.model.net
     picture = Image.fromarray(original, "RGB")
     rows = []
     for quality in qualities:
-        all_levels = codec.compress(picture) if quality is None else codec.compress(picture, quality=quality)
+        rate = {} if quality is None else {"quality": quality} | ({} if effort is None else {"effort": effort})
+        all_levels = codec.compress(picture, **rate)
         files = [(levels, _depth_labels(net, levels)) for levels in decodable_subsets(net)] if quality is None else []
         files += curve_selections(net)
         done = set()
         for levels, depths in files:
-            label = setting_label(levels, quality, depths)
+            label = setting_label(levels, quality, depths, effort)
             if label in done:  # a subset that is also a point of the curve
                 continue
             done.add(label)

@@ -35,6 +35,7 @@ class RunContext:
     published: tuple[str, ...] = field(default_factory=tuple)  # result files of the published curves drawn
     ssimulacra2: bool = True  # whether SSIMULACRA 2 was scored
     hvq_qualities: tuple = (None,)  # the ``quality=`` values hvq was swept over (None: its default)
+    hvq_effort: int | None = None  # rate control's effort at those qualities (None: the codec's default)
 
 
 def _finite_or_none(value):
@@ -141,7 +142,8 @@ def rd_markdown(context: RunContext, means: list[SettingMean], comparisons: list
         "upscaled back (bicubic) before scoring; bpp is the small file over the full-size pixel count.",
         "- hvq: one file per image with all levels; `levels=16,8` is that file stripped to those "
         "levels (rate: the whole stripped file; picture: its finest level)"
-        + (f"; each level alone at quality {', '.join('default' if q is None else f'{q:g}' for q in context.hvq_qualities)}."
+        + (f"; each level alone at quality {', '.join('default' if q is None else f'{q:g}' for q in context.hvq_qualities)}"
+           + ("" if context.hvq_effort is None else f", effort {context.hvq_effort}") + "."
            if tuple(context.hvq_qualities) != (None,) else "."),
         "",
         "## Means per codec and setting",

@@ -130,15 +130,15 @@ def run_classical(images: list[BenchImage], sweeps: dict[str, tuple[float, ...]]
 
 
 def run_hvq(images: list[BenchImage], codec, progress: bool = True, qualities=(None,),
-            ssimulacra2: bool = True) -> list[Measurement]:
+            ssimulacra2: bool = True, effort: int | None = None) -> list[Measurement]:
     """Every image through hvq (every level alone at each quality, every subset), in this process;
-    ``codec`` is a Codec."""
+    ``codec`` is a Codec; ``effort`` is rate control's at every quality (None: the codec's default)."""
     from hvq.evaluation.hvq_runs import measure_hvq
 
     per_image = []
     with _bar(len(images), "hvq", progress) as bar:
         for image in images:
-            per_image.append(measure_hvq(codec, image.name, load_original(image), qualities, ssimulacra2))
+            per_image.append(measure_hvq(codec, image.name, load_original(image), qualities, ssimulacra2, effort))
             bar.update()
     settings = len(per_image[0]) if per_image else 0
     return [rows[index] for index in range(settings) for rows in per_image]  # by setting, then image

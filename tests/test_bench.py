@@ -566,6 +566,29 @@ def test_hvq_quality_option_needs_a_codec_that_takes_one(bench, dataset, tiny_mo
     assert document["context"]["hvq_qualities"] == [40.0, 80.0]
     bad = bench(dataset, "--codecs", "hvq", "--hvq-quality", "120", "--model", tiny_model_path)
     assert bad.exit_code == 2 and "from 0 to 100" in bad.output
+    alone = bench(dataset, "--codecs", "hvq", "--hvq-effort", "2", "--model", tiny_model_path)
+    assert alone.exit_code == 2 and "needs --hvq-quality" in alone.output
+    beyond = bench(dataset, "--codecs", "hvq", "--hvq-quality", "40", "--hvq-effort", "3", "--model", tiny_model_path)
+    assert beyond.exit_code == 2 and "--hvq-effort" in beyond.output
+
+
+def test_hvq_effort_reaches_every_compress_and_every_label(tiny_context_codec, dataset):
+    """--hvq-effort 2: each quality's file is the codec's own at that effort, and the labels say so."""
+    from hvq.evaluation.hvq_runs import curve_settings, parse_setting
+
+    original = np.asarray(Image.open(dataset / "a.png"))
+    rows = measure_hvq(tiny_context_codec, "a.png", original, qualities=(None, 40), perceptual=False, effort=2)
+    swept = [m for m in rows if "quality" in m.setting]
+    assert [m.setting for m in swept] == ["levels=16 quality=40 effort=2", "levels=8 quality=40 effort=2",
+                                          "levels=4 quality=40 effort=2"]
+    assert {m.setting for m in swept} <= set(curve_settings(tiny_context_codec.model.net, (None, 40), 2))
+    assert parse_setting("levels=8 quality=40 effort=2") == ((8,), 40.0)
+    whole = tiny_context_codec.compress(Image.fromarray(original), quality=40, effort=2)
+    from hvq.bitstream.levels import strip
+
+    finest = swept[-1]
+    assert finest.bpp == pytest.approx(8 * len(strip(whole, [(4, None)], tiny_context_codec.model.prior))
+                                       / (original.shape[0] * original.shape[1]))
 
 
 def test_downscale_baselines_and_ssimulacra2_reach_every_output(bench, dataset, tiny_model_path, tmp_path):

@@ -127,3 +127,28 @@ def test_rate_control_benchmark_measures_curves_windows_and_real_searches(tmp_pa
         assert searches[kind]["missed"] == 0  # a search either meets its target or refuses it
     report = (out / "rate_control.md").read_text()
     assert f"effort {effort})" in report and "## Target searches" in report and (out / "rd_levels.png").exists()
+
+
+def test_latent_metric_starts_from_the_codecs_own_nearest_codewords(tmp_path, photo_folder, tiny_model_path, photo):
+    import json
+
+    import torch
+    from click.testing import CliRunner
+
+    from hvq.benchmarks.latent_metric import VARIANTS, main, metric_grid
+    from hvq.codec.runtime.pipeline import Codec
+
+    result = CliRunner().invoke(main, [str(photo_folder), str(photo_folder), "-o", str(tmp_path / "out"),
+                                       "--model", str(tiny_model_path), "--train-images", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "latent_metric.json").read_text())
+    assert list(report["means"]) == [name for name, _, _ in VARIANTS]
+    codec = Codec.for_model(str(tiny_model_path))
+    whole_file = 8 * len(codec.compress(photo)) / (photo.width * photo.height)
+    assert report["means"][VARIANTS[0][0]][-1]["bpp"] == pytest.approx(whole_file)
+    # the identity metric is latent distance: the same grid
+    codebook = codec.model.net.codebook_of(4)
+    z = torch.randn(1, codebook.embed.shape[1], 5, 7)
+    eye = torch.eye(codebook.embed.shape[1])
+    assert (metric_grid(codebook, z, eye, None) == metric_grid(codebook, z, None, None)).all()
+    assert "| pixel metric, nearest 6 |" in (tmp_path / "out" / "latent_metric.md").read_text()
