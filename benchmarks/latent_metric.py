@@ -53,11 +53,6 @@ def latents(net, pixels: np.ndarray) -> dict[int, torch.Tensor]:
         return dict(zip(net.config.factors, net._latents(x)))
 
 
-def nearest_grids(net, z: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-    return {f: net.codebook_of(f).nearest(v.permute(0, 2, 3, 1).reshape(-1, v.shape[1])).view(1, *v.shape[2:])
-            for f, v in z.items()}
-
-
 def decoder_metrics(net, paths: list[Path], probes: int, seed: int) -> dict[int, torch.Tensor]:
     """M_f = E[J^T J] of each level's decoder at the nearest codewords, from random pixel probes."""
     generator = torch.Generator().manual_seed(seed)
@@ -68,7 +63,7 @@ def decoder_metrics(net, paths: list[Path], probes: int, seed: int) -> dict[int,
         h, w = pixels.shape[:2]
         s = min(CROP, h, w) // net.config.max_factor * net.config.max_factor
         pixels = pixels[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
-        grids = nearest_grids(net, latents(net, pixels))
+        grids = net.encode(to_tensor(pixels))  # the crop is a multiple of the coarsest factor: no padding
         for f in net.config.factors:
             for _ in range(probes):
                 codewords = {g: net.codebook_of(g).lookup(grids[g]) for g in net.config.factors}
@@ -84,15 +79,14 @@ def decoder_metrics(net, paths: list[Path], probes: int, seed: int) -> dict[int,
 def metric_grid(codebook, z: torch.Tensor, metric: torch.Tensor | None, k: int | None) -> np.ndarray:
     """Per cell, the codeword nearest under ``metric`` (None: latent distance), among the ``k`` nearest if given."""
     flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-    euclid = codebook.distances(flat)
     if metric is None:
-        cost = euclid
+        cost = codebook.distances(flat)
     else:
         e = codebook.embed
         mz = flat @ metric
         cost = (mz * flat).sum(1, keepdim=True) - 2 * mz @ e.T + ((e @ metric) * e).sum(1)[None]
     if k:
-        top = euclid.topk(k, 1, largest=False).indices
+        top = codebook.distances(flat).topk(k, 1, largest=False).indices
         cost = torch.full_like(cost, float("inf")).scatter(1, top, cost.gather(1, top))
     return cost.argmin(1).view(*z.shape[2:]).numpy().astype(np.uint16)
 
