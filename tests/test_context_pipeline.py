@@ -187,3 +187,21 @@ def test_version_1_files_of_the_shipped_model_still_decode():
         decoded = np.asarray(codec.decompress(data, f)).astype(int)
         then = np.asarray(Image.open(DATA / f"shipped-v1-level{f}.png")).astype(int)
         assert np.abs(decoded - then).max() <= 1  # same indices (checked by CRC); float convs may round differently
+
+
+def test_files_of_model_v2_0_decode_with_it_after_v2_1_became_the_default(tmp_path):
+    """A file written with model v2.0 (the default until v2.1) names it, and every reader picks it, no --model."""
+    path = DATA / "model-v2.0-scene.hvq"
+    data = path.read_bytes()
+    named = parse(data).header.model_fingerprint
+    assert named.hex().startswith("71270e82") and named != load_model().fingerprint  # not the default
+    assert Path(Codec.for_fingerprint(named).model.path).name == "hvq-v2.0.safetensors"
+    for f in (16, 8, 4):
+        then = np.asarray(Image.open(DATA / f"model-v2.0-scene-level{f}.png")).astype(int)
+        decoded = np.asarray(Codec.for_fingerprint(named).decompress(data, f)).astype(int)
+        assert np.abs(decoded - then).max() <= 1, f
+    out = tmp_path / "scene.png"
+    result = CliRunner().invoke(main, ["decompress", str(path), "-o", str(out), "--level", "8"])
+    assert result.exit_code == 0, result.output
+    then = np.asarray(Image.open(DATA / "model-v2.0-scene-level8.png")).astype(int)
+    assert np.abs(np.asarray(Image.open(out)).astype(int) - then).max() <= 1

@@ -125,6 +125,21 @@ def test_the_shipped_models_graphs_match_it_and_decode_its_golden_file(onnx_env)
         assert _max_diff(hvq.decompress(data, level=factor), then) <= 1  # the model the file names, found by fingerprint
 
 
+def test_every_installed_models_graphs_match_it(onnx_env):
+    """Each installed model's graphs name its own files (v2.0's were renamed from hvq-default.* when v2.1 shipped)."""
+    from hvq.codec.runtime.registry import installed
+
+    models = installed()
+    assert {m.path.name for m in models} >= {"hvq-default.safetensors", "hvq-v2.0.safetensors", "hvq-0.2.safetensors"}
+    for m in models:
+        prior = read_prior(m.path)
+        graphs = onnx_backend.read_graphs(m.path, prior.fingerprint)
+        assert all(g.path.name.startswith(m.path.stem + ".decoder-") for g in graphs.decoders.values()), m.path.name
+    data = (DATA / "model-v2.0-scene.hvq").read_bytes()
+    for factor in (16, 8, 4):
+        assert _max_diff(hvq.decompress(data, level=factor), Image.open(DATA / f"model-v2.0-scene-level{factor}.png")) <= 1
+
+
 # -- the choice and its refusals ---------------------------------------------------------
 
 

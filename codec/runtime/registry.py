@@ -3,7 +3,8 @@
 A ``.hvq`` file names its model by fingerprint (HEAD), so a reader picks the
 installed model that made it instead of assuming the newest::
 
-    codec/models/hvq-default.safetensors   71270e82...   model v2: the default for new files
+    codec/models/hvq-default.safetensors   e966873f...   model v2.1: the default for new files
+    codec/models/hvq-v2.0.safetensors      71270e82...   files written with model v2.0, installed beside it
     codec/models/hvq-0.2.safetensors       55a1cbc1...   hvq 0.1 and 0.2 files, installed beside it
     codec/models/<another>.safetensors     ...           found by its fingerprint
 
