@@ -138,6 +138,14 @@ CANDIDATES = (
     Candidate("sharing-topdown-k512", "seed-faithful sharing + top-down decoding, codebook 512 x 64 (v2's)",
               "does v2's larger codebook (512 x 64 against 256 x 32) split the levels' codes?",
               model=_options(level_heads=False, topdown=True, codebook_size=512, code_dim=64)),
+    # Added after candidate v3 (v2 with 256 x 32) shared its codebook but lost level 4 to v2.1's
+    # 512 x 64: which of the two, K or the dimension, splits the levels?
+    Candidate("sharing-topdown-k512-d32", "seed-faithful sharing + top-down decoding, codebook 512 x 32",
+              "does the number of codewords (512) split the levels, at the study's dimension (32)?",
+              model=_options(level_heads=False, topdown=True, codebook_size=512, code_dim=32)),
+    Candidate("sharing-topdown-d64", "seed-faithful sharing + top-down decoding, codebook 256 x 64",
+              "does the code dimension (64) split the levels, at the study's 256 codewords?",
+              model=_options(level_heads=False, topdown=True, codebook_size=256, code_dim=64)),
 )
 # The context prior's neighbour tables are (K + 1) x K: at K = 4096 they alone
 # would pass the 30 MB model-file limit, so larger codebooks are coded with the static prior.
