@@ -152,3 +152,24 @@ def test_latent_metric_starts_from_the_codecs_own_nearest_codewords(tmp_path, ph
     eye = torch.eye(codebook.embed.shape[1])
     assert (metric_grid(codebook, z, eye, None) == metric_grid(codebook, z, None, None)).all()
     assert "| pixel metric, nearest 6 |" in (tmp_path / "out" / "latent_metric.md").read_text()
+
+
+@pytest.mark.parametrize("topdown", [False, True])
+def test_prior_report_codes_every_prior_and_names_a_top_down_models_files(tmp_path, photo_folder, topdown):
+    from click.testing import CliRunner
+
+    from conftest import make_tiny_model
+    from hvq.benchmarks.prior import PRIORS, main
+
+    model = make_tiny_model(tmp_path / "m.safetensors", context=True, topdown=topdown)
+    result = CliRunner().invoke(main, [str(photo_folder), "--model", str(model), "--repeats", "1",
+                                       "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    import json
+
+    kodak = json.loads((tmp_path / "out" / "prior.json").read_text())["kodak"]
+    assert set(kodak["priors"]) == set(PRIORS)
+    assert all(m["bits_per_index"] > 0 for levels in kodak["priors"].values() for m in levels.values())
+    assert (kodak["all_over_finest_bytes"] == 1.0) == topdown  # top-down: the finest level's file holds them all
+    md = (tmp_path / "out" / "prior.md").read_text()
+    assert ("no smaller finest-only file" in md) == topdown and ("target <= 1.10" in md) != topdown
