@@ -136,3 +136,26 @@ def test_a_study_folder_resumes_kind_by_kind(tmp_path, tiny_context_model_path, 
     assert all(report["standing"][0][kind] is None for kind in KINDS)  # no alternative measured: none to beat
     changed = CliRunner().invoke(main, args[:-4] + ["--steps", "3", "-o", str(tmp_path / "out")])
     assert changed.exit_code == 0 and "kept from" not in changed.output  # another budget: everything anew
+
+
+@pytest.mark.parametrize("has_parent", [False, True])
+def test_four_pass_cells_read_only_earlier_passes(has_parent):
+    from hvq.benchmarks.prior_ceiling import FourPassContext, pass_of
+
+    torch.manual_seed(0)
+    net = FourPassContext(K, has_parent, SMALL).eval()
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    grid, parent = _grids()
+    parent = parent if has_parent else None
+    order = pass_of((8, 10))
+    assert order[0, 0] == 0 and order[1, 1] == 1 and order[0, 1] == 2 and order[1, 0] == 3
+    base = _logits(net, grid, parent)
+    for r, c in [(2, 2), (3, 3), (2, 3), (3, 2)]:  # one cell of each pass
+        changed = grid.clone()
+        changed[0, r, c] = (changed[0, r, c] + 1) % K
+        after = _logits(net, changed, parent)
+        same = order <= order[r, c]
+        assert torch.equal(after[..., same], base[..., same])
+        if order[r, c] < 3:
+            assert not torch.equal(after[..., ~same], base[..., ~same])
