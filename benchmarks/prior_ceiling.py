@@ -90,6 +90,32 @@ class _ParentFeatures(nn.Module):
         return F.pixel_shuffle(self.body(self.embed(parent).permute(0, 3, 1, 2)), 2)
 
 
+class _ParentContext(nn.Module):
+    """``_ParentFeatures`` of the coarser level, or a learned constant at the coarsest level (no parent)."""
+
+    def __init__(self, k: int, has_parent: bool, cfg: CeilingConfig):
+        super().__init__()
+        self.features = _ParentFeatures(k, cfg) if has_parent else None
+        self.constant = nn.Parameter(torch.zeros(1, cfg.channels, 1, 1))
+
+    def forward(self, parent: torch.Tensor | None) -> torch.Tensor:
+        return self.constant if self.features is None else self.features(parent)
+
+
+def _trunk(cfg: CeilingConfig) -> nn.Sequential:
+    """Three 3x3 convs over a grid's embedded tokens: the nets' spatial context."""
+    return nn.Sequential(
+        nn.Conv2d(cfg.embedding, cfg.channels, 3, padding=1), nn.GELU(),
+        nn.Conv2d(cfg.channels, cfg.channels, 3, padding=1), nn.GELU(),
+        nn.Conv2d(cfg.channels, cfg.channels, 3, padding=1),
+    )
+
+
+def _head(k: int, cfg: CeilingConfig) -> nn.Sequential:
+    """Features to logits over the K codewords, through one hidden 1x1 layer."""
+    return nn.Sequential(nn.GELU(), nn.Conv2d(cfg.channels, cfg.channels, 1), nn.GELU(), nn.Conv2d(cfg.channels, k, 1))
+
+
 class CheckerboardContext(nn.Module):
     """Two passes, as the shipped coder decodes: anchors from the parent, non-anchors from the parent and anchors.
 
@@ -104,21 +130,15 @@ class CheckerboardContext(nn.Module):
     def __init__(self, k: int, has_parent: bool, cfg: CeilingConfig):
         super().__init__()
         self.k = k
-        self.parent = _ParentFeatures(k, cfg) if has_parent else None
-        self.constant = nn.Parameter(torch.zeros(1, cfg.channels, 1, 1))
+        self.parent = _ParentContext(k, has_parent, cfg)
         self.embed = nn.Embedding(k + 1, cfg.embedding)  # token K: a hidden non-anchor
-        self.anchors = nn.Sequential(
-            nn.Conv2d(cfg.embedding, cfg.channels, 3, padding=1), nn.GELU(),
-            nn.Conv2d(cfg.channels, cfg.channels, 3, padding=1), nn.GELU(),
-            nn.Conv2d(cfg.channels, cfg.channels, 3, padding=1),
-        )
+        self.anchors = _trunk(cfg)
         self.head_anchor = nn.Sequential(nn.GELU(), nn.Conv2d(cfg.channels, k, 1))
-        self.head_other = nn.Sequential(nn.GELU(), nn.Conv2d(cfg.channels, cfg.channels, 1), nn.GELU(),
-                                        nn.Conv2d(cfg.channels, k, 1))
+        self.head_other = _head(k, cfg)
 
     def forward(self, grid: torch.Tensor, parent: torch.Tensor | None) -> torch.Tensor:
         mask = torch.from_numpy(anchor_mask(tuple(grid.shape[-2:])))
-        p = self.constant.expand(grid.shape[0], -1, *grid.shape[-2:]) if self.parent is None else self.parent(parent)
+        p = self.parent(parent)
         visible = torch.where(mask, grid, torch.full_like(grid, self.k))
         a = self.anchors(self.embed(visible).permute(0, 3, 1, 2))
         return torch.where(mask, self.head_anchor(p), self.head_other(p + a))
@@ -144,21 +164,15 @@ class FourPassContext(nn.Module):
     def __init__(self, k: int, has_parent: bool, cfg: CeilingConfig):
         super().__init__()
         self.k = k
-        self.parent = _ParentFeatures(k, cfg) if has_parent else None
-        self.constant = nn.Parameter(torch.zeros(1, cfg.channels, 1, 1))
+        self.parent = _ParentContext(k, has_parent, cfg)
         self.passes = nn.Parameter(torch.zeros(4, cfg.channels, 1, 1))
         self.embed = nn.Embedding(k + 1, cfg.embedding)  # token K: not decoded yet
-        self.trunk = nn.Sequential(
-            nn.Conv2d(cfg.embedding, cfg.channels, 3, padding=1), nn.GELU(),
-            nn.Conv2d(cfg.channels, cfg.channels, 3, padding=1), nn.GELU(),
-            nn.Conv2d(cfg.channels, cfg.channels, 3, padding=1),
-        )
-        self.head = nn.Sequential(nn.GELU(), nn.Conv2d(cfg.channels, cfg.channels, 1), nn.GELU(),
-                                  nn.Conv2d(cfg.channels, k, 1))
+        self.trunk = _trunk(cfg)
+        self.head = _head(k, cfg)
 
     def forward(self, grid: torch.Tensor, parent: torch.Tensor | None) -> torch.Tensor:
         order = pass_of(tuple(grid.shape[-2:]))
-        p = self.constant if self.parent is None else self.parent(parent)
+        p = self.parent(parent)
         logits = None
         for q in range(4):
             visible = torch.where(order < q, grid, torch.full_like(grid, self.k))
@@ -192,8 +206,7 @@ class RasterContext(nn.Module):
 
     def __init__(self, k: int, has_parent: bool, cfg: CeilingConfig):
         super().__init__()
-        self.parent = _ParentFeatures(k, cfg) if has_parent else None
-        self.constant = nn.Parameter(torch.zeros(1, cfg.channels, 1, 1))
+        self.parent = _ParentContext(k, has_parent, cfg)
         self.embed = nn.Embedding(k, cfg.embedding)
         c = cfg.channels
         self.spatial = nn.Sequential(
@@ -202,11 +215,10 @@ class RasterContext(nn.Module):
             _MaskedConv(c, c, 3, include_centre=True), nn.GELU(),
             _MaskedConv(c, c, 3, include_centre=True),
         )
-        self.head = nn.Sequential(nn.GELU(), nn.Conv2d(c, c, 1), nn.GELU(), nn.Conv2d(c, k, 1))
+        self.head = _head(k, cfg)
 
     def forward(self, grid: torch.Tensor, parent: torch.Tensor | None) -> torch.Tensor:
-        p = self.constant if self.parent is None else self.parent(parent)
-        return self.head(self.spatial(self.embed(grid).permute(0, 3, 1, 2)) + p)
+        return self.head(self.spatial(self.embed(grid).permute(0, 3, 1, 2)) + self.parent(parent))
 
 
 # A non-anchor's anchors within a knight's move: the four neighbours the shipped tables read, and eight more
